@@ -1,0 +1,182 @@
+import type { z } from "zod";
+import type { ConnectionInfo, Specs } from "../persistence/records";
+
+// The contract every backend implements, modelled on Cinder's volume driver (the operations)
+// and nbdkit's plugins (small callbacks, capabilities declared rather than guessed).
+// Drivers know nothing of persistence: they get what they need in these small shapes and
+// return what they learned; the library keeps the records.
+
+export interface DriverVolume {
+  id: string;
+  pool: string;
+  sizeGiB: number;
+  extraSpecs: Specs;
+  qosSpecs: Specs;
+  /** The driver's own reference, as returned by an earlier call (file path, pool/image). */
+  location?: string;
+}
+
+export interface DriverSnapshot {
+  id: string;
+  volumeId: string;
+  volumeSizeGiB: number;
+  pool: string;
+  location?: string;
+}
+
+/** What a create-like call learned, stored by the library on the record. */
+export interface ModelUpdate {
+  location?: string;
+}
+
+export interface Progress {
+  /** Bytes done and total bytes of a long copy. */
+  done: number;
+  total: number;
+}
+
+export interface OperationOptions {
+  onProgress?: (p: Progress) => void;
+}
+
+export interface PoolStats {
+  pool_name: string;
+  total_capacity_gb: number | "unknown" | "infinite";
+  free_capacity_gb: number | "unknown" | "infinite";
+  reserved_percentage: number;
+  thin_provisioning_support: boolean;
+  thick_provisioning_support: boolean;
+  max_over_subscription_ratio: number;
+  provisioned_capacity_gb: number;
+  allocated_capacity_gb?: number;
+  total_volumes: number;
+  QoS_support: boolean;
+  online_extend_support: boolean;
+  multiattach: boolean;
+  [key: string]: unknown;
+}
+
+export interface BackendStats {
+  volume_backend_name: string;
+  vendor_name: string;
+  driver_version: string;
+  storage_protocol: string;
+  total_capacity_gb: number | "unknown" | "infinite";
+  free_capacity_gb: number | "unknown" | "infinite";
+  reserved_percentage: number;
+  thin_provisioning_support: boolean;
+  max_over_subscription_ratio: number;
+  provisioned_capacity_gb: number;
+  pools: PoolStats[];
+  [key: string]: unknown;
+}
+
+/** What the backend really holds, for refresh and drift: never what persistence remembers. */
+export interface Inspection {
+  exists: boolean;
+  sizeBytes?: number;
+  /** Size in whole GiB, rounded up (a volume grown by hand to 1.5 GiB reads as 2). */
+  sizeGiB?: number;
+  allocatedBytes?: number;
+  location?: string;
+}
+
+export interface Extent {
+  offset: number;
+  length: number;
+  /** A hole: reads as zeroes and takes no space. */
+  hole: boolean;
+  /** Reads as zeroes (a hole, or allocated zeroes). */
+  zero: boolean;
+}
+
+export interface BlockDeviceCapabilities {
+  canWrite: boolean;
+  canFlush: boolean;
+  canTrim: boolean;
+  canZero: boolean;
+  /** `extents` reports real allocation, not just "all data". */
+  canExtents: boolean;
+  /** Several opens of the same volume see one consistent view (NBD MULTI_CONN). */
+  canMultiConn: boolean;
+}
+
+/**
+ * Byte-level access to a volume or snapshot. The NBD server, image copies and downloads use only
+ * this, so every backend gets them for free.
+ */
+export interface BlockDevice {
+  readonly size: number;
+  readonly readOnly: boolean;
+  readonly capabilities: BlockDeviceCapabilities;
+  pread(buffer: Buffer, offset: number): Promise<number>;
+  pwrite(buffer: Buffer, offset: number, opts?: { fua?: boolean }): Promise<void>;
+  flush(): Promise<void>;
+  /** Discard: the range may read back as zeroes afterwards. */
+  trim(offset: number, length: number): Promise<void>;
+  /** The range reads back as zeroes afterwards; `mayTrim` allows punching a hole for it. */
+  zero(offset: number, length: number, opts?: { mayTrim?: boolean }): Promise<void>;
+  /** Allocation of [offset, offset+length), in order, covering the whole range. */
+  extents(offset: number, length: number): Promise<Extent[]>;
+  close(): Promise<void>;
+}
+
+export type OpenTarget = { kind: "volume"; volume: DriverVolume } | { kind: "snapshot"; snapshot: DriverSnapshot };
+
+export interface VolumeDriver {
+  /** The driver's kind, as in config: "file", "rbd". */
+  readonly driverName: string;
+  /** The backend's name (volume_backend_name). */
+  readonly backendName: string;
+  /** Protocols `initializeConnection` accepts. */
+  readonly protocols: readonly string[];
+
+  /** One-time start-up: check the config against reality (directories, credentials). */
+  setup(): Promise<void>;
+  poolNames(): string[];
+  defaultPool(): string;
+  stats(): Promise<BackendStats>;
+
+  /** Checks before anything is created; they throw InvalidInputError naming the field. */
+  validateExtraSpecs(specs: Specs): void;
+  validateQosSpecs(specs: Specs): void;
+  /** The largest volume the pool can ever hold, in GiB. */
+  maxSizeGiB(pool: string): Promise<number>;
+
+  createVolume(volume: DriverVolume, opts?: OperationOptions): Promise<ModelUpdate>;
+  /** A missing volume is success. */
+  deleteVolume(volume: DriverVolume): Promise<void>;
+  /** Grow only; the library has already refused a shrink. */
+  extendVolume(volume: DriverVolume, newSizeGiB: number): Promise<void>;
+  cloneVolume(volume: DriverVolume, source: DriverVolume, opts?: OperationOptions): Promise<ModelUpdate>;
+  createSnapshot(snapshot: DriverSnapshot, volume: DriverVolume, opts?: OperationOptions): Promise<ModelUpdate>;
+  /** A missing snapshot is success. */
+  deleteSnapshot(snapshot: DriverSnapshot): Promise<void>;
+  createVolumeFromSnapshot(volume: DriverVolume, snapshot: DriverSnapshot, opts?: OperationOptions): Promise<ModelUpdate>;
+
+  inspect(volume: DriverVolume): Promise<Inspection>;
+  inspectSnapshot(snapshot: DriverSnapshot): Promise<Inspection>;
+
+  /** Throws InvalidInputError naming the connector field at fault. */
+  validateConnector(protocol: string, connector: Record<string, unknown>): void;
+  initializeConnection(
+    volume: DriverVolume,
+    protocol: string,
+    connector: Record<string, unknown>,
+    opts: { attachMode: "rw" | "ro" },
+  ): Promise<ConnectionInfo>;
+  terminateConnection(volume: DriverVolume, protocol: string, connector: Record<string, unknown>): Promise<void>;
+
+  open(target: OpenTarget, opts: { readOnly: boolean }): Promise<BlockDevice>;
+}
+
+/** How a driver registers itself: its config schema and a factory. */
+export interface DriverModule<Config> {
+  driverName: string;
+  /** Strict: unknown keys are errors, not warnings. Secret fields are listed in `secretFields`. */
+  configSchema: z.ZodType<Config>;
+  secretFields: readonly string[];
+  create(backendName: string, config: Config): VolumeDriver;
+  /** Where this backend keeps its records when the config names no persistence. */
+  defaultPersistencePath(config: Config): string;
+}

@@ -1,0 +1,15 @@
+import type { DriverModule } from "./contract";
+import { fileDriver } from "./file";
+
+/** Every driver kindling ships, by the `driver` name used in configuration. */
+const DRIVERS: Record<string, DriverModule<any>> = {
+  file: fileDriver,
+};
+
+export function driverModule(name: string): DriverModule<any> | undefined {
+  return Object.hasOwn(DRIVERS, name) ? DRIVERS[name] : undefined;
+}
+
+export function driverNames(): string[] {
+  return Object.keys(DRIVERS);
+}

@@ -1,0 +1,33 @@
+import { hostname } from "node:os";
+import type { ConnectionInfo } from "../../persistence/records";
+import { InvalidInputError } from "../../util/errors";
+import { attachLoop, detachLoop, refreshLoopSize } from "./loop";
+
+/** The connector of this host, as os-brick's get_connector_properties would describe it. */
+export function localConnector(): Record<string, unknown> {
+  return { host: hostname(), ip: "127.0.0.1", platform: process.arch, os_type: process.platform, multipath: false };
+}
+
+/**
+ * Makes a connection usable as a block device on this host. Each protocol has its own way in;
+ * `local` is a file, which a loop device turns into a block device.
+ */
+export async function attachLocally(info: ConnectionInfo, opts: { readOnly: boolean }): Promise<string> {
+  if (info.protocol === "local") {
+    const path = info.data.device_path;
+    if (typeof path !== "string") throw new InvalidInputError("connectionInfo.data.device_path", "is missing");
+    return attachLoop(path, opts);
+  }
+  throw new InvalidInputError("protocol", `cannot attach a ${info.protocol} connection on this host yet`);
+}
+
+export async function detachLocally(info: ConnectionInfo, devicePath: string): Promise<void> {
+  void info;
+  await detachLoop(devicePath);
+}
+
+/** After the volume grew: make the attached device show the new size. */
+export async function refreshLocalSize(info: ConnectionInfo, devicePath: string): Promise<void> {
+  void info;
+  await refreshLoopSize(devicePath);
+}

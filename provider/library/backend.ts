@@ -1,0 +1,275 @@
+import { EventEmitter } from "node:events";
+import { resolve } from "node:path";
+import type { BackendStats, DriverModule, Progress, VolumeDriver } from "../drivers/contract";
+import { driverModule, driverNames } from "../drivers/registry";
+import { openPersistence } from "../persistence";
+import type { Persistence } from "../persistence/contract";
+import { persistenceConfigSchema, type PersistenceConfig } from "../persistence/config";
+import type { AnyRecord, VolumeRecord } from "../persistence/records";
+import { InvalidInputError, NotFoundError } from "../util/errors";
+import { isId, nameSchema } from "../util/names";
+import { KeyedMutex } from "../util/locks";
+import { parseInput } from "../util/validate";
+import { newId, now } from "../util/ids";
+import { connectorSchema, createVolumeSchema, type CreateVolumeOptions } from "./schemas";
+import { Volume } from "./volume";
+import { Snapshot } from "./snapshot";
+import { Connection } from "./connection";
+
+/** A backend as written in a configuration file entry, plus its name. */
+export interface BackendConfig {
+  name: string;
+  driver: string;
+  /** Where this backend's records live; by default beside its data (the driver decides). */
+  persistence?: PersistenceConfig;
+  [setting: string]: unknown;
+}
+
+export interface BackendOptions {
+  /** A persistence shared with other backends; overrides the config's `persistence`. */
+  persistence?: Persistence;
+  /** Relative paths in the config resolve against this directory (the config file's). */
+  baseDir?: string;
+  /** Prefix for field names in errors, e.g. "backends.local". */
+  fieldPrefix?: string;
+}
+
+export interface ProgressEvent extends Progress {
+  operation: string;
+  objectId: string;
+}
+
+export interface BackendDump {
+  class: "Backend";
+  name: string;
+  driver: string;
+  records: AnyRecord[];
+}
+
+/**
+ * One storage backend: a driver with its settings and the records of what it holds.
+ * Several backends, of the same or different drivers, live side by side in one process.
+ * The constructor validates synchronously; the driver and persistence start on first use.
+ *
+ * Emits "progress" ({ operation, objectId, done, total }) during long copies.
+ */
+export class Backend extends EventEmitter {
+  readonly name: string;
+  readonly driverName: string;
+  readonly driver: VolumeDriver;
+  /** Settings as validated, secrets included: never log this. */
+  readonly settings: Readonly<Record<string, unknown>>;
+  /** Serializes operations on one volume or snapshot within this process. */
+  readonly locks = new KeyedMutex();
+  private readonly module: DriverModule<unknown>;
+  private readonly persistenceConfig?: PersistenceConfig;
+  private persistenceStore?: Persistence;
+  private readonly ownsPersistence: boolean;
+  private readonly baseDir?: string;
+  private starting?: Promise<void>;
+  private statsCache?: BackendStats;
+
+  constructor(config: BackendConfig, opts: BackendOptions = {}) {
+    super();
+    const prefix = opts.fieldPrefix ?? "backend";
+    if (typeof config !== "object" || config === null) throw new InvalidInputError(prefix, "must be an object");
+    const { name, persistence, ...driverConfig } = config;
+    this.name = parseInput(nameSchema, name, `${prefix}.name`);
+    const module = typeof driverConfig.driver === "string" ? driverModule(driverConfig.driver) : undefined;
+    if (!module) {
+      throw new InvalidInputError(`${prefix}.driver`, `unknown driver ${JSON.stringify(driverConfig.driver)}; known: ${driverNames().join(", ")}`);
+    }
+    this.module = module;
+    this.driverName = module.driverName;
+    const resolved = opts.baseDir ? resolvePaths(driverConfig, opts.baseDir) : driverConfig;
+    this.settings = parseInput(module.configSchema, resolved, prefix) as Record<string, unknown>;
+    this.driver = module.create(this.name, this.settings);
+    if (persistence !== undefined && !opts.persistence) {
+      this.persistenceConfig = parseInput(persistenceConfigSchema, persistence, `${prefix}.persistence`);
+    }
+    this.persistenceStore = opts.persistence;
+    this.ownsPersistence = !opts.persistence;
+    this.baseDir = opts.baseDir;
+  }
+
+  /** Builds a backend and waits until its driver and persistence are up. */
+  static async open(config: BackendConfig, opts: BackendOptions = {}): Promise<Backend> {
+    const backend = new Backend(config, opts);
+    await backend.ready();
+    return backend;
+  }
+
+  /** Starts the driver and opens persistence, once. */
+  ready(): Promise<void> {
+    this.starting ??= (async () => {
+      await this.driver.setup();
+      this.persistenceStore ??= await openPersistence(
+        this.persistenceConfig ?? { storage: "sqlite", path: this.module.defaultPersistencePath(this.settings) },
+        { baseDir: this.baseDir },
+      );
+    })();
+    return this.starting;
+  }
+
+  get persistence(): Persistence {
+    if (!this.persistenceStore) throw new Error(`backend ${this.name} is not ready; await backend.ready() first`);
+    return this.persistenceStore;
+  }
+
+  /** Cinder-style capacity and capability stats, cached until asked to refresh. */
+  async stats(refresh = false): Promise<BackendStats> {
+    await this.ready();
+    if (refresh || !this.statsCache) this.statsCache = await this.driver.stats();
+    return structuredClone(this.statsCache);
+  }
+
+  poolNames(): string[] {
+    return this.driver.poolNames();
+  }
+
+  /** Validates every option, then creates the volume. Nothing is created on bad input. */
+  async createVolume(options: CreateVolumeOptions, opts: { onProgress?: (p: Progress) => void } = {}): Promise<Volume> {
+    await this.ready();
+    const input = parseInput(createVolumeSchema, options);
+    const pool = await this.checkPlacement(input.pool, input.sizeGiB);
+    const extraSpecs = input.extraSpecs ?? {};
+    const qosSpecs = input.qosSpecs ?? {};
+    this.driver.validateExtraSpecs(extraSpecs);
+    this.driver.validateQosSpecs(qosSpecs);
+    const id = input.id ?? newId();
+    const record: VolumeRecord = {
+      class: "Volume",
+      id,
+      name: input.name ?? id,
+      description: input.description ?? "",
+      backend: this.name,
+      pool,
+      sizeGiB: input.sizeGiB,
+      status: "creating",
+      extraSpecs,
+      qosSpecs,
+      metadata: input.metadata ?? {},
+      createdAt: now(),
+      updatedAt: now(),
+    };
+    return Volume.build(this, record, (volume) => this.driver.createVolume(volume, this.progressFor("create", id, opts.onProgress)));
+  }
+
+  /** The pool to use (the default when none is given), checked to hold `sizeGiB`. */
+  async checkPlacement(pool: string | undefined, sizeGiB: number, field = "sizeGiB"): Promise<string> {
+    const chosen = pool ?? this.driver.defaultPool();
+    if (!this.driver.poolNames().includes(chosen)) {
+      throw new InvalidInputError("pool", `backend ${this.name} has no pool ${JSON.stringify(chosen)}; pools: ${this.driver.poolNames().join(", ")}`);
+    }
+    const max = await this.driver.maxSizeGiB(chosen);
+    if (sizeGiB > max) {
+      throw new InvalidInputError(field, `${sizeGiB} GiB is more than pool ${chosen} can ever hold (at most ${max} GiB)`);
+    }
+    return chosen;
+  }
+
+  /** Progress as a callback for one operation and as a "progress" event on the backend. */
+  progressFor(operation: string, objectId: string, onProgress?: (p: Progress) => void) {
+    return {
+      onProgress: (p: Progress) => {
+        onProgress?.(p);
+        this.emit("progress", { operation, objectId, ...p } satisfies ProgressEvent);
+      },
+    };
+  }
+
+  async volumes(): Promise<Volume[]> {
+    await this.ready();
+    const records = await this.persistence.getVolumes({ backend: this.name });
+    return records.map((r) => new Volume(this, r));
+  }
+
+  async snapshots(volumeId?: string): Promise<Snapshot[]> {
+    await this.ready();
+    const records = await this.persistence.getSnapshots({ backend: this.name, volumeId });
+    return records.map((r) => new Snapshot(this, r));
+  }
+
+  async connections(volumeId?: string): Promise<Connection[]> {
+    await this.ready();
+    const records = await this.persistence.getConnections({ backend: this.name, volumeId });
+    return records.map((r) => new Connection(this, r));
+  }
+
+  /** A volume by id or by name. */
+  async getVolume(ref: string): Promise<Volume> {
+    await this.ready();
+    const byId = isId(ref) ? await this.persistence.getVolumes({ backend: this.name, id: ref }) : [];
+    const found = byId.length ? byId : await this.persistence.getVolumes({ backend: this.name, name: ref });
+    if (!found.length) throw new NotFoundError("volume", ref, { hint: `list volumes with \`kindling volume list --backend ${this.name}\`` });
+    return new Volume(this, found[0]);
+  }
+
+  /** A snapshot by id or by name. */
+  async getSnapshot(ref: string): Promise<Snapshot> {
+    await this.ready();
+    const byId = isId(ref) ? await this.persistence.getSnapshots({ backend: this.name, id: ref }) : [];
+    const found = byId.length ? byId : await this.persistence.getSnapshots({ backend: this.name, name: ref });
+    if (!found.length) throw new NotFoundError("snapshot", ref, { hint: `list snapshots with \`kindling snapshot list --backend ${this.name}\`` });
+    return new Snapshot(this, found[0]);
+  }
+
+  /** Throws an InvalidInputError naming the connector field at fault. */
+  validateConnector(protocol: string, connector: unknown): void {
+    const parsed = parseInput(connectorSchema, connector, "connector");
+    this.driver.validateConnector(protocol, parsed);
+  }
+
+  /** Every record of this backend, for stateless callers to keep and `load()` later. */
+  async dump(): Promise<BackendDump> {
+    await this.ready();
+    const filter = { backend: this.name };
+    return {
+      class: "Backend",
+      name: this.name,
+      driver: this.driverName,
+      records: [
+        ...(await this.persistence.getVolumes(filter)),
+        ...(await this.persistence.getSnapshots(filter)),
+        ...(await this.persistence.getConnections(filter)),
+      ],
+    };
+  }
+
+  /**
+   * Objects back from `dump()` output (a BackendDump, one record, or a list). With `save`, the
+   * records are written to persistence too: the stateless mode's restore.
+   */
+  async load(json: unknown, opts: { save?: boolean } = {}): Promise<Array<Volume | Snapshot | Connection>> {
+    await this.ready();
+    const items = (typeof json === "string" ? JSON.parse(json) : json) as unknown;
+    const records = Array.isArray(items) ? items : (items as BackendDump)?.class === "Backend" ? (items as BackendDump).records : [items];
+    const objects: Array<Volume | Snapshot | Connection> = [];
+    for (const record of records as AnyRecord[]) {
+      if (record?.backend !== this.name) throw new InvalidInputError("backend", `record ${record?.id} belongs to backend ${JSON.stringify(record?.backend)}, not ${this.name}`);
+      const object = record.class === "Volume" ? Volume.load(this, record) : record.class === "Snapshot" ? Snapshot.load(this, record) : record.class === "Connection" ? Connection.load(this, record) : undefined;
+      if (!object) throw new InvalidInputError("class", `unknown record class ${JSON.stringify((record as { class?: unknown }).class)}`);
+      if (opts.save) await object.save();
+      objects.push(object);
+    }
+    return objects;
+  }
+
+  /** Closes persistence this backend opened itself. */
+  async close(): Promise<void> {
+    if (this.starting) await this.starting.catch(() => undefined);
+    if (this.ownsPersistence && this.persistenceStore) await this.persistenceStore.close();
+    this.persistenceStore = this.ownsPersistence ? undefined : this.persistenceStore;
+    this.starting = undefined;
+  }
+}
+
+/** Relative directory settings resolve against the config file's directory. */
+function resolvePaths(config: Record<string, unknown>, baseDir: string): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...config };
+  if (typeof out.path === "string") out.path = resolve(baseDir, out.path);
+  if (out.pools && typeof out.pools === "object") {
+    out.pools = Object.fromEntries(Object.entries(out.pools as Record<string, unknown>).map(([k, v]) => [k, typeof v === "string" ? resolve(baseDir, v) : v]));
+  }
+  return out;
+}

@@ -1,0 +1,126 @@
+import type { ConnectionInfo, ConnectionRecord } from "../persistence/records";
+import { InvalidInputError } from "../util/errors";
+import { newId, now } from "../util/ids";
+import { attachLocally, detachLocally, refreshLocalSize } from "../exports/local";
+import type { Backend } from "./backend";
+import { Volume } from "./volume";
+
+/**
+ * A volume made reachable for one consumer (cinderlib's Connection). The record keeps the
+ * connection info and, when attached on this host, the device path: unlike cinderlib, the
+ * local attachment is persisted, so `kindling detach` in a later process finds it.
+ */
+export class Connection {
+  constructor(
+    readonly backend: Backend,
+    private record: ConnectionRecord,
+  ) {}
+
+  get id(): string { return this.record.id; }
+  get volumeId(): string { return this.record.volumeId; }
+  get protocol(): string { return this.record.protocol; }
+  get connector(): Record<string, unknown> { return structuredClone(this.record.connector); }
+  get connectionInfo(): ConnectionInfo { return structuredClone(this.record.connectionInfo); }
+  get attachMode(): "rw" | "ro" { return this.record.attachMode; }
+  get devicePath(): string | undefined { return this.record.devicePath; }
+  /** A device exists on this host for it. */
+  get attached(): boolean { return this.record.devicePath !== undefined; }
+  get createdAt(): string { return this.record.createdAt; }
+
+  /** Asks the driver for connection info and records the connection (the volume is locked). */
+  static async build(
+    volume: Volume,
+    protocol: string,
+    connector: Record<string, unknown>,
+    opts: { attachMode?: "rw" | "ro"; attachedHost?: string },
+  ): Promise<Connection> {
+    const backend = volume.backend;
+    if (volume.status !== "available" && volume.status !== "in-use") {
+      throw new InvalidInputError("volume", `volume ${volume.name} is ${volume.status}; only available or in-use volumes can be connected`);
+    }
+    const attachMode = opts.attachMode ?? "rw";
+    const info = await backend.driver.initializeConnection(volume.toDriver(), protocol, connector, { attachMode });
+    const record: ConnectionRecord = {
+      class: "Connection",
+      id: newId(),
+      backend: backend.name,
+      volumeId: volume.id,
+      protocol,
+      connector,
+      connectionInfo: info,
+      attachMode,
+      attachedHost: opts.attachedHost ?? (typeof connector.host === "string" ? connector.host : undefined),
+      createdAt: now(),
+      updatedAt: now(),
+    };
+    try {
+      await backend.persistence.setConnection(record);
+      await volume.connectionsChanged();
+    } catch (err) {
+      await backend.driver.terminateConnection(volume.toDriver(), protocol, connector).catch(() => undefined);
+      await backend.persistence.deleteConnection(record.id).catch(() => undefined);
+      throw err;
+    }
+    return new Connection(backend, record);
+  }
+
+  private async change(fields: Partial<ConnectionRecord>): Promise<void> {
+    this.record = { ...this.record, ...fields, updatedAt: now() };
+    await this.backend.persistence.setConnection(this.record);
+  }
+
+  async save(): Promise<void> {
+    await this.backend.persistence.setConnection(this.record);
+  }
+
+  /** Gives this host a block device for the connection. */
+  async attach(): Promise<string> {
+    if (this.record.devicePath) throw new InvalidInputError("connection", `already attached at ${this.record.devicePath}`);
+    const device = await attachLocally(this.record.connectionInfo, { readOnly: this.attachMode === "ro" });
+    try {
+      await this.change({ devicePath: device });
+    } catch (err) {
+      await detachLocally(this.record.connectionInfo, device).catch(() => undefined);
+      throw err;
+    }
+    return device;
+  }
+
+  /** Releases the local device; the connection stays until `disconnect()`. */
+  async detach(): Promise<void> {
+    const device = this.record.devicePath;
+    if (!device) return;
+    await detachLocally(this.record.connectionInfo, device);
+    await this.change({ devicePath: undefined });
+  }
+
+  /** After the volume grew: the attached device shows the new size. */
+  async extend(): Promise<void> {
+    if (this.record.devicePath) await refreshLocalSize(this.record.connectionInfo, this.record.devicePath);
+  }
+
+  /** Ends the connection, releasing a local device first so none is leaked. */
+  async disconnect(): Promise<void> {
+    await this.backend.locks.run(this.volumeId, async () => {
+      await this.detach();
+      const [record] = await this.backend.persistence.getVolumes({ id: this.volumeId });
+      const volume = record && new Volume(this.backend, record);
+      if (volume) await this.backend.driver.terminateConnection(volume.toDriver(), this.protocol, this.record.connector);
+      await this.backend.persistence.deleteConnection(this.id);
+      if (volume) await volume.connectionsChanged();
+    });
+  }
+
+  dump(): ConnectionRecord {
+    return structuredClone(this.record);
+  }
+
+  static load(backend: Backend, record: ConnectionRecord): Connection {
+    if (record?.class !== "Connection") throw new InvalidInputError("class", "not a Connection record");
+    return new Connection(backend, structuredClone(record));
+  }
+
+  toJSON(): ConnectionRecord {
+    return this.dump();
+  }
+}

@@ -1,0 +1,14 @@
+// kindling/library: the cinderlib-like object API, importable on its own.
+export { Backend, type BackendConfig, type BackendOptions, type BackendDump, type ProgressEvent } from "./backend";
+export { Volume } from "./volume";
+export { Snapshot } from "./snapshot";
+export { Connection } from "./connection";
+export { loadConfig, openBackends, BackendSet, defaultConfig, dataHome, configFileSchema, type ConfigFile, type LoadedConfig } from "./config";
+export type { CreateVolumeOptions, CloneVolumeOptions, CreateSnapshotOptions, ConnectOptions, UpdateVolumeOptions } from "./schemas";
+export { localConnector } from "../exports/local";
+export * from "../util/errors";
+export type { VolumeRecord, SnapshotRecord, ConnectionRecord, ConnectionInfo, VolumeStatus, SnapshotStatus } from "../persistence/records";
+export type { Persistence } from "../persistence/contract";
+export type { PersistenceConfig } from "../persistence/config";
+export type { BackendStats, PoolStats, BlockDevice, Extent, Inspection, Progress, VolumeDriver } from "../drivers/contract";
+export { copyDevice } from "../drivers/copy";

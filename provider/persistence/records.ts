@@ -1,0 +1,81 @@
+// The records kindling keeps about what it manages. They are plain JSON: this is the form
+// `dump()` returns, what every persistence plugin stores, and what Pulumi state carries.
+
+export const VOLUME_STATUSES = [
+  "creating", "available", "in-use", "extending", "deleting", "error", "error_deleting", "deleted",
+] as const;
+export type VolumeStatus = (typeof VOLUME_STATUSES)[number];
+
+export const SNAPSHOT_STATUSES = ["creating", "available", "deleting", "error", "error_deleting", "deleted"] as const;
+export type SnapshotStatus = (typeof SNAPSHOT_STATUSES)[number];
+
+export type Specs = Record<string, string>;
+
+export interface VolumeRecord {
+  class: "Volume";
+  id: string;
+  name: string;
+  description: string;
+  backend: string;
+  pool: string;
+  sizeGiB: number;
+  status: VolumeStatus;
+  /** Status to return to after a transient one (extending) or on a retried operation. */
+  previousStatus?: VolumeStatus;
+  extraSpecs: Specs;
+  qosSpecs: Specs;
+  metadata: Record<string, string>;
+  /** Set when the volume is a clone. */
+  sourceVolumeId?: string;
+  /** Set when the volume was created from a snapshot. */
+  snapshotId?: string;
+  /** Where the driver keeps it (a file path, pool/image): the driver's own reference. */
+  location?: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface SnapshotRecord {
+  class: "Snapshot";
+  id: string;
+  name: string;
+  description: string;
+  backend: string;
+  volumeId: string;
+  volumeSizeGiB: number;
+  pool: string;
+  status: SnapshotStatus;
+  metadata: Record<string, string>;
+  location?: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface ConnectionInfo {
+  /** cinder's driver_volume_type: local, nbd, rbd, iscsi. */
+  protocol: string;
+  data: Record<string, unknown>;
+}
+
+export interface ConnectionRecord {
+  class: "Connection";
+  id: string;
+  backend: string;
+  volumeId: string;
+  protocol: string;
+  connector: Record<string, unknown>;
+  connectionInfo: ConnectionInfo;
+  attachMode: "rw" | "ro";
+  /** The block device on this host when locally attached (e.g. /dev/loop3). */
+  devicePath?: string;
+  attachedHost?: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface KeyValueRecord {
+  key: string;
+  value: string;
+}
+
+export type AnyRecord = VolumeRecord | SnapshotRecord | ConnectionRecord;

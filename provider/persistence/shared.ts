@@ -1,0 +1,34 @@
+import { ConflictError } from "../util/errors";
+
+/** Pieces every plugin uses, so each one answers filters and name clashes the same way. */
+
+export function copy<T>(record: T): T {
+  return structuredClone(record);
+}
+
+/** True when every filter field that is set equals the record's field of the same name. */
+export function matches(record: object, filter: object): boolean {
+  return Object.entries(filter).every(
+    ([k, v]) => v === undefined || (record as Record<string, unknown>)[k] === v,
+  );
+}
+
+/** Names are unique per backend, so the command can take a name wherever it takes an id. */
+export function assertUniqueName(
+  kind: "volume" | "snapshot",
+  record: { id: string; name: string; backend: string },
+  existing: Iterable<{ id: string; name: string; backend: string }>,
+): void {
+  for (const other of existing) {
+    if (other.id !== record.id && other.backend === record.backend && other.name === record.name) {
+      throw nameTaken(kind, record.name, record.backend);
+    }
+  }
+}
+
+export function nameTaken(kind: "volume" | "snapshot", name: string, backend: string): ConflictError {
+  return new ConflictError(`a ${kind} named ${JSON.stringify(name)} already exists on backend ${JSON.stringify(backend)}`, {
+    field: "name",
+    hint: "choose another name or use the existing one",
+  });
+}

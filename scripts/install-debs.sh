@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kindling runs and tests with, when they are missing.
+# Idempotent: installed packages are left alone, and nothing is fetched when all are present.
+# Needs root for apt-get; as another user it only says what is missing.
+set -euo pipefail
+
+packages=(
+  qemu-utils   # qemu-img: allocation maps (SEEK_DATA/SEEK_HOLE) and image checks
+  util-linux   # losetup, fallocate
+  e2fsprogs    # mkfs.ext4 and filefrag, for the tests' small filesystems
+  xfsprogs     # mkfs.xfs with reflink, for copy-on-write tests and benchmarks
+  btrfs-progs  # the other reflink filesystem users run
+  npm          # fetches the current LTS Node when the system Node is too old
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-debs: missing Debian packages: ${missing[*]} (run as root: apt-get install ${missing[*]})" >&2
+  exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-debs: no apt-get here; install these yourself: ${missing[*]}" >&2
+  exit 0
+fi
+echo "install-debs: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

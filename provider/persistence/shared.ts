@@ -3,7 +3,9 @@ import { ConflictError } from "../util/errors";
 /** Pieces every plugin uses, so each one answers filters and name clashes the same way. */
 
 export function copy<T>(record: T): T {
-  return structuredClone(record);
+  // Through JSON, as every stored plugin does, so all plugins return records of the same shape
+  // (no undefined-valued keys).
+  return JSON.parse(JSON.stringify(record)) as T;
 }
 
 /** True when every filter field that is set equals the record's field of the same name. */

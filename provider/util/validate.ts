@@ -15,6 +15,7 @@ export function parseInput<T>(schema: z.ZodType<T>, value: unknown, prefix = "")
     throw new InvalidInputError(join([...issue.path, issue.keys[0]]), "unknown field");
   }
   const field = join(issue.path) || prefix || "input";
-  const message = issue.code === "invalid_type" && issue.input === undefined ? "is required" : issue.message;
+  const given = issue.path.reduce<unknown>((at, key) => (at as Record<PropertyKey, unknown> | undefined)?.[key], value);
+  const message = issue.code === "invalid_type" && given === undefined ? "is required" : issue.message;
   throw new InvalidInputError(field, message);
 }

@@ -25,13 +25,13 @@ write_line() {
   local device
   device=$(k attach "$1")
   printf '%-64s' "$2" | dd of="$device" bs=64 count=1 conv=notrunc,fsync status=none
-  k detach "$1"
+  k detach "$1" >/dev/null
 }
 read_line() {
   local device text
   device=$(k attach "$1" --read-only)
   text=$(dd if="$device" bs=64 count=1 status=none | tr -d '\0' | sed 's/ *$//')
-  k detach "$1"
+  k detach "$1" >/dev/null
   printf '%s' "$text"
 }
 

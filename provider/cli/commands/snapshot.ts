@@ -1,0 +1,39 @@
+import type { Snapshot } from "../../library/snapshot";
+import { arg, type Context } from "../context";
+import { fields, table } from "../output";
+import { progressBar } from "../progress";
+
+export async function snapshotCreate(ctx: Context): Promise<void> {
+  const volume = await ctx.backend().getVolume(arg(ctx, 0, "VOL"));
+  const name = arg(ctx, 1, "NAME");
+  const bar = progressBar(`snapshot of ${volume.name}`);
+  let snapshot: Snapshot;
+  try {
+    snapshot = await volume.createSnapshot({ name, description: ctx.values.description }, bar);
+  } finally {
+    bar.done();
+  }
+  ctx.out.result(snapshot.dump(), () => `created snapshot ${snapshot.name} (${snapshot.id}) of ${volume.name}`);
+}
+
+export async function snapshotList(ctx: Context): Promise<void> {
+  const backend = ctx.backend();
+  const volumeId = ctx.args[0] === undefined ? undefined : (await backend.getVolume(ctx.args[0])).id;
+  const snapshots = await backend.snapshots(volumeId);
+  ctx.out.result(snapshots.map((s) => s.dump()), () =>
+    snapshots.length
+      ? table(["NAME", "ID", "VOLUME", "SIZE GiB", "STATUS", "CREATED"], snapshots.map((s) => [s.name, s.id, s.volumeId, s.volumeSizeGiB, s.status, s.createdAt]))
+      : "no snapshots");
+}
+
+export async function snapshotShow(ctx: Context): Promise<void> {
+  const snapshot = await ctx.backend().getSnapshot(arg(ctx, 0, "SNAP"));
+  const actual = await snapshot.inspect();
+  ctx.out.result({ ...snapshot.dump(), actual }, () => fields({ ...snapshot.dump(), actual }));
+}
+
+export async function snapshotDelete(ctx: Context): Promise<void> {
+  const snapshot = await ctx.backend().getSnapshot(arg(ctx, 0, "SNAP"));
+  await snapshot.delete();
+  ctx.out.result({ id: snapshot.id, name: snapshot.name, status: snapshot.status }, () => `deleted snapshot ${snapshot.name}`);
+}

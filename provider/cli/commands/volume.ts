@@ -1,0 +1,89 @@
+import type { Volume } from "../../library/volume";
+import { InvalidInputError } from "../../util/errors";
+import { parsePairs, parseSize } from "../args";
+import { arg, type Context } from "../context";
+import { fields, table } from "../output";
+import { progressBar } from "../progress";
+
+function volumeRows(volumes: Volume[]) {
+  return table(
+    ["NAME", "ID", "SIZE GiB", "STATUS", "POOL", "SOURCE"],
+    volumes.map((v) => [v.name, v.id, v.sizeGiB, v.status, v.pool, v.snapshotId ? `snapshot ${v.snapshotId}` : v.sourceVolumeId ? `volume ${v.sourceVolumeId}` : ""]),
+  );
+}
+
+/** kindling volume create NAME --size GIB [--pool P] [--from-snapshot S | --from-volume V] ... */
+export async function volumeCreate(ctx: Context): Promise<void> {
+  const backend = ctx.backend();
+  const name = arg(ctx, 0, "NAME");
+  const v = ctx.values;
+  if (v["from-snapshot"] !== undefined && v["from-volume"] !== undefined) {
+    throw new InvalidInputError("--from-snapshot", "give at most one of --from-snapshot and --from-volume");
+  }
+  const fromCopy = v["from-snapshot"] !== undefined || v["from-volume"] !== undefined;
+  // A copy defaults to its source's size; a new volume must say how big it is.
+  const sizeGiB = v.size === undefined && fromCopy ? undefined : parseSize("--size", v.size);
+  const extraSpecs = parsePairs("--spec", v.spec);
+  const qosSpecs = parsePairs("--qos", v.qos);
+  const metadata = parsePairs("--meta", v.meta);
+  const bar = progressBar(`creating ${name}`);
+  let volume: Volume;
+  try {
+    if (v["from-snapshot"] !== undefined) {
+      if (v.pool || v.spec?.length || v.qos?.length) throw new InvalidInputError("--from-snapshot", "a volume from a snapshot takes its pool and specs from the snapshot's volume");
+      const snapshot = await backend.getSnapshot(v["from-snapshot"]);
+      volume = await snapshot.createVolume({ name, sizeGiB, description: v.description, metadata: v.meta ? metadata : undefined }, bar);
+    } else if (v["from-volume"] !== undefined) {
+      if (v.pool || v.spec?.length || v.qos?.length) throw new InvalidInputError("--from-volume", "a clone takes its pool and specs from its source");
+      const source = await backend.getVolume(v["from-volume"]);
+      volume = await source.clone({ name, sizeGiB, description: v.description, metadata: v.meta ? metadata : undefined }, bar);
+    } else {
+      volume = await backend.createVolume({ name, sizeGiB: sizeGiB as number, pool: v.pool, description: v.description, extraSpecs, qosSpecs, metadata });
+    }
+  } finally {
+    bar.done();
+  }
+  ctx.out.result(volume.dump(), () => `created volume ${volume.name} (${volume.id}), ${volume.sizeGiB} GiB in pool ${volume.pool}`);
+}
+
+export async function volumeList(ctx: Context): Promise<void> {
+  const volumes = await ctx.backend().volumes();
+  ctx.out.result(volumes.map((v) => v.dump()), () => (volumes.length ? volumeRows(volumes) : "no volumes"));
+}
+
+/** Shows the record, what the backend really holds, and the volume's snapshots and connections. */
+export async function volumeShow(ctx: Context): Promise<void> {
+  const volume = await ctx.backend().getVolume(arg(ctx, 0, "VOL"));
+  const actual = await volume.inspect();
+  const snapshots = (await volume.snapshots()).map((s) => ({ id: s.id, name: s.name, status: s.status }));
+  const connections = (await volume.connections()).map((c) => ({ id: c.id, protocol: c.protocol, devicePath: c.devicePath, attachMode: c.attachMode }));
+  const value = { ...volume.dump(), actual, snapshots, connections };
+  ctx.out.result(value, () => fields({ ...volume.dump(), actual, snapshots: snapshots.map((s) => s.name), connections }));
+}
+
+export async function volumeDelete(ctx: Context): Promise<void> {
+  const volume = await ctx.backend().getVolume(arg(ctx, 0, "VOL"));
+  await volume.delete();
+  ctx.out.result({ id: volume.id, name: volume.name, status: volume.status }, () => `deleted volume ${volume.name}`);
+}
+
+export async function volumeExtend(ctx: Context): Promise<void> {
+  const volume = await ctx.backend().getVolume(arg(ctx, 0, "VOL"));
+  const size = parseSize("--size", ctx.values.size);
+  await volume.extend(size);
+  ctx.out.result(volume.dump(), () => `volume ${volume.name} is now ${volume.sizeGiB} GiB`);
+}
+
+export async function volumeClone(ctx: Context): Promise<void> {
+  const source = await ctx.backend().getVolume(arg(ctx, 0, "VOL"));
+  const name = arg(ctx, 1, "NAME");
+  const sizeGiB = ctx.values.size === undefined ? undefined : parseSize("--size", ctx.values.size);
+  const bar = progressBar(`cloning ${source.name}`);
+  let clone: Volume;
+  try {
+    clone = await source.clone({ name, sizeGiB, description: ctx.values.description }, bar);
+  } finally {
+    bar.done();
+  }
+  ctx.out.result(clone.dump(), () => `cloned ${source.name} to ${clone.name} (${clone.id}), ${clone.sizeGiB} GiB`);
+}

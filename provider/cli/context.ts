@@ -1,0 +1,42 @@
+import type { Backend } from "../library/backend";
+import type { BackendSet, LoadedConfig } from "../library/config";
+import { InvalidInputError } from "../util/errors";
+import type { Output } from "./output";
+
+/** The options every command may see; parseArgs fills them. */
+export interface Values {
+  config?: string;
+  backend?: string;
+  json?: boolean;
+  refresh?: boolean;
+  size?: string;
+  pool?: string;
+  "from-snapshot"?: string;
+  "from-volume"?: string;
+  spec?: string[];
+  qos?: string[];
+  meta?: string[];
+  description?: string;
+  "read-only"?: boolean;
+  protocol?: string;
+  connector?: string;
+  mode?: string;
+}
+
+export interface Context {
+  loaded: LoadedConfig;
+  backends: BackendSet;
+  /** The backend --backend names, or the only one. */
+  backend(): Backend;
+  values: Values;
+  /** Positional arguments after the command words. */
+  args: string[];
+  out: Output;
+}
+
+/** The n-th positional argument, required. */
+export function arg(ctx: Context, index: number, name: string): string {
+  const value = ctx.args[index];
+  if (value === undefined) throw new InvalidInputError(name, "is required");
+  return value;
+}

@@ -1,0 +1,182 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { loadConfig, openBackends } from "../library/config";
+import { BackendError, KindlingError, errorMessage, type ErrorCode } from "../util/errors";
+import type { Context, Values } from "./context";
+import { output } from "./output";
+import { backends } from "./commands/backends";
+import { stats } from "./commands/stats";
+import { volumeClone, volumeCreate, volumeDelete, volumeExtend, volumeList, volumeShow } from "./commands/volume";
+import { snapshotCreate, snapshotDelete, snapshotList, snapshotShow } from "./commands/snapshot";
+import { attach, detach } from "./commands/attach";
+import { connect, disconnect, validateConnector } from "./commands/connect";
+
+const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
+
+  backends                                   configured backends and their pools
+  stats [--refresh]                          capacity stats per pool
+  volume create NAME --size GIB [--pool P] [--from-snapshot SNAP | --from-volume VOL]
+                [--spec K=V]... [--qos K=V]... [--meta K=V]... [--description TEXT]
+  volume list | show VOL | delete VOL
+  volume extend VOL --size GIB
+  volume clone VOL NAME [--size GIB]
+  snapshot create VOL NAME | list [VOL] | show SNAP | delete SNAP
+  attach VOL [--read-only]                   prints the block device path
+  detach VOL
+  connect VOL --protocol P [--connector JSON] [--mode rw|ro]
+  disconnect VOL
+  validate-connector --protocol P --connector JSON
+
+Configuration: --config FILE, else $KINDLING_CONFIG, else ./kindling.json, else one file
+backend "local" under $XDG_DATA_HOME/kindling.`;
+
+const OPTIONS = {
+  config: { type: "string" },
+  backend: { type: "string" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+  refresh: { type: "boolean" },
+  size: { type: "string" },
+  pool: { type: "string" },
+  "from-snapshot": { type: "string" },
+  "from-volume": { type: "string" },
+  spec: { type: "string", multiple: true },
+  qos: { type: "string", multiple: true },
+  meta: { type: "string", multiple: true },
+  description: { type: "string" },
+  "read-only": { type: "boolean" },
+  protocol: { type: "string" },
+  connector: { type: "string" },
+  mode: { type: "string" },
+} as const;
+
+const GLOBAL = ["config", "backend", "json", "help", "version"];
+
+interface Command {
+  run: (ctx: Context) => Promise<void>;
+  /** Options this command takes besides the global ones. */
+  options: string[];
+  /** Positional arguments: [required, maximum]. */
+  args: [number, number];
+}
+
+const COMMANDS: Record<string, Command> = {
+  backends: { run: backends, options: [], args: [0, 0] },
+  stats: { run: stats, options: ["refresh"], args: [0, 0] },
+  "volume create": { run: volumeCreate, options: ["size", "pool", "from-snapshot", "from-volume", "spec", "qos", "meta", "description"], args: [1, 1] },
+  "volume list": { run: volumeList, options: [], args: [0, 0] },
+  "volume show": { run: volumeShow, options: [], args: [1, 1] },
+  "volume delete": { run: volumeDelete, options: [], args: [1, 1] },
+  "volume extend": { run: volumeExtend, options: ["size"], args: [1, 1] },
+  "volume clone": { run: volumeClone, options: ["size", "description"], args: [2, 2] },
+  "snapshot create": { run: snapshotCreate, options: ["description"], args: [2, 2] },
+  "snapshot list": { run: snapshotList, options: [], args: [0, 1] },
+  "snapshot show": { run: snapshotShow, options: [], args: [1, 1] },
+  "snapshot delete": { run: snapshotDelete, options: [], args: [1, 1] },
+  attach: { run: attach, options: ["read-only"], args: [1, 1] },
+  detach: { run: detach, options: [], args: [1, 1] },
+  connect: { run: connect, options: ["protocol", "connector", "mode"], args: [1, 1] },
+  disconnect: { run: disconnect, options: [], args: [1, 1] },
+  "validate-connector": { run: validateConnector, options: ["protocol", "connector"], args: [0, 0] },
+};
+
+/** Exit codes by error kind, so scripts can tell "not there" from "bad input". */
+const EXIT: Record<ErrorCode | "USAGE", number> = {
+  USAGE: 2,
+  INVALID_INPUT: 2,
+  NOT_FOUND: 3,
+  IN_USE: 4,
+  CONFLICT: 4,
+  NO_SPACE: 5,
+  BACKEND_ERROR: 1,
+};
+
+class UsageError extends Error {}
+
+function findCommand(positionals: string[]): { name: string; command: Command; rest: string[] } {
+  for (const words of [2, 1]) {
+    const name = positionals.slice(0, words).join(" ");
+    if (Object.hasOwn(COMMANDS, name)) return { name, command: COMMANDS[name], rest: positionals.slice(words) };
+  }
+  const given = positionals.slice(0, 2).join(" ");
+  throw new UsageError(given ? `unknown command ${JSON.stringify(given)}; see kindling --help` : "no command given; see kindling --help");
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(join(__dirname, "..", "..", "..", "package.json"), "utf8")) as { version: string };
+  return pkg.version;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let json = argv.includes("--json");
+  try {
+    let parsed;
+    try {
+      parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+    } catch (err) {
+      // node's messages name the flag: "Unknown option '--colour'".
+      throw new UsageError(errorMessage(err).replace(/\. To specify a positional argument.*$/s, ""));
+    }
+    const values = parsed.values as Values & { help?: boolean; version?: boolean };
+    json = values.json ?? false;
+    if (values.help) {
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+    }
+    if (values.version) {
+      process.stdout.write(`${version()}\n`);
+      return 0;
+    }
+    if (parsed.positionals[0] === "help") {
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+    }
+    const { name, command, rest } = findCommand(parsed.positionals);
+    for (const key of Object.keys(values)) {
+      if (!GLOBAL.includes(key) && !command.options.includes(key)) throw new UsageError(`--${key}: not an option of \`kindling ${name}\``);
+    }
+    if (rest.length < command.args[0]) throw new UsageError(`\`kindling ${name}\` needs ${command.args[0]} argument(s); see kindling --help`);
+    if (rest.length > command.args[1]) throw new UsageError(`\`kindling ${name}\`: unexpected argument ${JSON.stringify(rest[command.args[1]])}`);
+
+    const loaded = loadConfig({ path: values.config });
+    const set = await openBackends(loaded);
+    try {
+      await command.run({
+        loaded,
+        backends: set,
+        backend: () => set.get(values.backend),
+        values,
+        args: rest,
+        out: output(json),
+      });
+    } finally {
+      await set.close();
+    }
+    return 0;
+  } catch (err) {
+    return report(err);
+  }
+}
+
+function report(err: unknown): number {
+  if (err instanceof UsageError) {
+    process.stderr.write(`kindling: ${err.message}\n`);
+    return EXIT.USAGE;
+  }
+  if (err instanceof KindlingError) {
+    process.stderr.write(`kindling: ${err.message}\n`);
+    if (err instanceof BackendError && err.stderr && !err.message.includes(err.stderr.trim())) process.stderr.write(`${err.stderr.trim()}\n`);
+    return EXIT[err.code];
+  }
+  process.stderr.write(`kindling: ${errorMessage(err)}\n`);
+  if (process.env.KINDLING_DEBUG) console.error(err);
+  return 1;
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}

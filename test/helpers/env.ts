@@ -1,0 +1,48 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { TestContext } from "node:test";
+
+export const isRoot = process.getuid?.() === 0;
+
+/** Skips a test that needs root (loop devices, mounts), saying why. CI runs as root. */
+export function needsRoot(t: TestContext): boolean {
+  if (isRoot) return false;
+  t.skip("needs root: losetup and mount");
+  return true;
+}
+
+export function tempDir(prefix = "kindling-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** Every file under `dir` (relative paths), for "nothing was created" checks. */
+export function listTree(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string, prefix: string) => {
+    for (const name of readdirSync(d)) {
+      const rel = prefix ? `${prefix}/${name}` : name;
+      out.push(rel);
+      if (statSync(join(d, name)).isDirectory()) walk(join(d, name), rel);
+    }
+  };
+  walk(dir, "");
+  return out.sort();
+}
+
+/** Size in bytes of a block device, as the kernel sees it. */
+export function deviceSize(device: string): number {
+  return Number(execFileSync("blockdev", ["--getsize64", device]).toString().trim());
+}
+
+/** The 1000-byte pattern cinderlib's functional tests write. */
+export const PATTERN = Buffer.from("0123456789".repeat(100));
+
+export function sh(command: string, args: string[]): string {
+  return execFileSync(command, args, { stdio: ["ignore", "pipe", "pipe"] }).toString();
+}

@@ -9,7 +9,9 @@ import { InvalidInputError } from "./errors";
 export function parseInput<T>(schema: z.ZodType<T>, value: unknown, prefix = ""): T {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const issue = result.error.issues[0];
+  // An unknown key is usually the cause of the other problems (a typo'd "backend" leaves
+  // "backends" missing), so it is the one to report.
+  const issue = result.error.issues.find((i) => i.code === "unrecognized_keys") ?? result.error.issues[0];
   const join = (parts: PropertyKey[]) => [prefix, ...parts.map(String)].filter((p) => p !== "").join(".");
   if (issue.code === "unrecognized_keys") {
     throw new InvalidInputError(join([...issue.path, issue.keys[0]]), "unknown field");

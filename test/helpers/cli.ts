@@ -1,0 +1,26 @@
+import { spawnSync } from "node:child_process";
+import { resolve } from "node:path";
+
+export const KINDLING = resolve(__dirname, "..", "..", "..", "bin", "kindling");
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  json<T = any>(): T;
+}
+
+/** Runs bin/kindling as a user would, with its own environment and working directory. */
+export function kindling(args: string[], opts: { env?: Record<string, string>; cwd?: string } = {}): CliResult {
+  const result = spawnSync(KINDLING, args, {
+    cwd: opts.cwd,
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", ...opts.env },
+    encoding: "utf8",
+  });
+  return {
+    code: result.status ?? -1,
+    stdout: result.stdout,
+    stderr: result.stderr,
+    json: () => JSON.parse(result.stdout),
+  };
+}

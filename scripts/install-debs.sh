@@ -10,8 +10,10 @@ packages=(
   e2fsprogs    # mkfs.ext4 and filefrag, for the tests' small filesystems
   xfsprogs     # mkfs.xfs with reflink, for copy-on-write tests and benchmarks
   btrfs-progs  # the other reflink filesystem users run
-  npm          # fetches the current LTS Node when the system Node is too old
 )
+# npm fetches the current LTS Node when the system Node is too old. Machines whose Node came
+# from elsewhere (nodesource, nvm) already have it, and Debian's npm would conflict with it.
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do

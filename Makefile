@@ -33,7 +33,7 @@ demo: setup
 	@scripts/demo.sh
 
 test: setup
-	node --test --test-concurrency=1 --test-reporter=spec dist/test/
+	node --test --test-concurrency=1 --test-reporter=spec 'dist/test/**/*.test.js'
 
 bench: setup
 	node dist/bench/snapshot-clone.js

@@ -176,6 +176,8 @@ export interface DriverModule<Config> {
   /** Strict: unknown keys are errors, not warnings. Secret fields are listed in `secretFields`. */
   configSchema: z.ZodType<Config>;
   secretFields: readonly string[];
+  /** Settings that say which storage this is: changing one means other volumes, not new settings. */
+  identityFields: readonly string[];
   create(backendName: string, config: Config): VolumeDriver;
   /** Where this backend keeps its records when the config names no persistence. */
   defaultPersistencePath(config: Config): string;

@@ -111,8 +111,9 @@ export class Connection {
     });
   }
 
+  /** The record as plain JSON (what persistence stores and Pulumi state carries). */
   dump(): ConnectionRecord {
-    return structuredClone(this.record);
+    return JSON.parse(JSON.stringify(this.record)) as ConnectionRecord;
   }
 
   static load(backend: Backend, record: ConnectionRecord): Connection {

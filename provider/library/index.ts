@@ -4,7 +4,7 @@ export { Volume } from "./volume";
 export { Snapshot } from "./snapshot";
 export { Connection } from "./connection";
 export { loadConfig, openBackends, BackendSet, defaultConfig, dataHome, configFileSchema, type ConfigFile, type LoadedConfig } from "./config";
-export type { CreateVolumeOptions, CloneVolumeOptions, CreateSnapshotOptions, ConnectOptions, UpdateVolumeOptions } from "./schemas";
+export type { CreateVolumeOptions, CloneVolumeOptions, CreateSnapshotOptions, ConnectOptions, UpdateVolumeOptions, UpdateSnapshotOptions } from "./schemas";
 export { localConnector } from "../exports/local";
 export * from "../util/errors";
 export type { VolumeRecord, SnapshotRecord, ConnectionRecord, ConnectionInfo, VolumeStatus, SnapshotStatus } from "../persistence/records";

@@ -49,8 +49,18 @@ export const connectOptionsSchema = z.strictObject({
 export type ConnectOptions = z.input<typeof connectOptionsSchema>;
 
 export const updateVolumeSchema = z.strictObject({
+  name: nameSchema.optional(),
   description: descriptionSchema.optional(),
   metadata: metadataSchema.optional(),
   qosSpecs: specsSchema.optional(),
+  /** Recorded for later operations (e.g. preallocation of a later extend); no data moves. */
+  extraSpecs: specsSchema.optional(),
 });
 export type UpdateVolumeOptions = z.input<typeof updateVolumeSchema>;
+
+export const updateSnapshotSchema = z.strictObject({
+  name: nameSchema.optional(),
+  description: descriptionSchema.optional(),
+  metadata: metadataSchema.optional(),
+});
+export type UpdateSnapshotOptions = z.input<typeof updateSnapshotSchema>;

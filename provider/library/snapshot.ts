@@ -5,7 +5,7 @@ import { newId, now } from "../util/ids";
 import { logger } from "../util/log";
 import { parseInput } from "../util/validate";
 import type { Backend } from "./backend";
-import { volumeFromSnapshotSchema, type CreateSnapshotOptions, type VolumeFromSnapshotOptions } from "./schemas";
+import { updateSnapshotSchema, volumeFromSnapshotSchema, type CreateSnapshotOptions, type UpdateSnapshotOptions, type VolumeFromSnapshotOptions } from "./schemas";
 import { Volume } from "./volume";
 
 type ProgressOpts = { onProgress?: (p: Progress) => void };
@@ -146,6 +146,12 @@ export class Snapshot {
     });
   }
 
+  /** Changes the name, description or metadata; the data never changes. */
+  async update(options: UpdateSnapshotOptions): Promise<void> {
+    const input = parseInput(updateSnapshotSchema, options);
+    await this.lock(() => this.change(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined))));
+  }
+
   async inspect(): Promise<Inspection> {
     return this.backend.driver.inspectSnapshot(this.toDriver());
   }
@@ -155,8 +161,9 @@ export class Snapshot {
     return this.backend.driver.open({ kind: "snapshot", snapshot: this.toDriver() }, { readOnly: true });
   }
 
+  /** The record as plain JSON (what persistence stores and Pulumi state carries). */
   dump(): SnapshotRecord {
-    return structuredClone(this.record);
+    return JSON.parse(JSON.stringify(this.record)) as SnapshotRecord;
   }
 
   static load(backend: Backend, record: SnapshotRecord): Snapshot {

@@ -159,10 +159,11 @@ export class Volume {
     });
   }
 
-  /** Changes what can change in place: description, metadata, QoS specs. */
+  /** Changes what can change in place: name, description, metadata, QoS and extra specs. */
   async update(options: UpdateVolumeOptions): Promise<void> {
     const input = parseInput(updateVolumeSchema, options);
     if (input.qosSpecs) this.backend.driver.validateQosSpecs(input.qosSpecs);
+    if (input.extraSpecs) this.backend.driver.validateExtraSpecs(input.extraSpecs);
     await this.lock(() => this.change(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined))));
   }
 
@@ -252,8 +253,9 @@ export class Volume {
     return this.backend.driver.open({ kind: "volume", volume: this.toDriver() }, { readOnly: opts.readOnly ?? false });
   }
 
+  /** The record as plain JSON (what persistence stores and Pulumi state carries). */
   dump(): VolumeRecord {
-    return structuredClone(this.record);
+    return JSON.parse(JSON.stringify(this.record)) as VolumeRecord;
   }
 
   static load(backend: Backend, record: VolumeRecord): Volume {

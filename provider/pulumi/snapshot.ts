@@ -1,0 +1,110 @@
+import { isDeepStrictEqual } from "node:util";
+import type { Backend, BackendConfig } from "../library/backend";
+import type { Snapshot } from "../library/snapshot";
+import { NotFoundError } from "../util/errors";
+import { newId } from "../util/ids";
+import { plain } from "./plain";
+import { backendFor } from "./backends";
+import { checkBackend, checkProperties, defaultName } from "./check";
+import { changedIn, replacedBy } from "./diffs";
+import { partialFailure } from "./failures";
+import { isUnknown, snapshotInputsSchema, type SnapshotInputs } from "./inputs";
+import { forgetOwner, ownedId, recordOwner } from "./ownership";
+
+export interface SnapshotOutputs extends SnapshotInputs {
+  snapshotId: string;
+  volumeSizeGiB: number;
+  status: string;
+  createdAt: string;
+  dump: Record<string, unknown>;
+}
+
+const INPUT_KEYS = Object.keys(snapshotInputsSchema.shape);
+
+function outputs(inputs: SnapshotInputs, snapshot: Snapshot): SnapshotOutputs {
+  return plain({
+    ...inputs,
+    snapshotId: snapshot.id,
+    volumeSizeGiB: snapshot.volumeSizeGiB,
+    status: snapshot.status,
+    createdAt: snapshot.createdAt,
+    dump: snapshot.dump() as unknown as Record<string, unknown>,
+  });
+}
+
+function backendOf(config: unknown): Promise<Backend> {
+  return backendFor(config as BackendConfig);
+}
+
+const missing = (err: unknown) => (err instanceof NotFoundError ? undefined : Promise.reject(err));
+
+export async function check(olds: Partial<SnapshotInputs>, news: Record<string, unknown>) {
+  const failures = checkProperties(snapshotInputsSchema, news);
+  const inputs = { ...news } as SnapshotInputs;
+  inputs.name ??= olds.name ?? defaultName(inputs.resourceName, inputs.ownerKey);
+  checkBackend(inputs.backend, failures);
+  return { inputs, failures };
+}
+
+export async function diff(_id: string, olds: SnapshotOutputs, news: SnapshotInputs) {
+  const replaces = replacedBy(olds, news, ["volumeId"]);
+  const inPlace = changedIn(olds, news, ["name", "description", "metadata", "backend", "volumeId"]);
+  return { changes: replaces.length > 0 || inPlace, replaces, deleteBeforeReplace: replaces.length > 0 && olds.name === news.name };
+}
+
+export async function create(inputs: SnapshotInputs): Promise<{ id: string; outs: SnapshotOutputs }> {
+  const backend = await backendOf(inputs.backend);
+  const previous = await ownedId(backend, "snapshot", inputs.ownerKey);
+  if (previous) {
+    const found = await backend.getSnapshot(previous).catch(missing);
+    if (found?.status === "available") return { id: found.id, outs: outputs(inputs, found) };
+    if (found) await found.delete();
+  }
+  const volume = await backend.getVolume(inputs.volumeId);
+  const id = newId();
+  await recordOwner(backend, "snapshot", inputs.ownerKey, id);
+  try {
+    const snapshot = await volume.createSnapshot({ id, name: inputs.name, description: inputs.description, metadata: inputs.metadata });
+    return { id: snapshot.id, outs: outputs(inputs, snapshot) };
+  } catch (err) {
+    const left = await backend.getSnapshot(id).catch(() => undefined);
+    if (left) throw partialFailure(id, outputs(inputs, left) as unknown as Record<string, unknown>, err);
+    await forgetOwner(backend, "snapshot", inputs.ownerKey, id);
+    throw err;
+  }
+}
+
+export async function read(id: string, props: SnapshotOutputs) {
+  const backend = await backendOf(props.backend);
+  const dump = (props.dump ?? {}) as { pool?: string; location?: string; volumeId?: string; volumeSizeGiB?: number };
+  const inspection = await backend.driver.inspectSnapshot({
+    id,
+    volumeId: props.volumeId,
+    volumeSizeGiB: props.volumeSizeGiB,
+    pool: dump.pool ?? backend.driver.defaultPool(),
+    location: dump.location,
+  });
+  if (!inspection.exists) return {};
+  const record = await backend.getSnapshot(id).catch(() => undefined);
+  const outs = record ? outputs(props, record) : props;
+  const inputs = Object.fromEntries(INPUT_KEYS.filter((k) => k in outs).map((k) => [k, outs[k as keyof SnapshotOutputs]]));
+  return { id, props: plain(outs), inputs: plain(inputs) };
+}
+
+export async function update(id: string, olds: SnapshotOutputs, news: SnapshotInputs) {
+  const backend = await backendOf(news.backend);
+  const snapshot = await backend.getSnapshot(id);
+  const changes: Record<string, unknown> = {};
+  for (const key of ["name", "description", "metadata"] as const) {
+    if (!isDeepStrictEqual(olds[key], news[key]) && news[key] !== undefined) changes[key] = news[key];
+  }
+  if (Object.keys(changes).length) await snapshot.update(changes);
+  return { outs: outputs(news, snapshot) };
+}
+
+export async function remove(id: string, props: SnapshotOutputs): Promise<void> {
+  const backend = await backendOf(props.backend);
+  const snapshot = await backend.getSnapshot(id).catch(missing);
+  if (snapshot) await snapshot.delete();
+  await forgetOwner(backend, "snapshot", props.ownerKey, id);
+}

@@ -1,0 +1,165 @@
+import { isDeepStrictEqual } from "node:util";
+import type { Backend, BackendConfig } from "../library/backend";
+import type { Volume } from "../library/volume";
+import { InvalidInputError, NotFoundError } from "../util/errors";
+import { newId } from "../util/ids";
+import { plain } from "./plain";
+import { backendFor } from "./backends";
+import { checkBackend, checkProperties, checkWith, defaultName, type CheckFailure } from "./check";
+import { changedIn, replacedBy } from "./diffs";
+import { partialFailure } from "./failures";
+import { isUnknown, volumeInputsSchema, type VolumeInputs } from "./inputs";
+import { forgetOwner, ownedId, recordOwner } from "./ownership";
+
+export interface VolumeOutputs extends VolumeInputs {
+  volumeId: string;
+  status: string;
+  backendName: string;
+  location?: string;
+  createdAt: string;
+  dump: Record<string, unknown>;
+}
+
+const INPUT_KEYS = Object.keys(volumeInputsSchema.shape);
+
+function outputs(inputs: VolumeInputs, volume: Volume): VolumeOutputs {
+  return plain({
+    ...inputs,
+    volumeId: volume.id,
+    status: volume.status,
+    backendName: volume.backend.name,
+    location: volume.location,
+    createdAt: volume.createdAt,
+    dump: volume.dump() as unknown as Record<string, unknown>,
+  });
+}
+
+function backendOf(config: unknown): Promise<Backend> {
+  return backendFor(config as BackendConfig);
+}
+
+export async function check(olds: Partial<VolumeInputs>, news: Record<string, unknown>) {
+  const failures: CheckFailure[] = checkProperties(volumeInputsSchema, news);
+  const inputs = { ...news } as VolumeInputs;
+  inputs.name ??= olds.name ?? defaultName(inputs.resourceName, inputs.ownerKey);
+  if (inputs.snapshotId !== undefined && inputs.sourceVolumeId !== undefined) {
+    failures.push({ property: "snapshotId", reason: "snapshotId: give at most one of snapshotId and sourceVolumeId" });
+  }
+  const known = (v: unknown) => v !== undefined && !isUnknown(v);
+  if (known(olds.sizeGiB) && known(inputs.sizeGiB) && (inputs.sizeGiB as number) < (olds.sizeGiB as number) && !failures.some((f) => f.property === "sizeGiB")) {
+    failures.push({ property: "sizeGiB", reason: `sizeGiB: ${inputs.sizeGiB} GiB is smaller than the volume's real size (${olds.sizeGiB} GiB); volumes only grow` });
+  }
+  const backend = checkBackend(inputs.backend, failures);
+  if (backend) {
+    if (known(inputs.extraSpecs) && !failures.some((f) => f.property === "extraSpecs")) checkWith("extraSpecs", failures, () => backend.driver.validateExtraSpecs(inputs.extraSpecs ?? {}));
+    if (known(inputs.qosSpecs) && !failures.some((f) => f.property === "qosSpecs")) checkWith("qosSpecs", failures, () => backend.driver.validateQosSpecs(inputs.qosSpecs ?? {}));
+    if (known(inputs.pool) && !failures.some((f) => f.property === "pool") && !backend.poolNames().includes(inputs.pool as string)) {
+      failures.push({ property: "pool", reason: `pool: backend ${backend.name} has no pool ${JSON.stringify(inputs.pool)}; pools: ${backend.poolNames().join(", ")}` });
+    }
+  }
+  return { inputs, failures };
+}
+
+export async function diff(_id: string, olds: VolumeOutputs, news: VolumeInputs) {
+  const replaces = replacedBy(olds, news, ["pool", "snapshotId", "sourceVolumeId"]);
+  if (!isUnknown(news.sizeGiB) && news.sizeGiB < olds.sizeGiB) {
+    throw new InvalidInputError("sizeGiB", `${news.sizeGiB} GiB is smaller than the volume's real size (${olds.sizeGiB} GiB); volumes only grow`);
+  }
+  // `adopt` matters only when the volume is created; resourceName and ownerKey never change it.
+  const inPlace = changedIn(olds, news, ["sizeGiB", "name", "description", "metadata", "qosSpecs", "extraSpecs", "backend", "pool", "snapshotId", "sourceVolumeId"]);
+  return {
+    changes: replaces.length > 0 || inPlace,
+    replaces,
+    // Names are unique per backend: a replacement keeping its name must go first.
+    deleteBeforeReplace: replaces.length > 0 && olds.name === news.name,
+  };
+}
+
+/** Creates the volume, or finds the one an interrupted create of this resource made. */
+export async function create(inputs: VolumeInputs): Promise<{ id: string; outs: VolumeOutputs }> {
+  const backend = await backendOf(inputs.backend);
+  if (inputs.adopt) return adopt(backend, inputs);
+  const previous = await ownedId(backend, "volume", inputs.ownerKey);
+  if (previous) {
+    const found = await backend.getVolume(previous).catch((err) => (err instanceof NotFoundError ? undefined : Promise.reject(err)));
+    if (found?.status === "available" || found?.status === "in-use") return { id: found.id, outs: outputs(inputs, found) };
+    if (found) await found.delete(); // half made when the last run was killed: start again
+  }
+  const id = newId();
+  await recordOwner(backend, "volume", inputs.ownerKey, id);
+  const options = { id, name: inputs.name, sizeGiB: inputs.sizeGiB, description: inputs.description, metadata: inputs.metadata };
+  let volume: Volume;
+  try {
+    if (inputs.snapshotId) {
+      volume = await (await backend.getSnapshot(inputs.snapshotId)).createVolume(options);
+    } else if (inputs.sourceVolumeId) {
+      volume = await (await backend.getVolume(inputs.sourceVolumeId)).clone(options);
+    } else {
+      volume = await backend.createVolume({ ...options, pool: inputs.pool, extraSpecs: inputs.extraSpecs, qosSpecs: inputs.qosSpecs });
+    }
+    // A copy takes its source's specs; the program's own, when given, win.
+    if ((inputs.snapshotId || inputs.sourceVolumeId) && (inputs.qosSpecs || inputs.extraSpecs)) {
+      await volume.update({ qosSpecs: inputs.qosSpecs, extraSpecs: inputs.extraSpecs });
+    }
+  } catch (err) {
+    const left = await backend.getVolume(id).catch(() => undefined);
+    if (left) throw partialFailure(id, outputs(inputs, left) as unknown as Record<string, unknown>, err);
+    await forgetOwner(backend, "volume", inputs.ownerKey, id);
+    throw err;
+  }
+  return { id: volume.id, outs: outputs(inputs, volume) };
+}
+
+/** Takes an existing volume under management, data untouched; grows it if the program asks. */
+async function adopt(backend: Backend, inputs: VolumeInputs): Promise<{ id: string; outs: VolumeOutputs }> {
+  const volume = await backend.getVolume(inputs.adopt as string);
+  if (inputs.sizeGiB < volume.sizeGiB) {
+    throw new InvalidInputError("sizeGiB", `${inputs.sizeGiB} GiB is smaller than the adopted volume's size (${volume.sizeGiB} GiB); set sizeGiB to at least that`);
+  }
+  if (inputs.sizeGiB > volume.sizeGiB) await volume.extend(inputs.sizeGiB);
+  await volume.update({ name: inputs.name, description: inputs.description, metadata: inputs.metadata, qosSpecs: inputs.qosSpecs, extraSpecs: inputs.extraSpecs });
+  await recordOwner(backend, "volume", inputs.ownerKey, volume.id);
+  return { id: volume.id, outs: outputs(inputs, volume) };
+}
+
+/** What the backend really holds: a volume gone from storage leaves the state. */
+export async function read(id: string, props: VolumeOutputs) {
+  const backend = await backendOf(props.backend);
+  const dump = (props.dump ?? {}) as { pool?: string; location?: string; extraSpecs?: Record<string, string>; qosSpecs?: Record<string, string> };
+  const inspection = await backend.driver.inspect({
+    id,
+    pool: dump.pool ?? props.pool ?? backend.driver.defaultPool(),
+    sizeGiB: props.sizeGiB,
+    extraSpecs: dump.extraSpecs ?? {},
+    qosSpecs: dump.qosSpecs ?? {},
+    location: dump.location,
+  });
+  if (!inspection.exists) return {};
+  const record = await backend.getVolume(id).catch(() => undefined);
+  const outs: VolumeOutputs = {
+    ...(record ? outputs(props, record) : props),
+    sizeGiB: inspection.sizeGiB ?? props.sizeGiB,
+    location: inspection.location ?? props.location,
+  };
+  const inputs = Object.fromEntries(INPUT_KEYS.filter((k) => k in outs).map((k) => [k, outs[k as keyof VolumeOutputs]]));
+  return { id, props: plain(outs), inputs: plain(inputs) };
+}
+
+export async function update(id: string, olds: VolumeOutputs, news: VolumeInputs) {
+  const backend = await backendOf(news.backend);
+  const volume = await backend.getVolume(id);
+  if (news.sizeGiB > volume.sizeGiB) await volume.extend(news.sizeGiB);
+  const changes: Record<string, unknown> = {};
+  for (const key of ["name", "description", "metadata", "qosSpecs", "extraSpecs"] as const) {
+    if (!isDeepStrictEqual(olds[key], news[key]) && news[key] !== undefined) changes[key] = news[key];
+  }
+  if (Object.keys(changes).length) await volume.update(changes);
+  return { outs: outputs(news, volume) };
+}
+
+export async function remove(id: string, props: VolumeOutputs): Promise<void> {
+  const backend = await backendOf(props.backend);
+  const volume = await backend.getVolume(id).catch((err) => (err instanceof NotFoundError ? undefined : Promise.reject(err)));
+  if (volume) await volume.delete();
+  await forgetOwner(backend, "volume", props.ownerKey, id);
+}

@@ -1,0 +1,134 @@
+// kindling's Pulumi resources: `import * as kindling from "kindling"`.
+import { join } from "node:path";
+import * as pulumi from "@pulumi/pulumi";
+import { dataHome } from "../provider/library/config";
+import { attachmentProvider, snapshotProvider, volumeProvider } from "./providers";
+
+/**
+ * A backend, described as one entry of kindling's configuration file plus its name, e.g.
+ * `{ name: "local", driver: "file", path: "/srv/volumes" }`. Secret settings given as
+ * `pulumi.secret(...)` stay secret in state.
+ */
+export interface BackendArgs {
+  name: pulumi.Input<string>;
+  driver: pulumi.Input<string>;
+  [setting: string]: pulumi.Input<unknown>;
+}
+
+/** The embedded default: the same `local` file backend the kindling command uses. */
+export function defaultBackend(): BackendArgs {
+  return { name: "local", driver: "file", path: join(dataHome(), "volumes") };
+}
+
+type Specs = pulumi.Input<Record<string, pulumi.Input<string>>>;
+
+/** Identity of a resource in its stack; lets a create interrupted by a crash be found again. */
+function owner(name: string): { resourceName: string; ownerKey: string } {
+  return { resourceName: name, ownerKey: `${pulumi.getProject()}/${pulumi.getStack()}/${name}` };
+}
+
+export interface VolumeArgs {
+  backend: pulumi.Input<BackendArgs>;
+  /** Whole GiB. Growing it extends the volume in place; it never shrinks. */
+  sizeGiB: pulumi.Input<number>;
+  /** Default: the resource name and a short stable suffix. */
+  name?: pulumi.Input<string>;
+  pool?: pulumi.Input<string>;
+  /** Create from this snapshot (changing it replaces the volume). */
+  snapshotId?: pulumi.Input<string>;
+  /** Create as a clone of this volume (changing it replaces the volume). */
+  sourceVolumeId?: pulumi.Input<string>;
+  extraSpecs?: Specs;
+  qosSpecs?: Specs;
+  metadata?: pulumi.Input<Record<string, pulumi.Input<string>>>;
+  description?: pulumi.Input<string>;
+  /** Name or id of an existing volume to manage as it is, without copying its data. */
+  adopt?: pulumi.Input<string>;
+}
+
+export class Volume extends pulumi.dynamic.Resource {
+  declare readonly volumeId: pulumi.Output<string>;
+  declare readonly name: pulumi.Output<string>;
+  declare readonly sizeGiB: pulumi.Output<number>;
+  declare readonly status: pulumi.Output<string>;
+  declare readonly backendName: pulumi.Output<string>;
+  declare readonly location: pulumi.Output<string>;
+  declare readonly createdAt: pulumi.Output<string>;
+  declare readonly pool: pulumi.Output<string | undefined>;
+  declare readonly dump: pulumi.Output<Record<string, unknown>>;
+
+  constructor(name: string, args: VolumeArgs, opts?: pulumi.CustomResourceOptions) {
+    super(
+      volumeProvider,
+      name,
+      { volumeId: undefined, name: undefined, status: undefined, backendName: undefined, location: undefined, createdAt: undefined, dump: undefined, ...args, ...owner(name) },
+      opts,
+      "kindling",
+      "Volume",
+    );
+  }
+}
+
+export interface SnapshotArgs {
+  backend: pulumi.Input<BackendArgs>;
+  volumeId: pulumi.Input<string>;
+  name?: pulumi.Input<string>;
+  description?: pulumi.Input<string>;
+  metadata?: pulumi.Input<Record<string, pulumi.Input<string>>>;
+}
+
+export class Snapshot extends pulumi.dynamic.Resource {
+  declare readonly snapshotId: pulumi.Output<string>;
+  declare readonly name: pulumi.Output<string>;
+  declare readonly volumeId: pulumi.Output<string>;
+  declare readonly volumeSizeGiB: pulumi.Output<number>;
+  declare readonly status: pulumi.Output<string>;
+  declare readonly createdAt: pulumi.Output<string>;
+  declare readonly dump: pulumi.Output<Record<string, unknown>>;
+
+  constructor(name: string, args: SnapshotArgs, opts?: pulumi.CustomResourceOptions) {
+    super(
+      snapshotProvider,
+      name,
+      { snapshotId: undefined, name: undefined, volumeSizeGiB: undefined, status: undefined, createdAt: undefined, dump: undefined, ...args, ...owner(name) },
+      opts,
+      "kindling",
+      "Snapshot",
+    );
+  }
+}
+
+export interface AttachmentArgs {
+  backend: pulumi.Input<BackendArgs>;
+  volumeId: pulumi.Input<string>;
+  /** `local` (a path on the host that holds the volume); more as exporters land. */
+  protocol: pulumi.Input<"local" | "nbd" | "rbd" | "iscsi">;
+  connector?: pulumi.Input<Record<string, unknown>>;
+  mode?: pulumi.Input<"rw" | "ro">;
+  /** Make a block device on the host that runs the program (`devicePath`). */
+  attachLocally?: pulumi.Input<boolean>;
+}
+
+/** Protocols whose connection info carries credentials. */
+const CREDENTIAL_PROTOCOLS = ["rbd", "iscsi"];
+
+export class Attachment extends pulumi.dynamic.Resource {
+  declare readonly connectionId: pulumi.Output<string>;
+  declare readonly connectionInfo: pulumi.Output<Record<string, unknown>>;
+  declare readonly devicePath: pulumi.Output<string | undefined>;
+  declare readonly volumeId: pulumi.Output<string>;
+  declare readonly protocol: pulumi.Output<string>;
+  declare readonly dump: pulumi.Output<Record<string, unknown>>;
+
+  constructor(name: string, args: AttachmentArgs, opts?: pulumi.CustomResourceOptions) {
+    const secret = typeof args.protocol === "string" && CREDENTIAL_PROTOCOLS.includes(args.protocol);
+    super(
+      attachmentProvider,
+      name,
+      { connectionId: undefined, connectionInfo: undefined, devicePath: undefined, dump: undefined, ...args, ...owner(name) },
+      secret ? { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connectionInfo"] } : opts,
+      "kindling",
+      "Attachment",
+    );
+  }
+}

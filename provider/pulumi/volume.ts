@@ -61,10 +61,9 @@ export async function check(olds: Partial<VolumeInputs>, news: Record<string, un
 }
 
 export async function diff(_id: string, olds: VolumeOutputs, news: VolumeInputs) {
+  // A shrink is refused by check (against the recorded size) and by update; diff runs during
+  // refresh too, where throwing would stop the refresh that is about to record the real size.
   const replaces = replacedBy(olds, news, ["pool", "snapshotId", "sourceVolumeId"]);
-  if (!isUnknown(news.sizeGiB) && news.sizeGiB < olds.sizeGiB) {
-    throw new InvalidInputError("sizeGiB", `${news.sizeGiB} GiB is smaller than the volume's real size (${olds.sizeGiB} GiB); volumes only grow`);
-  }
   // `adopt` matters only when the volume is created; resourceName and ownerKey never change it.
   const inPlace = changedIn(olds, news, ["sizeGiB", "name", "description", "metadata", "qosSpecs", "extraSpecs", "backend", "pool", "snapshotId", "sourceVolumeId"]);
   return {
@@ -148,6 +147,10 @@ export async function read(id: string, props: VolumeOutputs) {
 export async function update(id: string, olds: VolumeOutputs, news: VolumeInputs) {
   const backend = await backendOf(news.backend);
   const volume = await backend.getVolume(id);
+  const real = (await volume.inspect()).sizeGiB ?? volume.sizeGiB;
+  if (news.sizeGiB < real) {
+    throw new InvalidInputError("sizeGiB", `${news.sizeGiB} GiB is smaller than the volume's real size (${real} GiB); volumes only grow`);
+  }
   if (news.sizeGiB > volume.sizeGiB) await volume.extend(news.sizeGiB);
   const changes: Record<string, unknown> = {};
   for (const key of ["name", "description", "metadata", "qosSpecs", "extraSpecs"] as const) {

@@ -22,7 +22,7 @@ const resolve = (value) => {
   if (value && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, resolve(v)]));
   return value;
 };
-const secretBackend = (backend) => spec.secret ? { ...backend, persistence: { ...backend.persistence, options: { token: pulumi.secret(spec.secret) } } } : backend;
+const secretBackend = (backend) => spec.secret ? { ...backend, persistence: { ...backend.persistence, options: { ...backend.persistence.options, token: pulumi.secret(spec.secret) } } } : backend;
 for (const r of spec.resources) {
   const args = { backend: secretBackend(spec.backend), ...resolve(r.args) };
   made[r.name] = new kindling[r.type](r.name, args);
@@ -60,10 +60,12 @@ export class Project {
     symlinkSync(join(ROOT, "node_modules", "@pulumi", "pulumi"), join(this.dir, "node_modules", "@pulumi", "pulumi"));
     writeFileSync(join(this.dir, "Pulumi.yaml"), `name: ${name}\nruntime: nodejs\nmain: index.js\n`);
     writeFileSync(join(this.dir, "index.js"), PROGRAM);
+    writeFileSync(join(this.dir, "package.json"), JSON.stringify({ name, private: true, main: "index.js" }));
     this.env = {
       PATH: process.env.PATH ?? "/usr/bin:/bin",
       HOME: process.env.HOME ?? "/root",
-      PULUMI_BACKEND_URL: `file://${this.state}`,
+      // metadata=skip: no .attrs files beside the state, which a killed engine can leave empty.
+      PULUMI_BACKEND_URL: `file://${this.state}?metadata=skip`,
       PULUMI_CONFIG_PASSPHRASE: "e2e-passphrase",
       PULUMI_HOME: join(this.dir, ".pulumi-home"),
       XDG_DATA_HOME: join(this.dir, "xdg"),

@@ -6,9 +6,9 @@ export PATH := $(CURDIR)/.tools/node/bin:$(PATH)
 
 SOURCES := $(shell find provider sdk test bench -name '*.ts' 2>/dev/null)
 
-.PHONY: setup deps node modules build demo test bench clean
+.PHONY: setup deps node modules build engine examples demo demo-down tour test bench clean
 
-setup: deps node modules build
+setup: deps node modules build engine examples
 
 deps:
 	@scripts/install-debs.sh
@@ -29,14 +29,30 @@ dist/.built: $(SOURCES) tsconfig.json node_modules/.package-lock.json
 
 build: dist/.built
 
+# The Pulumi engine: a recent `pulumi` on PATH, or one built once from Go modules and cached.
+engine: modules
+	@scripts/engine.sh >/dev/null
+
+# Examples resolve `kindling` to this checkout.
+examples:
+	@for d in examples/*/; do mkdir -p "$$d/node_modules" && ln -sfn ../../.. "$$d/node_modules/kindling"; done
+
 demo: setup
 	@scripts/demo.sh
+
+demo-down: setup
+	@scripts/demo.sh down
+
+# The same story through the kindling command instead of Pulumi.
+tour: setup
+	@scripts/tour.sh
 
 test: setup
 	node --test --test-concurrency=1 --test-reporter=spec 'dist/test/**/*.test.js'
 
 bench: setup
 	node dist/bench/snapshot-clone.js
+	node dist/bench/pulumi-vs-library.js
 
 clean:
 	rm -rf dist node_modules .tools

@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/.tools/node/bin:$(PATH)
 
 SOURCES := $(shell find provider sdk test bench -name '*.ts' 2>/dev/null)
 
-.PHONY: setup deps node modules build engine examples demo demo-down tour test bench clean
+.PHONY: setup deps node modules build engine examples schema demo demo-down tour test bench clean
 
 setup: deps node modules build engine examples
 
@@ -32,6 +32,10 @@ build: dist/.built
 # The Pulumi engine: a recent `pulumi` on PATH, or one built once from Go modules and cached.
 engine: modules
 	@scripts/engine.sh >/dev/null
+
+# schema.json is generated from the zod input schemas; test/schema.test.ts checks they agree.
+schema: build
+	node dist/provider/pulumi/schema.js > schema.json
 
 # Examples resolve `kindling` to this checkout.
 examples:

@@ -1,8 +1,8 @@
 import type { BlockDevice, DriverSnapshot, Inspection, Progress } from "../drivers/contract";
 import type { SnapshotRecord, SnapshotStatus, VolumeRecord } from "../persistence/records";
-import { InvalidInputError, errorMessage } from "../util/errors";
+import { InvalidInputError } from "../util/errors";
 import { newId, now } from "../util/ids";
-import { logger } from "../util/log";
+import { settleFailedCreate } from "./rollback";
 import { parseInput } from "../util/validate";
 import type { Backend } from "./backend";
 import { updateSnapshotSchema, volumeFromSnapshotSchema, type CreateSnapshotOptions, type UpdateSnapshotOptions, type VolumeFromSnapshotOptions } from "./schemas";
@@ -59,14 +59,11 @@ export class Snapshot {
       await snapshot.change({ status: "available", location: update.location });
       return snapshot;
     } catch (err) {
-      let left: Inspection = { exists: true };
-      try {
-        left = await backend.driver.inspectSnapshot(snapshot.toDriver());
-      } catch (inspectErr) {
-        logger().warn({ snapshot: id, err: errorMessage(inspectErr) }, "could not inspect after a failed snapshot");
-      }
-      if (left.exists) await snapshot.change({ status: "error" });
-      else await backend.persistence.deleteSnapshot(id);
+      await settleFailedCreate("snapshot", id, {
+        inspect: () => backend.driver.inspectSnapshot(snapshot.toDriver()),
+        forget: () => backend.persistence.deleteSnapshot(id),
+        markError: () => snapshot.change({ status: "error" }),
+      });
       throw err;
     }
   }

@@ -1,11 +1,12 @@
 import type { BlockDevice, DriverVolume, Inspection, ModelUpdate, Progress } from "../drivers/contract";
 import type { VolumeRecord, VolumeStatus } from "../persistence/records";
-import { InUseError, InvalidInputError, errorMessage } from "../util/errors";
+import { InUseError, InvalidInputError } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { parseInput } from "../util/validate";
+import { sizeGiBSchema } from "../util/names";
 import { GiB } from "../util/sizes";
 import { localConnector, refreshLocalSize } from "../exports/local";
-import { logger } from "../util/log";
+import { settleFailedCreate } from "./rollback";
 import type { Backend } from "./backend";
 import {
   cloneVolumeSchema, connectOptionsSchema, connectorSchema, createSnapshotSchema, updateVolumeSchema,
@@ -48,11 +49,7 @@ export class Volume {
     return { id: r.id, pool: r.pool, sizeGiB: r.sizeGiB, extraSpecs: { ...r.extraSpecs }, qosSpecs: { ...r.qosSpecs }, location: r.location };
   }
 
-  /**
-   * Records a new volume as "creating", runs the driver's create-like call, then marks it
-   * available. If the call fails and the driver left nothing behind, the record goes too, so
-   * records and storage stay in step; if something is left, the record stays, in "error".
-   */
+  /** Records a new volume as "creating", runs the driver's create-like call, marks it available. */
   static async build(backend: Backend, record: VolumeRecord, create: (v: DriverVolume) => Promise<ModelUpdate>): Promise<Volume> {
     const volume = new Volume(backend, record);
     await backend.persistence.setVolume(record);
@@ -61,14 +58,11 @@ export class Volume {
       await volume.change({ status: "available", location: update.location ?? record.location });
       return volume;
     } catch (err) {
-      let left: Inspection = { exists: true };
-      try {
-        left = await backend.driver.inspect(volume.toDriver());
-      } catch (inspectErr) {
-        logger().warn({ volume: record.id, err: errorMessage(inspectErr) }, "could not inspect after a failed create");
-      }
-      if (left.exists) await volume.change({ status: "error" });
-      else await backend.persistence.deleteVolume(record.id);
+      await settleFailedCreate("volume", record.id, {
+        inspect: () => backend.driver.inspect(volume.toDriver()),
+        forget: () => backend.persistence.deleteVolume(record.id),
+        markError: () => volume.change({ status: "error" }),
+      });
       throw err;
     }
   }
@@ -138,7 +132,7 @@ export class Volume {
   /** Grows the volume (never shrinks). An attached device shows the new size. Returns bytes. */
   async extend(sizeGiB: number): Promise<number> {
     return this.lock(async () => {
-      const size = parseInput(cloneVolumeSchema.shape.sizeGiB.unwrap(), sizeGiB, "sizeGiB");
+      const size = parseInput(sizeGiBSchema, sizeGiB, "sizeGiB");
       if (size <= this.sizeGiB) {
         throw new InvalidInputError("sizeGiB", `must be larger than the current size (${this.sizeGiB} GiB); volumes only grow`);
       }

@@ -1,4 +1,3 @@
-import { isDeepStrictEqual } from "node:util";
 import type { Backend, BackendConfig } from "../library/backend";
 import type { Connection } from "../library/connection";
 import { NotFoundError } from "../util/errors";

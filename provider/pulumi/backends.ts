@@ -39,8 +39,3 @@ export function backendIdentity(config: Record<string, unknown> | undefined): Re
 export function sameStorage(a: Record<string, unknown> | undefined, b: Record<string, unknown> | undefined): boolean {
   return isDeepStrictEqual(backendIdentity(a), backendIdentity(b));
 }
-
-/** Builds (but does not start) a backend, only to validate its config: nothing is created. */
-export function validateBackend(config: unknown): void {
-  new Backend(config as BackendConfig, { fieldPrefix: "backend" });
-}

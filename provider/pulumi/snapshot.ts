@@ -8,7 +8,7 @@ import { backendFor } from "./backends";
 import { checkBackend, checkProperties, defaultName } from "./check";
 import { changedIn, replacedBy } from "./diffs";
 import { partialFailure } from "./failures";
-import { isUnknown, snapshotInputsSchema, type SnapshotInputs } from "./inputs";
+import { snapshotInputsSchema, type SnapshotInputs } from "./inputs";
 import { forgetOwner, ownedId, recordOwner } from "./ownership";
 
 export interface SnapshotOutputs extends SnapshotInputs {

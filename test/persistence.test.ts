@@ -99,6 +99,20 @@ for (const [kind, open] of Object.entries(plugins)) {
       await p.close();
     });
 
+    test("compare-and-set of key-values", async () => {
+      const p = await open();
+      assert.equal(await p.compareAndSetKeyValue("lock", undefined, "a"), true, "set when absent");
+      assert.equal(await p.compareAndSetKeyValue("lock", undefined, "b"), false, "not when present");
+      assert.equal(await p.compareAndSetKeyValue("lock", "x", "b"), false, "not when it holds something else");
+      assert.equal(await p.compareAndSetKeyValue("lock", "a", "b"), true);
+      assert.deepEqual(await p.getKeyValues("lock"), [{ key: "lock", value: "b" }]);
+      const racers = await Promise.all(Array.from({ length: 10 }, (_, i) => p.compareAndSetKeyValue("race", undefined, `r${i}`)));
+      assert.equal(racers.filter(Boolean).length, 1, "exactly one of ten racers wins");
+      assert.equal(await p.compareAndSetKeyValue("lock", "b", undefined), true, "delete when it holds what we expect");
+      assert.deepEqual(await p.getKeyValues("lock"), []);
+      await p.close();
+    });
+
     test("names are unique per backend", async () => {
       const p = await open();
       await p.setVolume(volume({ name: "same" }));

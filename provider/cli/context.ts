@@ -21,6 +21,7 @@ export interface Values {
   protocol?: string;
   connector?: string;
   mode?: string;
+  listen?: string;
 }
 
 export interface Context {

@@ -11,6 +11,7 @@ import { volumeClone, volumeCreate, volumeDelete, volumeExtend, volumeList, volu
 import { snapshotCreate, snapshotDelete, snapshotList, snapshotShow } from "./commands/snapshot";
 import { attach, detach } from "./commands/attach";
 import { connect, disconnect, validateConnector } from "./commands/connect";
+import { nbdServe } from "./commands/nbd";
 
 const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
 
@@ -24,8 +25,10 @@ const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
   snapshot create VOL NAME | list [VOL] | show SNAP | delete SNAP
   attach VOL [--read-only]                   prints the block device path
   detach VOL
-  connect VOL --protocol P [--connector JSON] [--mode rw|ro]
-  disconnect VOL
+  connect VOL|SNAP --protocol P [--connector JSON] [--mode rw|ro]
+                                             protocols: local, nbd (snapshots: nbd, read-only)
+  disconnect VOL|SNAP
+  nbd serve [--listen HOST:PORT]             serve every nbd export (default 127.0.0.1:10809)
   validate-connector --protocol P --connector JSON
 
 Configuration: --config FILE, else $KINDLING_CONFIG, else ./kindling.json, else one file
@@ -50,6 +53,7 @@ const OPTIONS = {
   protocol: { type: "string" },
   connector: { type: "string" },
   mode: { type: "string" },
+  listen: { type: "string" },
 } as const;
 
 const GLOBAL = ["config", "backend", "json", "help", "version"];
@@ -80,6 +84,7 @@ const COMMANDS: Record<string, Command> = {
   connect: { run: connect, options: ["protocol", "connector", "mode"], args: [1, 1] },
   disconnect: { run: disconnect, options: [], args: [1, 1] },
   "validate-connector": { run: validateConnector, options: ["protocol", "connector"], args: [0, 0] },
+  "nbd serve": { run: nbdServe, options: ["listen"], args: [0, 0] },
 };
 
 /** Exit codes by error kind, so scripts can tell "not there" from "bad input". */

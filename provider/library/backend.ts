@@ -15,6 +15,7 @@ import { connectorSchema, createVolumeSchema, type CreateVolumeOptions } from ".
 import { Volume } from "./volume";
 import { Snapshot } from "./snapshot";
 import { Connection } from "./connection";
+import { isServedProtocol, validateServedConnector } from "../exports/protocols";
 
 /** A backend as written in a configuration file entry, plus its name. */
 export interface BackendConfig {
@@ -217,7 +218,8 @@ export class Backend extends EventEmitter {
   /** Throws an InvalidInputError naming the connector field at fault. */
   validateConnector(protocol: string, connector: unknown): void {
     const parsed = parseInput(connectorSchema, connector, "connector");
-    this.driver.validateConnector(protocol, parsed);
+    if (isServedProtocol(protocol)) validateServedConnector(protocol, parsed);
+    else this.driver.validateConnector(protocol, parsed);
   }
 
   /** Every record of this backend, for stateless callers to keep and `load()` later. */

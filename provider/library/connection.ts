@@ -2,8 +2,10 @@ import type { ConnectionInfo, ConnectionRecord } from "../persistence/records";
 import { InvalidInputError } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { attachLocally, detachLocally, refreshLocalSize } from "../exports/local";
+import { isServedProtocol, servedConnectionInfo } from "../exports/protocols";
 import type { Backend } from "./backend";
 import { Volume } from "./volume";
+import type { Snapshot } from "./snapshot";
 
 /**
  * A volume made reachable for one consumer (cinderlib's Connection). The record keeps the
@@ -18,6 +20,7 @@ export class Connection {
 
   get id(): string { return this.record.id; }
   get volumeId(): string { return this.record.volumeId; }
+  get snapshotId(): string | undefined { return this.record.snapshotId; }
   get protocol(): string { return this.record.protocol; }
   get connector(): Record<string, unknown> { return structuredClone(this.record.connector); }
   get connectionInfo(): ConnectionInfo { return structuredClone(this.record.connectionInfo); }
@@ -39,7 +42,9 @@ export class Connection {
       throw new InvalidInputError("volume", `volume ${volume.name} is ${volume.status}; only available or in-use volumes can be connected`);
     }
     const attachMode = opts.attachMode ?? "rw";
-    const info = await backend.driver.initializeConnection(volume.toDriver(), protocol, connector, { attachMode });
+    const info = isServedProtocol(protocol)
+      ? servedConnectionInfo(protocol, volume.id, attachMode, volume.qosSpecs)
+      : await backend.driver.initializeConnection(volume.toDriver(), protocol, connector, { attachMode });
     const record: ConnectionRecord = {
       class: "Connection",
       id: newId(),
@@ -57,10 +62,32 @@ export class Connection {
       await backend.persistence.setConnection(record);
       await volume.connectionsChanged();
     } catch (err) {
-      await backend.driver.terminateConnection(volume.toDriver(), protocol, connector).catch(() => undefined);
+      if (!isServedProtocol(protocol)) await backend.driver.terminateConnection(volume.toDriver(), protocol, connector).catch(() => undefined);
       await backend.persistence.deleteConnection(record.id).catch(() => undefined);
       throw err;
     }
+    return new Connection(backend, record);
+  }
+
+  /** Exports a snapshot, read-only, over a protocol kindling serves itself (nbd). */
+  static async buildForSnapshot(snapshot: Snapshot, protocol: string, connector: Record<string, unknown>): Promise<Connection> {
+    const backend = snapshot.backend;
+    if (!isServedProtocol(protocol)) throw new InvalidInputError("protocol", `snapshots are exported over nbd only, not ${JSON.stringify(protocol)}`);
+    if (snapshot.status !== "available") throw new InvalidInputError("snapshot", `snapshot ${snapshot.name} is ${snapshot.status}, not available`);
+    const record: ConnectionRecord = {
+      class: "Connection",
+      id: newId(),
+      backend: backend.name,
+      volumeId: snapshot.volumeId,
+      snapshotId: snapshot.id,
+      protocol,
+      connector,
+      connectionInfo: servedConnectionInfo(protocol, snapshot.id, "ro", {}),
+      attachMode: "ro",
+      createdAt: now(),
+      updatedAt: now(),
+    };
+    await backend.persistence.setConnection(record);
     return new Connection(backend, record);
   }
 
@@ -105,7 +132,7 @@ export class Connection {
       await this.detach();
       const [record] = await this.backend.persistence.getVolumes({ id: this.volumeId });
       const volume = record && new Volume(this.backend, record);
-      if (volume) await this.backend.driver.terminateConnection(volume.toDriver(), this.protocol, this.record.connector);
+      if (volume && !isServedProtocol(this.protocol)) await this.backend.driver.terminateConnection(volume.toDriver(), this.protocol, this.record.connector);
       await this.backend.persistence.deleteConnection(this.id);
       if (volume) await volume.connectionsChanged();
     });

@@ -1,12 +1,13 @@
 import type { BlockDevice, DriverSnapshot, Inspection, Progress } from "../drivers/contract";
 import type { SnapshotRecord, SnapshotStatus, VolumeRecord } from "../persistence/records";
-import { InvalidInputError } from "../util/errors";
+import { InUseError, InvalidInputError } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { settleFailedCreate } from "./rollback";
 import { parseInput } from "../util/validate";
 import type { Backend } from "./backend";
 import { updateSnapshotSchema, volumeFromSnapshotSchema, type CreateSnapshotOptions, type UpdateSnapshotOptions, type VolumeFromSnapshotOptions } from "./schemas";
 import { Volume } from "./volume";
+import { Connection } from "./connection";
 
 type ProgressOpts = { onProgress?: (p: Progress) => void };
 
@@ -94,9 +95,25 @@ export class Snapshot {
     return this.backend.getVolume(this.volumeId);
   }
 
-  /** Deletes the snapshot; deleting twice is fine. */
+  /** Exports the snapshot read-only over nbd (served by `kindling nbd serve`). */
+  async connect(protocol: string, connector: Record<string, unknown> = {}): Promise<Connection> {
+    this.backend.validateConnector(protocol, connector);
+    return this.lock(() => Connection.buildForSnapshot(this, protocol, connector));
+  }
+
+  async connections(): Promise<Connection[]> {
+    return (await this.backend.connections(this.volumeId)).filter((c) => c.snapshotId === this.id);
+  }
+
+  async disconnect(): Promise<void> {
+    for (const connection of await this.connections()) await connection.disconnect();
+  }
+
+  /** Deletes the snapshot (refused while exported); deleting twice is fine. */
   async delete(): Promise<void> {
     await this.lock(async () => {
+      const exported = await this.connections();
+      if (exported.length) throw new InUseError(`snapshot ${this.name} is exported (${exported.map((c) => c.protocol).join(", ")})`, { hint: "disconnect it first" });
       const existed = this.status !== "deleted";
       if (existed) await this.change({ status: "deleting" });
       try {

@@ -198,13 +198,14 @@ export class Volume {
   async connect(protocol: string, connector: Record<string, unknown> = {}, options: ConnectOptions = {}): Promise<Connection> {
     const parsedConnector = parseInput(connectorSchema, connector, "connector");
     const input = parseInput(connectOptionsSchema, options);
-    this.backend.driver.validateConnector(protocol, parsedConnector);
+    this.backend.validateConnector(protocol, parsedConnector);
     return this.lock(() => Connection.build(this, protocol, parsedConnector, input));
   }
 
   /** Called by Connection when the set of connections changed. */
   async connectionsChanged(): Promise<void> {
-    const count = (await this.connections()).length;
+    // Exports of the volume's snapshots do not make the volume itself in use.
+    const count = (await this.connections()).filter((c) => !c.snapshotId).length;
     const status: VolumeStatus = count ? "in-use" : "available";
     if (this.status !== status && (this.status === "available" || this.status === "in-use")) await this.change({ status });
   }

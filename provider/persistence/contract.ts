@@ -39,5 +39,10 @@ export interface Persistence {
   deleteSnapshot(id: string): Promise<void>;
   deleteConnection(id: string): Promise<void>;
   deleteKeyValue(key: string): Promise<void>;
+  /**
+   * Sets `key` to `value` only if it now holds `expected` (undefined: only if absent), in one
+   * atomic step; says whether it did. Locks (an NBD export's single writer) are built on it.
+   */
+  compareAndSetKeyValue(key: string, expected: string | undefined, value: string | undefined): Promise<boolean>;
   close(): Promise<void>;
 }

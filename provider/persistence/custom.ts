@@ -5,7 +5,7 @@ import { InvalidInputError, errorMessage } from "../util/errors";
 const METHODS = [
   "getVolumes", "getSnapshots", "getConnections", "getKeyValues",
   "setVolume", "setSnapshot", "setConnection", "setKeyValue",
-  "deleteVolume", "deleteSnapshot", "deleteConnection", "deleteKeyValue", "close",
+  "deleteVolume", "deleteSnapshot", "deleteConnection", "deleteKeyValue", "compareAndSetKeyValue", "close",
 ] as const;
 
 /**

@@ -116,5 +116,22 @@ export class JsonPersistence implements Persistence {
   async deleteKeyValue(key: string): Promise<void> {
     await this.remove("keyvalues", key);
   }
+  /**
+   * Atomic against other callers in this process only: documents have no lock of their own.
+   * Use sqlite where several processes take the same lock.
+   */
+  async compareAndSetKeyValue(key: string, expected: string | undefined, value: string | undefined): Promise<boolean> {
+    const run = async () => {
+      const [current] = await this.getKeyValues(key);
+      if (current?.value !== expected) return false;
+      if (value === undefined) await this.deleteKeyValue(key);
+      else await this.setKeyValue({ key, value });
+      return true;
+    };
+    const result = this.casTail.then(run, run);
+    this.casTail = result.then(() => undefined, () => undefined);
+    return result;
+  }
+  private casTail: Promise<void> = Promise.resolve();
   async close(): Promise<void> {}
 }

@@ -54,5 +54,11 @@ export class MemoryPersistence implements Persistence {
   async deleteKeyValue(key: string): Promise<void> {
     this.keyValues.delete(key);
   }
+  async compareAndSetKeyValue(key: string, expected: string | undefined, value: string | undefined): Promise<boolean> {
+    if (this.keyValues.get(key) !== expected) return false;
+    if (value === undefined) this.keyValues.delete(key);
+    else this.keyValues.set(key, value);
+    return true;
+  }
   async close(): Promise<void> {}
 }

@@ -62,6 +62,8 @@ export interface ConnectionRecord {
   id: string;
   backend: string;
   volumeId: string;
+  /** Set when what is connected is a snapshot of the volume (always read-only). */
+  snapshotId?: string;
   protocol: string;
   connector: Record<string, unknown>;
   connectionInfo: ConnectionInfo;

@@ -143,6 +143,16 @@ export class SqlitePersistence implements Persistence {
   async deleteKeyValue(key: string): Promise<void> {
     this.remove("key_values", "key", key);
   }
+  async compareAndSetKeyValue(key: string, expected: string | undefined, value: string | undefined): Promise<boolean> {
+    // IMMEDIATE takes the write lock first, so no other process can change the row in between.
+    return this.transaction(() => {
+      const row = this.db.prepare("SELECT value FROM key_values WHERE key = ?").get(key) as { value: string } | undefined;
+      if (row?.value !== expected) return false;
+      if (value === undefined) this.db.prepare("DELETE FROM key_values WHERE key = ?").run(key);
+      else this.db.prepare("INSERT OR REPLACE INTO key_values (key, value) VALUES (?, ?)").run(key, value);
+      return true;
+    });
+  }
   async close(): Promise<void> {
     if (this.db.isOpen) this.db.close();
   }

@@ -1,25 +1,38 @@
-import { InvalidInputError } from "../../util/errors";
+import { InvalidInputError, NotFoundError } from "../../util/errors";
+import { Snapshot } from "../../library/snapshot";
+import type { Volume } from "../../library/volume";
 import { parseJsonObject, required } from "../args";
 import { arg, type Context } from "../context";
 import { fields } from "../output";
 
-/** kindling connect VOL --protocol P [--connector JSON] [--mode rw|ro]: prints connection info. */
+/** A volume by name or id, else a snapshot (snapshots can be exported over nbd). */
+async function volumeOrSnapshot(ctx: Context, ref: string): Promise<Volume | Snapshot> {
+  const backend = ctx.backend();
+  try {
+    return await backend.getVolume(ref);
+  } catch (err) {
+    if (!(err instanceof NotFoundError)) throw err;
+    return backend.getSnapshot(ref).catch(() => Promise.reject(new NotFoundError("volume or snapshot", ref)));
+  }
+}
+
+/** kindling connect VOL|SNAP --protocol P [--connector JSON] [--mode rw|ro]: prints connection info. */
 export async function connect(ctx: Context): Promise<void> {
-  const volume = await ctx.backend().getVolume(arg(ctx, 0, "VOL"));
+  const target = await volumeOrSnapshot(ctx, arg(ctx, 0, "VOL"));
   const protocol = required("--protocol", ctx.values.protocol);
   const connector = parseJsonObject("--connector", ctx.values.connector);
   const mode = ctx.values.mode ?? "rw";
   if (mode !== "rw" && mode !== "ro") throw new InvalidInputError("--mode", "must be rw or ro");
-  const connection = await volume.connect(protocol, connector, { attachMode: mode });
+  const connection = target instanceof Snapshot ? await target.connect(protocol, connector) : await target.connect(protocol, connector, { attachMode: mode });
   ctx.out.result(connection.dump(), () => fields({ connection: connection.id, protocol: connection.protocol, ...connection.connectionInfo.data }));
 }
 
-/** kindling disconnect VOL: ends every connection of the volume, detaching local devices. */
+/** kindling disconnect VOL|SNAP: ends every connection of it, detaching local devices. */
 export async function disconnect(ctx: Context): Promise<void> {
-  const volume = await ctx.backend().getVolume(arg(ctx, 0, "VOL"));
-  const connections = await volume.connections();
-  await volume.disconnect();
-  ctx.out.result({ volumeId: volume.id, disconnected: connections.map((c) => c.id) }, () => `disconnected ${connections.length} connection(s) of ${volume.name}`);
+  const target = await volumeOrSnapshot(ctx, arg(ctx, 0, "VOL"));
+  const connections = await target.connections();
+  await target.disconnect();
+  ctx.out.result({ id: target.id, disconnected: connections.map((c) => c.id) }, () => `disconnected ${connections.length} connection(s) of ${target.name}`);
 }
 
 export async function validateConnector(ctx: Context): Promise<void> {

@@ -1,0 +1,41 @@
+import type { ConnectionInfo } from "../persistence/records";
+import { InvalidInputError } from "../util/errors";
+
+// Protocols kindling serves itself, for every backend, over the drivers' open(): the driver
+// is not asked about these. Others (local, rbd, iscsi) are the driver's own.
+
+export const SERVED_PROTOCOLS = ["nbd"] as const;
+
+export function isServedProtocol(protocol: string): boolean {
+  return (SERVED_PROTOCOLS as readonly string[]).includes(protocol);
+}
+
+/** Where `kindling nbd serve` listens by default; connection info points there. */
+export function nbdAddress(env: NodeJS.ProcessEnv = process.env): { host: string; port: number } {
+  const text = env.KINDLING_NBD_ADDRESS || "127.0.0.1:10809";
+  const match = /^(.+):(\d+)$/.exec(text);
+  if (!match || Number(match[2]) > 65535) throw new InvalidInputError("KINDLING_NBD_ADDRESS", `must be HOST:PORT, not ${JSON.stringify(text)}`);
+  return { host: match[1], port: Number(match[2]) };
+}
+
+export function validateServedConnector(protocol: string, connector: Record<string, unknown>): void {
+  if (connector.host !== undefined && typeof connector.host !== "string") throw new InvalidInputError("connector.host", "must be a string");
+  void protocol;
+}
+
+/** Connection info for an NBD export: export names are ids, never paths. */
+export function servedConnectionInfo(protocol: string, exportName: string, attachMode: "rw" | "ro", qosSpecs: Record<string, string>): ConnectionInfo {
+  const { host, port } = nbdAddress();
+  return {
+    protocol,
+    data: {
+      host,
+      port,
+      export_name: exportName,
+      uri: `nbd://${host.includes(":") ? `[${host}]` : host}:${port}/${encodeURIComponent(exportName)}`,
+      tls: false,
+      access_mode: attachMode,
+      ...(Object.keys(qosSpecs).length ? { qos_specs: { ...qosSpecs } } : {}),
+    },
+  };
+}

@@ -52,7 +52,7 @@ tour: setup
 	@scripts/tour.sh
 
 test: setup
-	node --test --test-concurrency=1 --test-reporter=spec 'dist/test/**/*.test.js'
+	node --test --test-concurrency=1 --test-timeout=300000 --test-reporter=spec 'dist/test/**/*.test.js'
 
 bench: setup
 	node dist/bench/snapshot-clone.js

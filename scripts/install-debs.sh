@@ -10,6 +10,10 @@ packages=(
   e2fsprogs    # mkfs.ext4 and filefrag, for the tests' small filesystems
   xfsprogs     # mkfs.xfs with reflink, for copy-on-write tests and benchmarks
   btrfs-progs  # the other reflink filesystem users run
+  libnbd-bin   # nbdinfo, nbdcopy, nbdsh, nbdfuse: NBD clients for tests and local attach
+  fuse3        # fusermount3, for nbdfuse
+  fio          # its nbd engine drives the NBD tests and benchmarks
+  nbdkit       # the peer NBD server of the benchmarks
 )
 # npm fetches the current LTS Node when the system Node is too old. Machines whose Node came
 # from elsewhere (nodesource, nvm) already have it, and Debian's npm would conflict with it.

@@ -103,7 +103,8 @@ export class NbdServer {
    * closed. What a client wrote and saw acknowledged is durable when this resolves.
    */
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // server.close() calls back only once every connection is gone, so it is awaited last.
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     const draining = [...this.live].map(async (entry) => {
       entry.transmission?.stop();
       await entry.transmission?.drain();
@@ -111,5 +112,6 @@ export class NbdServer {
       entry.socket.destroy();
     });
     await Promise.all(draining);
+    await closed;
   }
 }

@@ -10,7 +10,8 @@ packages=(
   e2fsprogs    # mkfs.ext4 and filefrag, for the tests' small filesystems
   xfsprogs     # mkfs.xfs with reflink, for copy-on-write tests and benchmarks
   btrfs-progs  # the other reflink filesystem users run
-  libnbd-bin   # nbdinfo, nbdcopy, nbdsh, nbdfuse: NBD clients for tests and local attach
+  libnbd-bin   # nbdinfo, nbdcopy, nbdfuse: NBD clients for tests and local attach
+  python3-libnbd  # nbdsh, for scripted NBD tests
   fuse3        # fusermount3, for nbdfuse
   fio          # its nbd engine drives the NBD tests and benchmarks
   nbdkit       # the peer NBD server of the benchmarks

@@ -16,7 +16,10 @@ function parseListen(value: string | undefined): { host: string; port: number } 
  */
 export async function nbdServe(ctx: Context): Promise<void> {
   const { host, port } = parseListen(ctx.values.listen);
-  const daemon = new ExportDaemon(ctx.backends, { host, port });
+  // A writer lock whose server stopped renewing it this long ago is taken over (a crash).
+  const stale = Number(process.env.KINDLING_NBD_LOCK_STALE_SECONDS ?? 15);
+  if (!(stale > 0)) throw new InvalidInputError("KINDLING_NBD_LOCK_STALE_SECONDS", "must be a positive number of seconds");
+  const daemon = new ExportDaemon(ctx.backends, { host, port, staleMs: stale * 1000, pollMs: Math.min(1000, (stale * 1000) / 3) });
   const address = await daemon.start();
   ctx.out.result({ listening: `${address.host}:${address.port}`, exports: daemon.exportNames() }, () =>
     `serving NBD on ${address.host}:${address.port}: ${daemon.exportNames().join(", ") || "no exports yet"}`);

@@ -58,12 +58,16 @@ assemble() {
 # 2. The cache.
 if [ -x "$cache/pulumi" ]; then assemble; exit 0; fi
 
-# 3. Build. Go from PATH, else its standard install location.
-go=$(command -v go 2>/dev/null || true)
-[ -z "$go" ] && [ -x /usr/local/go/bin/go ] && go=/usr/local/go/bin/go
+# 3. Build, with the first Go new enough for go.mod: the one on PATH, else the standard
+# install location (a distribution's older Go may come first on PATH).
 need=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$here/engine/go.mod")
-have=""
-[ -n "$go" ] && have=$("$go" env GOVERSION 2>/dev/null | sed 's/^go//; s/[^0-9.].*//' || true)
+go="" have=""
+for candidate in "$(command -v go 2>/dev/null || true)" /usr/local/go/bin/go; do
+  [ -n "$candidate" ] && [ -x "$candidate" ] || continue
+  v=$("$candidate" env GOVERSION 2>/dev/null | sed 's/^go//; s/[^0-9.].*//' || true)
+  go=$candidate have=$v
+  if [ -n "$v" ] && at_least "$v" "$need"; then break; fi
+done
 if [ -z "$go" ] || [ -z "$have" ] || ! at_least "$have" "$need"; then
   {
     if [ -z "$go" ]; then
@@ -88,12 +92,18 @@ if command -v flock >/dev/null; then
   exec 9>"$(dirname "$cache")/.lock"
   flock 9
   if [ -x "$cache/pulumi" ]; then assemble; exit 0; fi
+  # With the lock held, a leftover build dir belongs to a build that was killed.
+  rm -rf "$(dirname "$cache")"/.build.*
 fi
 
 echo "engine: building pulumi $version from Go modules with go$have (once; takes minutes; cached in $cache)" >&2
-# The build dir sits beside the cache so the final rename is atomic (same file system).
+# The build dir sits beside the cache so the final rename is atomic (same file system). A
+# killed build leaves only such a dir behind, never a partial cache.
 work=$(mktemp -d "$(dirname "$cache")/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+# Ctrl-C reaches go too; exiting through the EXIT trap removes the build dir. (After a kill
+# -TERM or -9 the next build removes it instead.)
+trap 'exit 130' INT HUP
 mkdir "$work/mod" "$work/bin"
 cp "$here/engine/go.mod" "$here/engine/go.sum" "$work/mod/"
 started=$SECONDS

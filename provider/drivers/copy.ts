@@ -1,16 +1,8 @@
 import type { BlockDevice, Progress } from "./contract";
 import { MiB } from "../util/sizes";
+import { isAllZero } from "../util/zero";
 
 const CHUNK = 4 * MiB;
-
-function isZero(buffer: Buffer, length: number): boolean {
-  // Compare 8 bytes at a time; a fresh destination already reads as zeroes, so zero chunks
-  // are skipped and stay holes.
-  let i = 0;
-  for (; i + 8 <= length; i += 8) if (buffer.readBigUInt64LE(i) !== 0n) return false;
-  for (; i < length; i++) if (buffer[i] !== 0) return false;
-  return true;
-}
 
 /**
  * Sparse-aware copy from one block device to another whose contents are zero (a new volume).
@@ -38,7 +30,8 @@ export async function copyDevice(
       const length = Math.min(CHUNK, extent.offset + extent.length - offset);
       const view = buffer.subarray(0, length);
       const got = await source.pread(view, offset);
-      if (got > 0 && !isZero(view, got)) await target.pwrite(view.subarray(0, got), offset);
+      // A fresh destination already reads as zeroes, so zero chunks are skipped and stay holes.
+      if (got > 0 && !isAllZero(view.subarray(0, got))) await target.pwrite(view.subarray(0, got), offset);
       done += length;
       report();
     }

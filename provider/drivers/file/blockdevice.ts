@@ -1,16 +1,22 @@
-import { open, type FileHandle } from "node:fs/promises";
+import { close, fdatasync, fstat, open, read, write } from "node:fs";
 import type { BlockDevice, BlockDeviceCapabilities, Extent } from "../contract";
 import { fileExtents } from "./extents";
 import { run } from "../../util/run";
 import { InvalidInputError } from "../../util/errors";
 
+// The callback forms of fs, wrapped by hand: on the NBD hot path they cost far less per call
+// than fs.promises' FileHandle methods.
+const call = <T>(fn: (done: (err: NodeJS.ErrnoException | null, value: T) => void) => void) =>
+  new Promise<T>((resolve, reject) => fn((err, value) => (err ? reject(err) : resolve(value))));
+
 /** A raw file as a block device. Snapshots and read-only exports open it with O_RDONLY. */
 export class FileBlockDevice implements BlockDevice {
   readonly capabilities: BlockDeviceCapabilities;
+  private closed = false;
 
   private constructor(
     private readonly path: string,
-    private readonly handle: FileHandle,
+    private readonly fd: number,
     readonly size: number,
     readonly readOnly: boolean,
   ) {
@@ -26,12 +32,12 @@ export class FileBlockDevice implements BlockDevice {
   }
 
   static async open(path: string, readOnly: boolean): Promise<FileBlockDevice> {
-    const handle = await open(path, readOnly ? "r" : "r+");
+    const fd = await call<number>((done) => open(path, readOnly ? "r" : "r+", done));
     try {
-      const { size } = await handle.stat();
-      return new FileBlockDevice(path, handle, size, readOnly);
+      const { size } = await call<import("node:fs").Stats>((done) => fstat(fd, done));
+      return new FileBlockDevice(path, fd, size, readOnly);
     } catch (err) {
-      await handle.close();
+      await call<void>((done) => close(fd, (e) => done(e, undefined)));
       throw err;
     }
   }
@@ -50,9 +56,9 @@ export class FileBlockDevice implements BlockDevice {
     this.check(offset, buffer.length);
     let done = 0;
     while (done < buffer.length) {
-      const { bytesRead } = await this.handle.read(buffer, done, buffer.length - done, offset + done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
+      const n = await call<number>((cb) => read(this.fd, buffer, done, buffer.length - done, offset + done, cb));
+      if (n === 0) break;
+      done += n;
     }
     return done;
   }
@@ -62,14 +68,13 @@ export class FileBlockDevice implements BlockDevice {
     this.check(offset, buffer.length);
     let done = 0;
     while (done < buffer.length) {
-      const { bytesWritten } = await this.handle.write(buffer, done, buffer.length - done, offset + done);
-      done += bytesWritten;
+      done += await call<number>((cb) => write(this.fd, buffer, done, buffer.length - done, offset + done, cb));
     }
-    if (opts.fua) await this.handle.datasync();
+    if (opts.fua) await this.flush();
   }
 
   async flush(): Promise<void> {
-    if (!this.readOnly) await this.handle.datasync();
+    if (!this.readOnly) await call<void>((done) => fdatasync(this.fd, (e) => done(e, undefined)));
   }
 
   async trim(offset: number, length: number): Promise<void> {
@@ -93,6 +98,8 @@ export class FileBlockDevice implements BlockDevice {
   }
 
   async close(): Promise<void> {
-    await this.handle.close();
+    if (this.closed) return;
+    this.closed = true;
+    await call<void>((done) => close(this.fd, (e) => done(e, undefined)));
   }
 }

@@ -11,7 +11,7 @@ export class SocketReader {
   private waiter?: { size: number; resolve: (b: Buffer) => void; reject: (e: Error) => void };
   private ended?: Error;
 
-  constructor(private readonly socket: Socket, private readonly highWater = 64 * 1024 * 1024) {
+  constructor(private readonly socket: Socket, private readonly highWater = 8 * 1024 * 1024) {
     socket.on("data", (data: Buffer) => {
       this.chunks.push(data);
       this.buffered += data.length;

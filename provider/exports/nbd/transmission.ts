@@ -6,6 +6,7 @@ import {
   SIMPLE_REPLY_MAGIC, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC, Tx,
 } from "./protocol";
 import type { Limiter } from "./qos";
+import { isAllZero } from "../../util/zero";
 
 const MAX_IN_FLIGHT = 64;
 const U32_MAX_ALIGNED = 0xffffffff - 0xfff;
@@ -191,7 +192,7 @@ export class Transmission {
       body.writeBigUInt64BE(BigInt(offset), 6 + message.length);
       return this.send(this.chunkHeader(request, Chunk.ERROR_OFFSET, CHUNK_DONE, body.length), body);
     }
-    if (length > 0 && isZero(data)) {
+    if (length > 0 && isAllZero(data)) {
       const hole = Buffer.alloc(12);
       hole.writeBigUInt64BE(BigInt(offset), 0);
       hole.writeUInt32BE(length, 8);
@@ -272,11 +273,4 @@ export class Transmission {
     for (const part of parts) this.socket.write(part);
     this.socket.uncork();
   }
-}
-
-function isZero(buffer: Buffer): boolean {
-  let i = 0;
-  for (; i + 8 <= buffer.length; i += 8) if (buffer.readBigUInt64LE(i) !== 0n) return false;
-  for (; i < buffer.length; i++) if (buffer[i] !== 0) return false;
-  return true;
 }

@@ -63,7 +63,7 @@ if [ -x "$cache/pulumi" ]; then assemble; exit 0; fi
 need=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$here/engine/go.mod")
 go="" have=""
 for candidate in "$(command -v go 2>/dev/null || true)" /usr/local/go/bin/go; do
-  [ -n "$candidate" ] && [ -x "$candidate" ] || continue
+  if [ -z "$candidate" ] || ! [ -x "$candidate" ]; then continue; fi
   v=$("$candidate" env GOVERSION 2>/dev/null | sed 's/^go//; s/[^0-9.].*//' || true)
   go=$candidate have=$v
   if [ -n "$v" ] && at_least "$v" "$need"; then break; fi

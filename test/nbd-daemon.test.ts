@@ -8,7 +8,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
 import { kindling } from "./helpers/cli";
 import { Daemon, freePort } from "./helpers/daemon";
-import { removeDir, tempDir } from "./helpers/env";
+import { deviceSize, needsRoot, removeDir, tempDir } from "./helpers/env";
+import { Backend } from "../provider/library";
 import { Project } from "./helpers/pulumi";
 
 function sh(command: string, args: string[]) {
@@ -124,6 +125,35 @@ describe("kindling nbd serve as a daemon", () => {
     assert.ok(limited < 100, `limited to 50 IOPS, measured ${limited}`);
     assert.ok(free > 10 * limited, `unlimited ${free} vs limited ${limited}`);
     await d.stop();
+  });
+
+  test("local attach over NBD: nbdfuse and a loop device give a block device; detach undoes both", async (t) => {
+    if (needsRoot(t)) return;
+    const port = await freePort();
+    process.env.KINDLING_NBD_ADDRESS = `127.0.0.1:${port}`;
+    const daemon = await Daemon.start(config, port);
+    daemons.push(daemon);
+    const backend = await Backend.open({ name: "b", driver: "file", path: join(dir, "volumes") });
+    try {
+      const volume = await backend.createVolume({ name: "fused", sizeGiB: 1 });
+      const connection = await volume.connect("nbd");
+      await until(() => exportsOf(daemon).includes('export="fused"'), "the export");
+      const device = await connection.attach();
+      assert.match(device, /^\/dev\/loop\d+$/);
+      assert.equal(deviceSize(device), 1024 ** 3);
+      writeFileSync(device, Buffer.alloc(4096, 0x3c), { flag: "r+" });
+      const back = await connection.backend.getVolume(volume.id);
+      void back;
+      await connection.detach();
+      assert.ok(readFileSync(volume.location as string).subarray(0, 4096).equals(Buffer.alloc(4096, 0x3c)), "written through NBD into the volume");
+      assert.doesNotMatch(sh("losetup", ["--list", "--noheadings", "--output", "BACK-FILE"]).out, /nbdfuse/);
+      assert.doesNotMatch(readFileSync("/proc/mounts", "utf8"), /kindling\/nbdfuse/);
+      await connection.disconnect();
+      await volume.delete();
+    } finally {
+      delete process.env.KINDLING_NBD_ADDRESS;
+      await backend.close();
+    }
   });
 
   test("a Pulumi Attachment with protocol nbd gives connection info that nbdinfo accepts", async () => {

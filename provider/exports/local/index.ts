@@ -2,6 +2,7 @@ import { hostname } from "node:os";
 import type { ConnectionInfo } from "../../persistence/records";
 import { InvalidInputError } from "../../util/errors";
 import { attachLoop, detachLoop, refreshLoopSize } from "./loop";
+import { attachNbd, detachNbd } from "./nbdfuse";
 
 /** The connector of this host, as os-brick's get_connector_properties would describe it. */
 export function localConnector(): Record<string, unknown> {
@@ -9,8 +10,9 @@ export function localConnector(): Record<string, unknown> {
 }
 
 /**
- * Makes a connection usable as a block device on this host. Each protocol has its own way in;
- * `local` is a file, which a loop device turns into a block device.
+ * Makes a connection usable as a block device on this host. Each protocol has its own way in:
+ * `local` is a file, which a loop device turns into a block device; `nbd` goes through
+ * nbdfuse and a loop device, since this host class has no kernel nbd client.
  */
 export async function attachLocally(info: ConnectionInfo, opts: { readOnly: boolean }): Promise<string> {
   if (info.protocol === "local") {
@@ -18,16 +20,23 @@ export async function attachLocally(info: ConnectionInfo, opts: { readOnly: bool
     if (typeof path !== "string") throw new InvalidInputError("connectionInfo.data.device_path", "is missing");
     return attachLoop(path, opts);
   }
-  throw new InvalidInputError("protocol", `cannot attach a ${info.protocol} connection on this host yet`);
+  if (info.protocol === "nbd") {
+    const uri = info.data.uri;
+    if (typeof uri !== "string") throw new InvalidInputError("connectionInfo.data.uri", "is missing");
+    return attachNbd(uri, opts);
+  }
+  throw new InvalidInputError("protocol", `cannot attach a ${info.protocol} connection on this host`);
 }
 
 export async function detachLocally(info: ConnectionInfo, devicePath: string): Promise<void> {
-  void info;
-  await detachLoop(devicePath);
+  if (info.protocol === "nbd") await detachNbd(devicePath);
+  else await detachLoop(devicePath);
 }
 
-/** After the volume grew: make the attached device show the new size. */
+/**
+ * After the volume grew: make the attached device show the new size. An nbdfuse file keeps the
+ * size the export had when it was mounted, so an NBD attachment needs a detach and attach.
+ */
 export async function refreshLocalSize(info: ConnectionInfo, devicePath: string): Promise<void> {
-  void info;
-  await refreshLoopSize(devicePath);
+  if (info.protocol === "local") await refreshLoopSize(devicePath);
 }

@@ -1,0 +1,68 @@
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { BackendError, InvalidInputError } from "../../util/errors";
+import { newId } from "../../util/ids";
+import { run } from "../../util/run";
+import { attachLoop, detachLoop, loopBackingFile } from "./loop";
+
+// Local attach of an NBD export where the kernel has no nbd module (this machine class):
+// nbdfuse shows the export as a file on a FUSE mount, and a loop device makes that file a
+// block device. Detach undoes both.
+
+/** Where the FUSE mounts live: one directory per attachment. */
+function mountRoot(): string {
+  const base = process.getuid?.() === 0 ? "/run/kindling" : join(process.env.XDG_RUNTIME_DIR || tmpdir(), "kindling");
+  return join(base, "nbdfuse");
+}
+
+export async function attachNbd(uri: string, opts: { readOnly: boolean }): Promise<string> {
+  if (!/^nbds?:\/\//.test(uri)) throw new InvalidInputError("connectionInfo.data.uri", `not an NBD URI: ${JSON.stringify(uri)}`);
+  const dir = join(mountRoot(), newId());
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const pidfile = join(dir, "..", `${dir.split("/").pop()}.pid`);
+  const file = join(dir, "disk");
+  const child = spawn("nbdfuse", [...(opts.readOnly ? ["-r"] : []), "-P", pidfile, file, uri], { detached: true, stdio: "ignore" });
+  let failed: Error | undefined;
+  child.once("error", (err) => (failed = err));
+  child.once("exit", (code) => (failed ??= new Error(`nbdfuse exited with ${code}`)));
+  child.unref();
+  for (let i = 0; i < 100 && !existsSync(pidfile) && !failed; i++) await sleep(50);
+  if (failed || !existsSync(pidfile)) {
+    rmSync(dir, { recursive: true, force: true });
+    throw new BackendError(`nbdfuse could not mount ${uri}: ${failed?.message ?? "timed out"}`, { hint: "is the export served (kindling nbd serve) and /dev/fuse present?" });
+  }
+  try {
+    return await attachLoop(file, opts);
+  } catch (err) {
+    await unmount(dir);
+    throw err;
+  }
+}
+
+async function unmount(dir: string): Promise<void> {
+  await run("fusermount3", ["-u", dir], { reject: false });
+  const pidfile = `${dir}.pid`;
+  if (existsSync(pidfile)) {
+    const pid = Number(readFileSync(pidfile, "utf8").trim());
+    for (let i = 0; i < 40; i++) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        break; // nbdfuse has exited
+      }
+      await sleep(50);
+    }
+    rmSync(pidfile, { force: true });
+  }
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** Releases the loop device, then the FUSE mount behind it. */
+export async function detachNbd(device: string): Promise<void> {
+  const file = await loopBackingFile(device);
+  await detachLoop(device);
+  if (file && file.startsWith(mountRoot() + "/")) await unmount(dirname(file));
+}

@@ -22,6 +22,9 @@ export interface Values {
   connector?: string;
   mode?: string;
   listen?: string;
+  "tls-cert"?: string;
+  "tls-key"?: string;
+  "tls-psk"?: string;
 }
 
 export interface Context {

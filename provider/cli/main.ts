@@ -28,7 +28,8 @@ const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
   connect VOL|SNAP --protocol P [--connector JSON] [--mode rw|ro]
                                              protocols: local, nbd (snapshots: nbd, read-only)
   disconnect VOL|SNAP
-  nbd serve [--listen HOST:PORT]             serve every nbd export (default 127.0.0.1:10809)
+  nbd serve [--listen HOST:PORT] [--tls-cert F --tls-key F | --tls-psk F]
+                                             serve every nbd export (default 127.0.0.1:10809)
   validate-connector --protocol P --connector JSON
 
 Configuration: --config FILE, else $KINDLING_CONFIG, else ./kindling.json, else one file
@@ -54,6 +55,9 @@ const OPTIONS = {
   connector: { type: "string" },
   mode: { type: "string" },
   listen: { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "tls-psk": { type: "string" },
 } as const;
 
 const GLOBAL = ["config", "backend", "json", "help", "version"];
@@ -84,7 +88,7 @@ const COMMANDS: Record<string, Command> = {
   connect: { run: connect, options: ["protocol", "connector", "mode"], args: [1, 1] },
   disconnect: { run: disconnect, options: [], args: [1, 1] },
   "validate-connector": { run: validateConnector, options: ["protocol", "connector"], args: [0, 0] },
-  "nbd serve": { run: nbdServe, options: ["listen"], args: [0, 0] },
+  "nbd serve": { run: nbdServe, options: ["listen", "tls-cert", "tls-key", "tls-psk"], args: [0, 0] },
 };
 
 /** Exit codes by error kind, so scripts can tell "not there" from "bad input". */

@@ -23,17 +23,27 @@ export function validateServedConnector(protocol: string, connector: Record<stri
   void protocol;
 }
 
+/** Whether `kindling nbd serve` runs with TLS (KINDLING_NBD_TLS=cert|psk), for the clients' URIs. */
+function nbdTls(env: NodeJS.ProcessEnv = process.env): false | "cert" | "psk" {
+  const value = env.KINDLING_NBD_TLS;
+  if (!value || value === "off") return false;
+  if (value !== "cert" && value !== "psk") throw new InvalidInputError("KINDLING_NBD_TLS", "must be off, cert or psk");
+  return value;
+}
+
 /** Connection info for an NBD export: export names are ids, never paths. */
 export function servedConnectionInfo(protocol: string, exportName: string, attachMode: "rw" | "ro", qosSpecs: Record<string, string>): ConnectionInfo {
   const { host, port } = nbdAddress();
+  const tls = nbdTls();
   return {
     protocol,
     data: {
       host,
       port,
       export_name: exportName,
-      uri: `nbd://${host.includes(":") ? `[${host}]` : host}:${port}/${encodeURIComponent(exportName)}`,
-      tls: false,
+      uri: `${tls ? "nbds" : "nbd"}://${host.includes(":") ? `[${host}]` : host}:${port}/${encodeURIComponent(exportName)}`,
+      tls: tls !== false,
+      ...(tls ? { tls_mode: tls } : {}),
       access_mode: attachMode,
       ...(Object.keys(qosSpecs).length ? { qos_specs: { ...qosSpecs } } : {}),
     },

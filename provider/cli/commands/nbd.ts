@@ -1,5 +1,6 @@
 import { ExportDaemon } from "../../exports/nbd/daemon";
 import { nbdAddress } from "../../exports/protocols";
+import { certificateTls, pskTls } from "../../exports/nbd/tls";
 import { InvalidInputError } from "../../util/errors";
 import type { Context } from "../context";
 
@@ -11,7 +12,7 @@ function parseListen(value: string | undefined): { host: string; port: number } 
 }
 
 /**
- * kindling nbd serve [--listen HOST:PORT]: serves the exports recorded in persistence until
+ * kindling nbd serve [--listen HOST:PORT] [--tls-cert F --tls-key F | --tls-psk F]: serves the exports recorded in persistence until
  * SIGTERM or SIGINT, then drains in-flight requests, flushes and releases its locks.
  */
 export async function nbdServe(ctx: Context): Promise<void> {
@@ -19,7 +20,11 @@ export async function nbdServe(ctx: Context): Promise<void> {
   // A writer lock whose server stopped renewing it this long ago is taken over (a crash).
   const stale = Number(process.env.KINDLING_NBD_LOCK_STALE_SECONDS ?? 15);
   if (!(stale > 0)) throw new InvalidInputError("KINDLING_NBD_LOCK_STALE_SECONDS", "must be a positive number of seconds");
-  const daemon = new ExportDaemon(ctx.backends, { host, port, staleMs: stale * 1000, pollMs: Math.min(1000, (stale * 1000) / 3) });
+  const v = ctx.values;
+  if ((v["tls-cert"] === undefined) !== (v["tls-key"] === undefined)) throw new InvalidInputError(v["tls-cert"] ? "--tls-key" : "--tls-cert", "give --tls-cert and --tls-key together");
+  if (v["tls-cert"] && v["tls-psk"]) throw new InvalidInputError("--tls-psk", "give a certificate or pre-shared keys, not both");
+  const tls = v["tls-cert"] ? certificateTls(v["tls-cert"], v["tls-key"] as string) : v["tls-psk"] ? pskTls(v["tls-psk"]) : undefined;
+  const daemon = new ExportDaemon(ctx.backends, { host, port, tls, staleMs: stale * 1000, pollMs: Math.min(1000, (stale * 1000) / 3) });
   const address = await daemon.start();
   ctx.out.result({ listening: `${address.host}:${address.port}`, exports: daemon.exportNames() }, () =>
     `serving NBD on ${address.host}:${address.port}: ${daemon.exportNames().join(", ") || "no exports yet"}`);

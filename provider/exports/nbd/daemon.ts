@@ -6,6 +6,7 @@ import { logger } from "../../util/log";
 import type { ExportSource } from "./exports";
 import { WriterLocks } from "./lock";
 import { NbdServer } from "./server";
+import type { TlsSettings } from "./tls";
 
 interface Served {
   key: string;
@@ -31,9 +32,9 @@ export class ExportDaemon {
 
   constructor(
     private readonly backends: BackendSet,
-    opts: { host?: string; port?: number; pollMs?: number; staleMs?: number } = {},
+    opts: { host?: string; port?: number; pollMs?: number; staleMs?: number; tls?: TlsSettings } = {},
   ) {
-    this.server = new NbdServer({ host: opts.host, port: opts.port });
+    this.server = new NbdServer({ host: opts.host, port: opts.port, tls: opts.tls });
     this.locks = new WriterLocks(opts.staleMs);
     this.pollMs = opts.pollMs ?? 1000;
   }

@@ -1,12 +1,16 @@
 import type { Socket } from "node:net";
 import type { ExportSource, ExportTable } from "./exports";
-import type { SocketReader } from "./reader";
+import { SocketReader } from "./reader";
+import { upgrade, type TlsSettings } from "./tls";
 import {
   BASE_ALLOCATION, BASE_ALLOCATION_ID, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, Info, MAX_OPTION_LENGTH,
   MAX_PAYLOAD, MIN_BLOCK, NBDMAGIC, OPTION_REPLY_MAGIC, Option, PREFERRED_BLOCK, Reply,
 } from "./protocol";
 
 export interface HandshakeResult {
+  /** The connection from here on: the TLS socket after STARTTLS. */
+  socket: Socket;
+  reader: SocketReader;
   source: ExportSource;
   structured: boolean;
   allocationContext: boolean;
@@ -25,7 +29,7 @@ class Closed extends Error {}
  * the client aborted or broke the protocol (the socket is closed then). Every option gets an
  * answer; an unknown one ERR_UNSUP with its data consumed, so the client keeps in sync.
  */
-export async function handshake(socket: Socket, reader: SocketReader, exports: ExportTable, describe: FlagsFor): Promise<HandshakeResult | undefined> {
+export async function handshake(socket: Socket, reader: SocketReader, exports: ExportTable, describe: FlagsFor, tls?: TlsSettings): Promise<HandshakeResult | undefined> {
   const greeting = Buffer.alloc(18);
   greeting.writeBigUInt64BE(NBDMAGIC, 0);
   greeting.writeBigUInt64BE(IHAVEOPT, 8);
@@ -38,6 +42,8 @@ export async function handshake(socket: Socket, reader: SocketReader, exports: E
     return undefined;
   }
   const noZeroes = (clientFlags & FLAG_NO_ZEROES) !== 0;
+  // With TLS configured it is required: nothing but STARTTLS and ABORT before it.
+  let secured = !tls;
   let structured = false;
   let metaExport: string | undefined;
   let allocationContext = false;
@@ -61,11 +67,17 @@ export async function handshake(socket: Socket, reader: SocketReader, exports: E
       if (length > MAX_OPTION_LENGTH) throw new Closed("option too long");
       const data = await reader.read(length);
 
+      if (!secured && option !== Option.STARTTLS && option !== Option.ABORT) {
+        if (option === Option.EXPORT_NAME) throw new Closed("EXPORT_NAME before STARTTLS");
+        reply(option, Reply.ERR_TLS_REQD, text("this server requires TLS: send STARTTLS first"));
+        continue;
+      }
+
       switch (option) {
         case Option.EXPORT_NAME: {
           const source = exports.get(data.toString("utf8"));
           if (!source) throw new Closed("unknown export"); // EXPORT_NAME cannot answer an error
-          return { source, structured, allocationContext: allocationContext && metaExport === source.name, viaExportName: true, noZeroes };
+          return { socket, reader, source, structured, allocationContext: allocationContext && metaExport === source.name, viaExportName: true, noZeroes };
         }
         case Option.ABORT:
           reply(option, Reply.ACK);
@@ -86,7 +98,20 @@ export async function handshake(socket: Socket, reader: SocketReader, exports: E
           reply(option, Reply.ACK);
           break;
         case Option.STARTTLS:
-          reply(option, Reply.ERR_POLICY, text("this server has no TLS configured"));
+          if (!tls) {
+            reply(option, Reply.ERR_POLICY, text("this server has no TLS configured"));
+          } else if (secured || length !== 0) {
+            reply(option, Reply.ERR_INVALID, text(secured ? "TLS is already on" : "STARTTLS takes no data"));
+          } else {
+            reply(option, Reply.ACK);
+            socket = await upgrade(socket, tls);
+            reader = new SocketReader(socket);
+            secured = true;
+            // What was negotiated in the clear does not carry over.
+            structured = false;
+            metaExport = undefined;
+            allocationContext = false;
+          }
           break;
         case Option.INFO:
         case Option.GO: {
@@ -134,7 +159,7 @@ export async function handshake(socket: Socket, reader: SocketReader, exports: E
           reply(option, Reply.INFO, sizes);
           reply(option, Reply.ACK);
           if (option === Option.GO) {
-            return { source, structured, allocationContext: allocationContext && metaExport === request.name, viaExportName: false, noZeroes };
+            return { socket, reader, source, structured, allocationContext: allocationContext && metaExport === request.name, viaExportName: false, noZeroes };
           }
           break;
         }

@@ -6,11 +6,14 @@ import { handshake } from "./handshake";
 import { Limiter } from "./qos";
 import { SocketReader } from "./reader";
 import { Transmission, transmissionFlags } from "./transmission";
+import type { TlsSettings } from "./tls";
 
 export interface ServerOptions {
   host?: string;
   port?: number;
   exports?: ExportTable;
+  /** When set, clients must STARTTLS before anything else. */
+  tls?: TlsSettings;
 }
 
 /**
@@ -67,8 +70,10 @@ export class NbdServer {
         } finally {
           await device.close();
         }
-      });
+      }, this.opts.tls);
       if (!agreed) return;
+      socket = agreed.socket;
+      entry.socket = socket;
       const device = await agreed.source.open();
       entry.device = device;
       const readOnly = agreed.source.readOnly || device.readOnly;
@@ -79,7 +84,7 @@ export class NbdServer {
         tail.writeUInt16BE(flags, 8);
         socket.write(tail);
       }
-      const transmission = new Transmission(socket, reader, device, {
+      const transmission = new Transmission(socket, agreed.reader, device, {
         readOnly,
         structured: agreed.structured,
         allocationContext: agreed.allocationContext,

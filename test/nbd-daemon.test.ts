@@ -142,8 +142,6 @@ describe("kindling nbd serve as a daemon", () => {
       assert.match(device, /^\/dev\/loop\d+$/);
       assert.equal(deviceSize(device), 1024 ** 3);
       writeFileSync(device, Buffer.alloc(4096, 0x3c), { flag: "r+" });
-      const back = await connection.backend.getVolume(volume.id);
-      void back;
       await connection.detach();
       assert.ok(readFileSync(volume.location as string).subarray(0, 4096).equals(Buffer.alloc(4096, 0x3c)), "written through NBD into the volume");
       assert.doesNotMatch(sh("losetup", ["--list", "--noheadings", "--output", "BACK-FILE"]).out, /nbdfuse/);

@@ -10,7 +10,7 @@ import { NbdServer } from "../provider/exports/nbd";
 import { Chunk, Cmd, CmdFlag, Errno, Info, Option, Reply, Tx } from "../provider/exports/nbd/protocol";
 import { MiB } from "../provider/util/sizes";
 import { removeDir, tempDir } from "./helpers/env";
-import { RawClient, infoRequest, metaRequest, u32 } from "./helpers/nbd-client";
+import { RawClient, infoRequest, metaRequest } from "./helpers/nbd-client";
 
 /** A real file device whose reads fail inside one range: a disk with a bad sector. */
 function failingInside(device: BlockDevice, from: number, to: number): BlockDevice {
@@ -338,6 +338,5 @@ describe("NBD protocol", () => {
     assert.equal((await d.optionReplies())[0].type, Reply.ERR_UNKNOWN);
     c.close();
     d.close();
-    void u32;
   });
 });

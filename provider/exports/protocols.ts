@@ -18,9 +18,9 @@ export function nbdAddress(env: NodeJS.ProcessEnv = process.env): { host: string
   return { host: match[1], port: Number(match[2]) };
 }
 
-export function validateServedConnector(protocol: string, connector: Record<string, unknown>): void {
+/** A served export takes any client: only the connector's shape is checked. */
+export function validateServedConnector(connector: Record<string, unknown>): void {
   if (connector.host !== undefined && typeof connector.host !== "string") throw new InvalidInputError("connector.host", "must be a string");
-  void protocol;
 }
 
 /** Whether `kindling nbd serve` runs with TLS (KINDLING_NBD_TLS=cert|psk), for the clients' URIs. */

@@ -218,7 +218,7 @@ export class Backend extends EventEmitter {
   /** Throws an InvalidInputError naming the connector field at fault. */
   validateConnector(protocol: string, connector: unknown): void {
     const parsed = parseInput(connectorSchema, connector, "connector");
-    if (isServedProtocol(protocol)) validateServedConnector(protocol, parsed);
+    if (isServedProtocol(protocol)) validateServedConnector(parsed);
     else this.driver.validateConnector(protocol, parsed);
   }
 

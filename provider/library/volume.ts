@@ -216,11 +216,16 @@ export class Volume {
     for (const c of targets) await c.disconnect();
   }
 
-  /** Local attach: a block device on this host. Returns the connection holding its path. */
+  /**
+   * Local attach: a block device on this host. Returns the connection holding its path. For
+   * backends without a local path it goes over NBD, so `kindling nbd serve` must be running.
+   */
   async attach(opts: { readOnly?: boolean } = {}): Promise<Connection> {
     const existing = await this.localAttachment();
     if (existing) throw new InUseError(`volume ${this.name} is already attached at ${existing.devicePath}`, { hint: "detach it first" });
-    const connection = await this.connect("local", localConnector(), { attachMode: opts.readOnly ? "ro" : "rw" });
+    // A backend whose volumes are not files here is attached through kindling's NBD server.
+    const protocol = this.backend.driver.protocols.includes("local") ? "local" : "nbd";
+    const connection = await this.connect(protocol, localConnector(), { attachMode: opts.readOnly ? "ro" : "rw" });
     try {
       await connection.attach();
     } catch (err) {

@@ -3,6 +3,7 @@ import type { ConnectionInfo } from "../../persistence/records";
 import { InvalidInputError } from "../../util/errors";
 import { attachLoop, detachLoop, refreshLoopSize } from "./loop";
 import { attachNbd, detachNbd } from "./nbdfuse";
+import { attachKernelNbd, detachKernelNbd, kernelNbdAvailable } from "./kernel-nbd";
 
 /** The connector of this host, as os-brick's get_connector_properties would describe it. */
 export function localConnector(): Record<string, unknown> {
@@ -11,8 +12,8 @@ export function localConnector(): Record<string, unknown> {
 
 /**
  * Makes a connection usable as a block device on this host. Each protocol has its own way in:
- * `local` is a file, which a loop device turns into a block device; `nbd` goes through
- * nbdfuse and a loop device, since this host class has no kernel nbd client.
+ * `local` is a file, which a loop device turns into a block device; `nbd` goes through the
+ * kernel's nbd client where the host has one, else through nbdfuse and a loop device.
  */
 export async function attachLocally(info: ConnectionInfo, opts: { readOnly: boolean }): Promise<string> {
   if (info.protocol === "local") {
@@ -21,6 +22,8 @@ export async function attachLocally(info: ConnectionInfo, opts: { readOnly: bool
     return attachLoop(path, opts);
   }
   if (info.protocol === "nbd") {
+    // The kernel client where the host has one (TLS exports go through nbdfuse, which speaks TLS).
+    if (kernelNbdAvailable() && !info.data.tls) return attachKernelNbd(info.data, opts);
     const uri = info.data.uri;
     if (typeof uri !== "string") throw new InvalidInputError("connectionInfo.data.uri", "is missing");
     return attachNbd(uri, opts);
@@ -29,8 +32,9 @@ export async function attachLocally(info: ConnectionInfo, opts: { readOnly: bool
 }
 
 export async function detachLocally(info: ConnectionInfo, devicePath: string): Promise<void> {
-  if (info.protocol === "nbd") await detachNbd(devicePath);
-  else await detachLoop(devicePath);
+  if (info.protocol !== "nbd") await detachLoop(devicePath);
+  else if (devicePath.startsWith("/dev/nbd")) await detachKernelNbd(devicePath);
+  else await detachNbd(devicePath);
 }
 
 /**

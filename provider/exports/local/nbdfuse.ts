@@ -20,6 +20,18 @@ function mountRoot(): string {
 
 export async function attachNbd(uri: string, opts: { readOnly: boolean }): Promise<string> {
   if (!/^nbds?:\/\//.test(uri)) throw new InvalidInputError("connectionInfo.data.uri", `not an NBD URI: ${JSON.stringify(uri)}`);
+  // A new export shows up at the server within its poll interval (a second): try a few times.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await mountAndLoop(uri, opts);
+    } catch (err) {
+      if (attempt >= 4 || !(err instanceof BackendError) || !/could not mount/.test(err.message)) throw err;
+      await sleep(750);
+    }
+  }
+}
+
+async function mountAndLoop(uri: string, opts: { readOnly: boolean }): Promise<string> {
   const dir = join(mountRoot(), newId());
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const pidfile = join(dir, "..", `${dir.split("/").pop()}.pid`);

@@ -1,6 +1,6 @@
 import type { BlockDevice, DriverSnapshot, Inspection, Progress } from "../drivers/contract";
 import type { SnapshotRecord, SnapshotStatus, VolumeRecord } from "../persistence/records";
-import { InUseError, InvalidInputError } from "../util/errors";
+import { ConflictError, InUseError, InvalidInputError, NotFoundError } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { settleFailedCreate } from "./rollback";
 import { parseInput } from "../util/validate";
@@ -54,6 +54,10 @@ export class Snapshot {
       updatedAt: now(),
     };
     const snapshot = new Snapshot(backend, record);
+    // As for volumes: a taken id would overwrite that snapshot's record and lose its file.
+    if ((await backend.persistence.getSnapshots({ id })).length) {
+      throw new ConflictError(`a snapshot with id ${id} already exists`, { field: "id", hint: "choose another id, or leave it out to get a new one" });
+    }
     await backend.persistence.setSnapshot(record);
     try {
       const update = await backend.driver.createSnapshot(snapshot.toDriver(), volume.toDriver(), backend.progressFor("snapshot", id, opts.onProgress));
@@ -84,9 +88,13 @@ export class Snapshot {
     return this;
   }
 
-  private lock<T>(work: () => Promise<T>): Promise<T> {
+  private lock<T>(work: () => Promise<T>, opts: { allowDeleted?: boolean } = {}): Promise<T> {
     return this.backend.locks.run(this.id, async () => {
       await this.refresh();
+      // As for volumes: a stale handle must not write a deleted snapshot's record back.
+      if (this.status === "deleted" && !opts.allowDeleted) {
+        throw new NotFoundError("snapshot", this.id, { hint: "it was deleted" });
+      }
       return work();
     });
   }
@@ -124,7 +132,7 @@ export class Snapshot {
       }
       await this.backend.persistence.deleteSnapshot(this.id);
       this.record = { ...this.record, status: "deleted", updatedAt: now() };
-    });
+    }, { allowDeleted: true });
   }
 
   /** A new volume holding the data as it was when the snapshot was taken. */

@@ -1,6 +1,6 @@
 import type { BlockDevice, DriverVolume, Inspection, ModelUpdate, Progress } from "../drivers/contract";
 import type { VolumeRecord, VolumeStatus } from "../persistence/records";
-import { InUseError, InvalidInputError } from "../util/errors";
+import { ConflictError, InUseError, InvalidInputError, NotFoundError } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { parseInput } from "../util/validate";
 import { sizeGiBSchema } from "../util/names";
@@ -52,6 +52,12 @@ export class Volume {
   /** Records a new volume as "creating", runs the driver's create-like call, marks it available. */
   static async build(backend: Backend, record: VolumeRecord, create: (v: DriverVolume) => Promise<ModelUpdate>): Promise<Volume> {
     const volume = new Volume(backend, record);
+    // A caller-chosen id already in use must be refused here: setVolume replaces by id, so the
+    // other volume's record would be overwritten, and the rollback below (seeing no new file)
+    // would forget it, or worse, the driver's cleanup would remove its file.
+    if ((await backend.persistence.getVolumes({ id: record.id })).length) {
+      throw new ConflictError(`a volume with id ${record.id} already exists`, { field: "id", hint: "choose another id, or leave it out to get a new one" });
+    }
     await backend.persistence.setVolume(record);
     try {
       const update = await create(volume.toDriver());
@@ -84,9 +90,14 @@ export class Volume {
     return this;
   }
 
-  private lock<T>(work: () => Promise<T>): Promise<T> {
+  private lock<T>(work: () => Promise<T>, opts: { allowDeleted?: boolean } = {}): Promise<T> {
     return this.backend.locks.run(this.id, async () => {
       await this.refresh();
+      // A handle to a volume deleted meanwhile (through another handle or process): going on
+      // would write its record again, a "deleted" ghost that backend.volumes() lists forever.
+      if (this.status === "deleted" && !opts.allowDeleted) {
+        throw new NotFoundError("volume", this.id, { hint: "it was deleted" });
+      }
       return work();
     });
   }
@@ -126,7 +137,7 @@ export class Volume {
       }
       await this.backend.persistence.deleteVolume(this.id);
       this.record = { ...this.record, status: "deleted", updatedAt: now() };
-    });
+    }, { allowDeleted: true });
   }
 
   /** Grows the volume (never shrinks). An attached device shows the new size. Returns bytes. */
@@ -221,16 +232,28 @@ export class Volume {
    * backends without a local path it goes over NBD, so `kindling nbd serve` must be running.
    */
   async attach(opts: { readOnly?: boolean } = {}): Promise<Connection> {
-    const existing = await this.localAttachment();
-    if (existing) throw new InUseError(`volume ${this.name} is already attached at ${existing.devicePath}`, { hint: "detach it first" });
     // A backend whose volumes are not files here is attached through kindling's NBD server.
     const protocol = this.backend.driver.protocols.includes("local") ? "local" : "nbd";
-    const connection = await this.connect(protocol, localConnector(), { attachMode: opts.readOnly ? "ro" : "rw" });
-    try {
-      await connection.attach();
-    } catch (err) {
+    const connector = localConnector();
+    this.backend.validateConnector(protocol, connector);
+    // The check, the connection and the device are made under the volume's lock: otherwise two
+    // concurrent attach() calls both pass the check, losetup --nooverlap hands both the same
+    // loop device, and the first detach takes it away from the other.
+    const { connection, error } = await this.lock(async () => {
+      const existing = await this.localAttachment();
+      if (existing) throw new InUseError(`volume ${this.name} is already attached at ${existing.devicePath}`, { hint: "detach it first" });
+      const made = await Connection.build(this, protocol, connector, { attachMode: opts.readOnly ? "ro" : "rw" });
+      try {
+        await made.attach();
+        return { connection: made, error: undefined };
+      } catch (err) {
+        return { connection: made, error: err as unknown };
+      }
+    });
+    if (error !== undefined) {
+      // disconnect() takes the volume's lock itself, so it runs after the lock is released.
       await connection.disconnect().catch(() => undefined);
-      throw err;
+      throw error;
     }
     return connection;
   }

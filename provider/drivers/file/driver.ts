@@ -278,7 +278,9 @@ export class FileDriver implements VolumeDriver {
       await chmod(to, 0o600);
       if (gibToBytes(sizeGiB) > source.size) await truncate(to, gibToBytes(sizeGiB));
     } catch (err) {
-      await unlink(to).catch(() => undefined);
+      // EEXIST: the exclusive create found a file that is not ours (another volume's or
+      // snapshot's); removing it would lose that object's data.
+      if (!isErrno(err, "EEXIST")) await unlink(to).catch(() => undefined);
       throw this.spaceError(err, doing);
     }
   }

@@ -115,6 +115,15 @@ export class Connection {
 
   /** Releases the local device; the connection stays until `disconnect()`. */
   async detach(): Promise<void> {
+    // Re-read first: another handle or process may have detached or disconnected it meanwhile,
+    // and writing this stale record back would revive a connection that is gone (after which
+    // the volume could never be deleted).
+    const [current] = await this.backend.persistence.getConnections({ id: this.id });
+    if (!current) {
+      this.record = { ...this.record, devicePath: undefined };
+      return;
+    }
+    this.record = current;
     const device = this.record.devicePath;
     if (!device) return;
     await detachLocally(this.record.connectionInfo, device);

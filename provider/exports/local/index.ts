@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import type { ConnectionInfo } from "../../persistence/records";
 import { InvalidInputError } from "../../util/errors";
-import { attachLoop, detachLoop, refreshLoopSize } from "./loop";
+import { attachLoop, detachLoop, loopBacks, refreshLoopSize } from "./loop";
 import { attachNbd, detachNbd } from "./nbdfuse";
 import { attachKernelNbd, detachKernelNbd, kernelNbdAvailable } from "./kernel-nbd";
 
@@ -32,7 +32,13 @@ export async function attachLocally(info: ConnectionInfo, opts: { readOnly: bool
 }
 
 export async function detachLocally(info: ConnectionInfo, devicePath: string): Promise<void> {
-  if (info.protocol !== "nbd") await detachLoop(devicePath);
+  if (info.protocol === "local") {
+    const path = info.data.device_path;
+    if (typeof path !== "string") throw new InvalidInputError("connectionInfo.data.device_path", "is missing");
+    // Only a device still backed by this connection's file is ours to release; one that was
+    // freed and reused since (by another volume, another program) is left alone.
+    if (await loopBacks(devicePath, path)) await detachLoop(devicePath);
+  } else if (info.protocol !== "nbd") await detachLoop(devicePath);
   else if (devicePath.startsWith("/dev/nbd")) await detachKernelNbd(devicePath);
   else await detachNbd(devicePath);
 }

@@ -1,3 +1,4 @@
+import { realpath } from "node:fs/promises";
 import { InvalidInputError, BackendError } from "../../util/errors";
 import { run } from "../../util/run";
 
@@ -46,4 +47,17 @@ export async function loopBackingFile(device: string): Promise<string | undefine
   checkDevice(device);
   const result = await run("losetup", ["--noheadings", "--output", "BACK-FILE", device], { reject: false });
   return result.exitCode === 0 && result.stdout.trim() ? result.stdout.trim() : undefined;
+}
+
+/**
+ * True when `device` is now backed by `file`. Loop device numbers are reused as soon as they
+ * are free, so a device path kept in a record (a stale handle, a record from before a reboot)
+ * may name a device that now serves another volume or another program.
+ */
+export async function loopBacks(device: string, file: string): Promise<boolean> {
+  const backing = await loopBackingFile(device);
+  if (backing === undefined) return false;
+  const canonical = (p: string) => realpath(p).catch(() => p);
+  // losetup shows "<path> (deleted)" when the file was unlinked while attached.
+  return (await canonical(backing.replace(/ \(deleted\)$/, ""))) === (await canonical(file));
 }

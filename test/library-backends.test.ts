@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, describe, test } from "node:test";
-import { Backend, InvalidInputError, defaultConfig, loadConfig, openBackends } from "../provider/library";
+import { Backend, ConflictError, InvalidInputError, NotFoundError, defaultConfig, loadConfig, openBackends } from "../provider/library";
+import { SqlitePersistence } from "../provider/persistence/sqlite";
 import { listTree, removeDir, tempDir } from "./helpers/env";
 
 describe("several backends", () => {
@@ -30,6 +31,40 @@ describe("several backends", () => {
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+
+  test("two backends sharing one SQLite persistence: the same name on each, listings kept apart", async () => {
+    const persistence = new SqlitePersistence(join(dir, "shared", "kindling.db"));
+    const a = await Backend.open({ name: "left", driver: "file", path: join(dir, "left") }, { persistence });
+    const b = await Backend.open({ name: "right", driver: "file", path: join(dir, "right") }, { persistence });
+    try {
+      const va = await a.createVolume({ sizeGiB: 1, name: "twin" });
+      const vb = await b.createVolume({ sizeGiB: 1, name: "twin" });
+      const sa = await va.createSnapshot({ name: "twin-snap" });
+      const sb = await vb.createSnapshot({ name: "twin-snap" });
+      await assert.rejects(a.createVolume({ sizeGiB: 1, name: "twin" }), (e: unknown) => e instanceof ConflictError && e.field === "name");
+      assert.deepEqual((await a.volumes()).map((v) => v.id), [va.id]);
+      assert.deepEqual((await b.volumes()).map((v) => v.id), [vb.id]);
+      assert.deepEqual((await a.snapshots()).map((s) => s.id), [sa.id]);
+      assert.deepEqual((await b.snapshots()).map((s) => s.id), [sb.id]);
+      assert.equal((await a.getVolume("twin")).id, va.id);
+      assert.equal((await b.getVolume("twin")).id, vb.id);
+      await assert.rejects(a.getVolume(vb.id), NotFoundError, "one backend does not hand out the other's volume");
+      assert.deepEqual(readdirSync(join(dir, "left")).sort(), [`snapshot-${sa.id}`, `volume-${va.id}`].sort());
+      assert.deepEqual(readdirSync(join(dir, "right")).sort(), [`snapshot-${sb.id}`, `volume-${vb.id}`].sort());
+      // Closing one backend leaves the shared persistence open for the other.
+      await a.close();
+      assert.equal((await b.volumes()).length, 1);
+      await sb.delete();
+      await vb.delete();
+      await sa.delete();
+      await va.delete();
+      assert.deepEqual(await persistence.getVolumes(), []);
+    } finally {
+      await a.close();
+      await b.close();
+      await persistence.close();
     }
   });
 

@@ -1,6 +1,8 @@
 // Bad input is refused with an error naming the field, and nothing is created: no file
 // anywhere under the test's directory, no record.
 import assert from "node:assert/strict";
+import { statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Backend, InvalidInputError, type Volume } from "../provider/library";
 import { fileBackend } from "./helpers/backends";
@@ -36,12 +38,31 @@ describe("bad input creates nothing", () => {
     assert.deepEqual((await backend.volumes()).map((v) => v.id), volumesBefore, "no record was created");
   }
 
-  const hostileNames = ["../x", "a/b", "/etc/passwd", ".", "..", "", "x".repeat(256), "é".repeat(128), "a\0b", "line\nbreak", "tab\there", "\u007f"];
+  /** What is at `path` (existence, size, mtime), comparable before and after. */
+  function state(path: string): string {
+    try {
+      const st = statSync(path);
+      return `${st.size}:${st.mtimeMs}:${st.mode}`;
+    } catch {
+      return "absent";
+    }
+  }
+
+  const hostileNames = ["../x", "../../x", "a/b", "/etc/passwd", ".", "..", "", "x".repeat(256), "é".repeat(128), "a\0b", "line\nbreak", "tab\there", "\u007f"];
   for (const name of hostileNames) {
     test(`name ${JSON.stringify(name.length > 20 ? `${name.slice(0, 8)}...(${Buffer.byteLength(name)} bytes)` : name)} is refused`, async () => {
+      // Outside the test's tree too: wherever the name would lead if it became a path.
+      const pool = join(dir, "volumes");
+      const places = [pool, dir, dirname(dir)].flatMap((base) => ["", "volume-", "snapshot-"].map((prefix) => resolve(base, prefix + name)));
+      const outside = places.map(state);
+      const entries = listTree(dir).length;
       await refused("name", () => backend.createVolume({ sizeGiB: 1, name }));
       await refused("name", () => source.clone({ name }));
       await refused("name", () => source.createSnapshot({ name }));
+      await refused("name", () => source.update({ name }));
+      assert.deepEqual(places.map(state), outside, "nothing appeared or changed where the name points");
+      assert.equal(listTree(dir).length, entries);
+      assert.equal((await backend.getVolume("source")).name, "source", "the refused rename changed nothing");
     });
   }
 

@@ -8,10 +8,11 @@ import { after, before, describe, test } from "node:test";
 import { Backend, NoSpaceError, type Volume } from "../provider/library";
 import { SqlitePersistence } from "../provider/persistence/sqlite";
 import { GiB, MiB } from "../provider/util/sizes";
-import { isRoot, removeDir, tempDir } from "./helpers/env";
-import { makeFilesystem, type LoopFilesystem } from "./helpers/filesystems";
+import { isRoot, needsRoot, removeDir, tempDir } from "./helpers/env";
+import { freeBytes, makeFilesystem, type LoopFilesystem } from "./helpers/filesystems";
 
-describe("a full filesystem", { skip: isRoot ? false : "needs root: losetup and mount" }, () => {
+// Root only (losetup, mount): each test skips itself, saying why, when not root. CI runs as root.
+describe("a full filesystem", () => {
   let fs: LoopFilesystem;
   let recordsDir: string;
   let backend: Backend;
@@ -20,6 +21,7 @@ describe("a full filesystem", { skip: isRoot ? false : "needs root: losetup and 
   let data: Volume;
 
   before(async () => {
+    if (!isRoot) return;
     fs = makeFilesystem("ext4", 2300);
     recordsDir = tempDir();
     pool = join(fs.mountpoint, "volumes");
@@ -34,9 +36,15 @@ describe("a full filesystem", { skip: isRoot ? false : "needs root: losetup and 
   });
 
   after(async () => {
-    await backend?.close();
-    fs?.remove();
-    if (recordsDir) removeDir(recordsDir);
+    try {
+      await backend?.close();
+    } finally {
+      try {
+        fs?.remove();
+      } finally {
+        if (recordsDir) removeDir(recordsDir);
+      }
+    }
   });
 
   /** The volume files in the pool are exactly the volumes in the records, at their sizes. */
@@ -51,36 +59,70 @@ describe("a full filesystem", { skip: isRoot ? false : "needs root: losetup and 
     assert.deepEqual(readdirSync(pool).filter((f) => !f.startsWith("volume-") && f !== ".kindling"), [], "no stray files");
   }
 
-  test("the setup itself fits", async () => {
+  test("the setup itself fits", async (t) => {
+    if (needsRoot(t)) return;
     assert.equal(statSync(full.location as string).blocks * 512 >= GiB, true, "full preallocation took real blocks");
     await assertRecordsMatchFiles();
   });
 
-  test("create that cannot fit: NO_SPACE, no file, no record", async () => {
-    await assert.rejects(backend.createVolume({ sizeGiB: 2, name: "too-big", extraSpecs: { preallocation: "falloc" } }), (e: unknown) => {
-      assert.ok(e instanceof NoSpaceError, String(e));
-      assert.equal(e.code, "NO_SPACE");
-      assert.match(e.message, /no space left/);
-      return true;
+  /** Free space comes back after a failure: nothing half-written stays allocated. */
+  function assertSpaceGivenBack(before: number): void {
+    const after = freeBytes(fs.mountpoint);
+    assert.ok(after >= before - 16 * MiB, `free space before ${before}, after ${after}`);
+  }
+
+  for (const preallocation of ["falloc", "full"]) {
+    test(`create with preallocation ${preallocation} that cannot fit: NO_SPACE, no file, no record`, async (t) => {
+      if (needsRoot(t)) return;
+      const free = freeBytes(fs.mountpoint);
+      assert.ok(free < GiB, `the filesystem is nearly full (${free} bytes free)`);
+      const name = `too-big-${preallocation}`;
+      await assert.rejects(backend.createVolume({ sizeGiB: 1, name, extraSpecs: { preallocation } }), (e: unknown) => {
+        assert.ok(e instanceof NoSpaceError, String(e));
+        assert.equal(e.code, "NO_SPACE");
+        assert.match(e.message, /no space left/);
+        return true;
+      });
+      await assert.rejects(backend.getVolume(name), /not found/);
+      await assertRecordsMatchFiles();
+      assertSpaceGivenBack(free);
     });
-    await assert.rejects(backend.getVolume("too-big"), /not found/);
+  }
+
+  test("a sparse create of the same size still fits: thin provisioning", async (t) => {
+    if (needsRoot(t)) return;
+    const volume = await backend.createVolume({ sizeGiB: 1, name: "thin" });
+    assert.equal(statSync(volume.location as string).size, GiB);
+    await assertRecordsMatchFiles();
+    await volume.delete();
     await assertRecordsMatchFiles();
   });
 
-  test("extend past the free space: NO_SPACE, size unchanged in the record and on disk", async () => {
-    await assert.rejects(full.extend(2), NoSpaceError);
-    assert.equal((await backend.getVolume("full")).sizeGiB, 1);
+  test("extend past the free space: NO_SPACE, size unchanged in the record and on disk", async (t) => {
+    if (needsRoot(t)) return;
+    const free = freeBytes(fs.mountpoint);
+    await assert.rejects(full.extend(2), (e: unknown) => e instanceof NoSpaceError && e.code === "NO_SPACE");
+    const record = await backend.getVolume("full");
+    assert.equal(record.sizeGiB, 1);
+    assert.equal(record.status, "available");
     assert.equal(statSync(full.location as string).size, GiB);
+    assert.equal((await full.inspect()).sizeGiB, 1);
     await assertRecordsMatchFiles();
+    assertSpaceGivenBack(free);
   });
 
-  test("clone that runs out of space midway: NO_SPACE, no partial file, no record", async () => {
-    await assert.rejects(data.clone({ name: "clone" }), NoSpaceError);
+  test("clone that runs out of space midway: NO_SPACE, no partial file, no record", async (t) => {
+    if (needsRoot(t)) return;
+    const free = freeBytes(fs.mountpoint);
+    assert.ok(free < 700 * MiB, `less free space (${free}) than the clone needs`);
+    await assert.rejects(data.clone({ name: "clone" }), (e: unknown) => e instanceof NoSpaceError && e.code === "NO_SPACE");
     await assert.rejects(backend.getVolume("clone"), /not found/);
     await assertRecordsMatchFiles();
+    assertSpaceGivenBack(free);
   });
 
-  test("snapshot that runs out of space: NO_SPACE, nothing left", async () => {
+  test("snapshot that runs out of space: NO_SPACE, nothing left", async (t) => {
+    if (needsRoot(t)) return;
     await assert.rejects(data.createSnapshot({ name: "snap" }), NoSpaceError);
     assert.deepEqual(await backend.snapshots(), []);
     assert.deepEqual(readdirSync(pool).filter((f) => f.startsWith("snapshot-")), []);

@@ -3,11 +3,11 @@
 import assert from "node:assert/strict";
 import { closeSync, existsSync, openSync, readSync, statSync, writeSync, fsyncSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import type { Backend, Volume } from "../provider/library";
+import { InvalidInputError, type Backend, type Volume } from "../provider/library";
 import { GiB } from "../provider/util/sizes";
 import { loopBackingFile } from "../provider/exports/local/loop";
 import { fileBackend, readAt, writeAt, type PersistenceKind } from "./helpers/backends";
-import { PATTERN, deviceSize, needsRoot, removeDir } from "./helpers/env";
+import { PATTERN, deviceSize, listTree, lsblkSize, needsRoot, removeDir } from "./helpers/env";
 
 function writeDevice(device: string, data: Buffer, offset = 0): void {
   const fd = openSync(device, "r+");
@@ -34,30 +34,42 @@ for (const kind of ["memory", "sqlite"] as PersistenceKind[]) {
   describe(`cinderlib scenarios on the file backend (${kind} persistence)`, () => {
     let backend: Backend;
     let dir: string;
-    const made: Volume[] = [];
 
     before(async () => {
       ({ backend, dir } = await fileBackend(kind));
     });
 
-    // Teardown as cinderlib's: snapshots, then detach, disconnect and delete each volume.
+    // Teardown as cinderlib's: snapshots, then detach, disconnect and delete each volume. Errors
+    // are collected and reported together, after the loop devices and the directory are gone.
     after(async () => {
-      for (const snapshot of await backend.snapshots()) await snapshot.delete();
-      for (const volume of await backend.volumes()) {
-        for (const c of await volume.connections()) await c.disconnect();
-        await volume.delete();
+      const errors: unknown[] = [];
+      const attempt = async (work: () => Promise<unknown>) => {
+        try {
+          await work();
+        } catch (err) {
+          errors.push(err);
+        }
+      };
+      if (backend) {
+        await attempt(async () => {
+          for (const snapshot of await backend.snapshots()) await attempt(() => snapshot.delete());
+          for (const volume of await backend.volumes()) {
+            for (const c of await volume.connections()) await attempt(() => c.disconnect());
+            await attempt(() => volume.delete());
+          }
+        });
+        await attempt(() => backend.close());
       }
-      await backend.close();
-      removeDir(dir);
+      if (dir) removeDir(dir);
+      if (errors.length) throw new AggregateError(errors, `teardown failed: ${errors.map(String).join("; ")}`);
     });
 
     async function createVolume(sizeGiB = 1, name?: string): Promise<Volume> {
       const volume = await backend.createVolume({ sizeGiB, name });
       assert.equal(volume.status, "available");
       assert.equal(volume.sizeGiB, sizeGiB);
-      if (name) assert.equal(volume.name, name);
+      assert.equal(volume.name, name ?? volume.id, "the name given, or the id by default");
       assert.ok((await backend.volumes()).some((v) => v.id === volume.id), "listed in backend.volumes()");
-      made.push(volume);
       return volume;
     }
 
@@ -84,9 +96,11 @@ for (const kind of ["memory", "sqlite"] as PersistenceKind[]) {
 
     test("create volume: attached device has the volume's size", async (t) => {
       if (needsRoot(t)) return;
-      const volume = await createVolume(2);
+      const volume = await createVolume(2, `create-${kind}`);
+      assert.equal(statSync(volume.location as string).size, 2 * GiB);
       const connection = await volume.attach();
       try {
+        assert.equal(lsblkSize(connection.devicePath as string), 2 * GiB, "lsblk -b shows the volume's size");
         assert.equal(deviceSize(connection.devicePath as string), 2 * GiB);
       } finally {
         await volume.detach();
@@ -197,6 +211,8 @@ for (const kind of ["memory", "sqlite"] as PersistenceKind[]) {
         assert.equal(volume.sizeGiB, 3);
         assert.equal(volume.status, "in-use");
         assert.equal(deviceSize(connection.devicePath as string), 3 * GiB);
+        assert.equal(lsblkSize(connection.devicePath as string), 3 * GiB);
+        assert.equal((await backend.getVolume(volume.id)).sizeGiB, 3, "the record has the new size");
       } finally {
         await volume.detach();
       }
@@ -206,7 +222,6 @@ for (const kind of ["memory", "sqlite"] as PersistenceKind[]) {
       const volume = await createVolume();
       await writeAt(volume, PATTERN, 12345);
       const clone = await volume.clone({ name: `clone-${kind}` });
-      made.push(clone);
       assert.equal(clone.sizeGiB, volume.sizeGiB);
       assert.equal(clone.sourceVolumeId, volume.id);
       assert.equal(clone.status, "available");
@@ -218,7 +233,7 @@ for (const kind of ["memory", "sqlite"] as PersistenceKind[]) {
     });
 
     test("volume from snapshot holds the data as it was at snapshot time", async () => {
-      const volume = await createVolume();
+      const volume = await createVolume(2);
       await writeAt(volume, PATTERN);
       const snapshot = await volume.createSnapshot();
       const reversed = Buffer.from(PATTERN).reverse();
@@ -232,7 +247,12 @@ for (const kind of ["memory", "sqlite"] as PersistenceKind[]) {
       assert.equal(bigger.sizeGiB, 3);
       assert.equal(statSync(bigger.location as string).size, 3 * GiB);
       assert.deepEqual(await readAt(bigger, PATTERN.length), PATTERN);
-      await assert.rejects(snapshot.createVolume({ sizeGiB: 0 }), /sizeGiB/);
+      // Smaller than the snapshot would cut data off: refused, and nothing is made.
+      const tree = listTree(dir);
+      const count = (await backend.volumes()).length;
+      await assert.rejects(snapshot.createVolume({ sizeGiB: 1 }), (e: unknown) => e instanceof InvalidInputError && e.field === "sizeGiB");
+      assert.deepEqual(listTree(dir), tree);
+      assert.equal((await backend.volumes()).length, count);
     });
   });
 }

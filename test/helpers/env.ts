@@ -46,3 +46,24 @@ export const PATTERN = Buffer.from("0123456789".repeat(100));
 export function sh(command: string, args: string[]): string {
   return execFileSync(command, args, { stdio: ["ignore", "pipe", "pipe"] }).toString();
 }
+
+/** Size in bytes of a block device as lsblk reports it (what cinderlib's tests check). */
+export function lsblkSize(device: string): number {
+  return Number(execFileSync("lsblk", ["-bdno", "SIZE", device]).toString().trim());
+}
+
+/**
+ * Extents of a file that `filefrag -v` flags as shared (reflinked with another file), and the
+ * total extent count. Works on XFS and btrfs; other filesystems never report "shared".
+ */
+export function sharedExtents(path: string): { shared: number; total: number } {
+  const out = execFileSync("filefrag", ["-v", path]).toString();
+  // Extent lines look like "   0:        0..    1023:    2621..  3644:   1024:        shared,last,eof".
+  const lines = out.split("\n").filter((l) => /^\s*\d+:\s+\d+\.\.\s*\d+:/.test(l));
+  return { shared: lines.filter((l) => /\bshared\b/.test(l)).length, total: lines.length };
+}
+
+/** Bytes a file really occupies on disk (st_blocks), as opposed to its apparent size. */
+export function allocatedBytes(path: string): number {
+  return statSync(path).blocks * 512;
+}

@@ -14,36 +14,50 @@ function run(command: string, args: string[]): string {
   return execFileSync(command, args, { stdio: ["ignore", "pipe", "pipe"] }).toString().trim();
 }
 
+/**
+ * Makes a sparse image of `sizeMiB`, formats it (XFS with reflink on), attaches it to a loop
+ * device and mounts it. Whatever step fails, the earlier ones are undone before the error
+ * propagates, so a failed setup leaves no loop device, mount or directory behind.
+ */
 export function makeFilesystem(type: "ext4" | "xfs", sizeMiB: number): LoopFilesystem {
   const dir = tempDir(`kindling-${type}-`);
   const image = join(dir, "image");
   const mountpoint = join(dir, "mnt");
-  mkdirSync(mountpoint);
-  run("truncate", ["-s", `${sizeMiB}M`, image]);
-  if (type === "ext4") run("mkfs.ext4", ["-F", "-q", "-m", "0", image]);
-  else run("mkfs.xfs", ["-f", "-q", "-m", "reflink=1", image]);
-  const device = run("losetup", ["--find", "--show", image]);
+  let device: string | undefined;
+  let mounted = false;
+  const remove = () => {
+    try {
+      if (mounted) {
+        // A lazy unmount as the last resort, so a busy mount never keeps the loop device.
+        try {
+          run("umount", [mountpoint]);
+        } catch {
+          run("umount", ["--lazy", mountpoint]);
+        }
+        mounted = false;
+      }
+    } finally {
+      try {
+        if (device) run("losetup", ["--detach", device]);
+        device = undefined;
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+  };
   try {
+    mkdirSync(mountpoint);
+    run("truncate", ["-s", `${sizeMiB}M`, image]);
+    if (type === "ext4") run("mkfs.ext4", ["-F", "-q", "-m", "0", image]);
+    else run("mkfs.xfs", ["-f", "-q", "-m", "reflink=1", image]);
+    device = run("losetup", ["--find", "--show", image]);
     run("mount", [device, mountpoint]);
+    mounted = true;
   } catch (err) {
-    run("losetup", ["--detach", device]);
+    remove();
     throw err;
   }
-  return {
-    mountpoint,
-    device,
-    remove() {
-      try {
-        run("umount", [mountpoint]);
-      } finally {
-        try {
-          run("losetup", ["--detach", device]);
-        } finally {
-          rmSync(dir, { recursive: true, force: true });
-        }
-      }
-    },
-  };
+  return { mountpoint, device: device as string, remove };
 }
 
 /** Bytes free on the filesystem holding `path`. */

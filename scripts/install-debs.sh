@@ -15,6 +15,10 @@ packages=(
   fuse3        # fusermount3, for nbdfuse
   fio          # its nbd engine drives the NBD tests and benchmarks
   nbdkit       # the peer NBD server of the benchmarks
+  # The rbd driver: the rbd and ceph commands, qemu-nbd's librbd driver (the data path of open()),
+  # rbd-fuse (local attach without the kernel's rbd module), and a throwaway cluster for tests.
+  ceph-common qemu-block-extra rbd-fuse
+  ceph-mon ceph-mgr ceph-osd ceph-base uuid-runtime
 )
 # npm fetches the current LTS Node when the system Node is too old. Machines whose Node came
 # from elsewhere (nodesource, nvm) already have it, and Debian's npm would conflict with it.

@@ -2,6 +2,7 @@
 import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { dataHome } from "../provider/library/config";
+import { driverModule, driverNames } from "../provider/drivers/registry";
 import { attachmentProvider, snapshotProvider, volumeProvider } from "./providers";
 
 /**
@@ -13,6 +14,21 @@ export interface BackendArgs {
   name: pulumi.Input<string>;
   driver: pulumi.Input<string>;
   [setting: string]: pulumi.Input<unknown>;
+}
+
+/** Settings any driver marks secret (an RBD key...). */
+const SECRET_SETTINGS = new Set(driverNames().flatMap((name) => driverModule(name)?.secretFields ?? []));
+
+/**
+ * The backend with its secret settings wrapped in `pulumi.secret`, so a key given as a plain
+ * string still never reaches state in clear text. A backend given as one Output is passed as it
+ * is: wrap its secrets yourself.
+ */
+function guarded(backend: pulumi.Input<BackendArgs>): pulumi.Input<BackendArgs> {
+  if (!backend || typeof backend !== "object" || pulumi.Output.isInstance(backend) || backend instanceof Promise) return backend;
+  const out: BackendArgs = { ...(backend as BackendArgs) };
+  for (const key of Object.keys(out)) if (SECRET_SETTINGS.has(key) && out[key] !== undefined) out[key] = pulumi.secret(out[key]);
+  return out;
 }
 
 /** The embedded default: the same `local` file backend the kindling command uses. */
@@ -61,7 +77,7 @@ export class Volume extends pulumi.dynamic.Resource {
     super(
       volumeProvider,
       name,
-      { volumeId: undefined, name: undefined, status: undefined, backendName: undefined, location: undefined, createdAt: undefined, dump: undefined, ...args, ...owner(name) },
+      { volumeId: undefined, name: undefined, status: undefined, backendName: undefined, location: undefined, createdAt: undefined, dump: undefined, ...args, backend: guarded(args.backend), ...owner(name) },
       opts,
       "kindling",
       "Volume",
@@ -90,7 +106,7 @@ export class Snapshot extends pulumi.dynamic.Resource {
     super(
       snapshotProvider,
       name,
-      { snapshotId: undefined, name: undefined, volumeSizeGiB: undefined, status: undefined, createdAt: undefined, dump: undefined, ...args, ...owner(name) },
+      { snapshotId: undefined, name: undefined, volumeSizeGiB: undefined, status: undefined, createdAt: undefined, dump: undefined, ...args, backend: guarded(args.backend), ...owner(name) },
       opts,
       "kindling",
       "Snapshot",
@@ -101,7 +117,7 @@ export class Snapshot extends pulumi.dynamic.Resource {
 export interface AttachmentArgs {
   backend: pulumi.Input<BackendArgs>;
   volumeId: pulumi.Input<string>;
-  /** `local` (a path on the host that holds the volume); more as exporters land. */
+  /** `local` (file backends), `nbd` (kindling's NBD server, any backend), `rbd` (Ceph: librbd consumers, or attachLocally). */
   protocol: pulumi.Input<"local" | "nbd" | "rbd" | "iscsi">;
   connector?: pulumi.Input<Record<string, unknown>>;
   mode?: pulumi.Input<"rw" | "ro">;
@@ -121,11 +137,12 @@ export class Attachment extends pulumi.dynamic.Resource {
   declare readonly dump: pulumi.Output<Record<string, unknown>>;
 
   constructor(name: string, args: AttachmentArgs, opts?: pulumi.CustomResourceOptions) {
-    const secret = typeof args.protocol === "string" && CREDENTIAL_PROTOCOLS.includes(args.protocol);
+    // A protocol not known yet (an Output) may turn out to carry credentials.
+    const secret = typeof args.protocol !== "string" || CREDENTIAL_PROTOCOLS.includes(args.protocol);
     super(
       attachmentProvider,
       name,
-      { connectionId: undefined, connectionInfo: undefined, devicePath: undefined, dump: undefined, ...args, ...owner(name) },
+      { connectionId: undefined, connectionInfo: undefined, devicePath: undefined, dump: undefined, ...args, backend: guarded(args.backend), ...owner(name) },
       secret ? { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connectionInfo"] } : opts,
       "kindling",
       "Attachment",

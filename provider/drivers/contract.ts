@@ -14,6 +14,8 @@ export interface DriverVolume {
   qosSpecs: Specs;
   /** The driver's own reference, as returned by an earlier call (file path, pool/image). */
   location?: string;
+  /** Set for a clone: the volume it was cloned from (drivers that share data with it clean up). */
+  sourceVolumeId?: string;
 }
 
 export interface DriverSnapshot {
@@ -130,6 +132,11 @@ export interface VolumeDriver {
   readonly backendName: string;
   /** Protocols `initializeConnection` accepts. */
   readonly protocols: readonly string[];
+  /**
+   * The protocol `Volume.attach()` asks for to get a device on this host ("local" for files,
+   * "rbd" for Ceph). Without one, attach goes over kindling's NBD server.
+   */
+  readonly attachProtocol?: string;
 
   /** One-time start-up: check the config against reality (directories, credentials). */
   setup(): Promise<void>;
@@ -140,6 +147,11 @@ export interface VolumeDriver {
   /** Checks before anything is created; they throw InvalidInputError naming the field. */
   validateExtraSpecs(specs: Specs): void;
   validateQosSpecs(specs: Specs): void;
+  /**
+   * Enforces new QoS specs on an existing volume (`volume.qosSpecs` holds the old ones). Drivers
+   * whose limits live in the storage implement it; others only keep the specs in the record.
+   */
+  applyQos?(volume: DriverVolume, qosSpecs: Specs): Promise<void>;
   /** The largest volume the pool can ever hold, in GiB. */
   maxSizeGiB(pool: string): Promise<number>;
 
@@ -168,6 +180,9 @@ export interface VolumeDriver {
   terminateConnection(volume: DriverVolume, protocol: string, connector: Record<string, unknown>): Promise<void>;
 
   open(target: OpenTarget, opts: { readOnly: boolean }): Promise<BlockDevice>;
+
+  /** Releases what setup made (credential files); the backend calls it on close. */
+  close?(): void;
 }
 
 /** How a driver registers itself: its config schema and a factory. */
@@ -180,5 +195,5 @@ export interface DriverModule<Config> {
   identityFields: readonly string[];
   create(backendName: string, config: Config): VolumeDriver;
   /** Where this backend keeps its records when the config names no persistence. */
-  defaultPersistencePath(config: Config): string;
+  defaultPersistencePath(config: Config, backendName: string): string;
 }

@@ -1,9 +1,11 @@
 import type { DriverModule } from "./contract";
 import { fileDriver } from "./file";
+import { rbdDriver } from "./rbd";
 
 /** Every driver kindling ships, by the `driver` name used in configuration. */
 const DRIVERS: Record<string, DriverModule<any>> = {
   file: fileDriver,
+  rbd: rbdDriver,
 };
 
 export function driverModule(name: string): DriverModule<any> | undefined {

@@ -105,7 +105,7 @@ export class Backend extends EventEmitter {
     this.starting ??= (async () => {
       await this.driver.setup();
       this.persistenceStore ??= await openPersistence(
-        this.persistenceConfig ?? { storage: "sqlite", path: this.module.defaultPersistencePath(this.settings) },
+        this.persistenceConfig ?? { storage: "sqlite", path: this.module.defaultPersistencePath(this.settings, this.name) },
         { baseDir: this.baseDir },
       );
     })();
@@ -263,13 +263,14 @@ export class Backend extends EventEmitter {
     if (this.ownsPersistence && this.persistenceStore) await this.persistenceStore.close();
     this.persistenceStore = this.ownsPersistence ? undefined : this.persistenceStore;
     this.starting = undefined;
+    this.driver.close?.();
   }
 }
 
 /** Relative directory settings resolve against the config file's directory. */
 function resolvePaths(config: Record<string, unknown>, baseDir: string): Record<string, unknown> {
   const out: Record<string, unknown> = { ...config };
-  if (typeof out.path === "string") out.path = resolve(baseDir, out.path);
+  for (const key of ["path", "cephConf", "keyring"]) if (typeof out[key] === "string") out[key] = resolve(baseDir, out[key] as string);
   if (out.pools && typeof out.pools === "object") {
     out.pools = Object.fromEntries(Object.entries(out.pools as Record<string, unknown>).map(([k, v]) => [k, typeof v === "string" ? resolve(baseDir, v) : v]));
   }

@@ -1,5 +1,4 @@
 import { existsSync, readFileSync } from "node:fs";
-import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { z } from "zod";
 import { openPersistence } from "../persistence";
@@ -8,6 +7,7 @@ import { persistenceConfigSchema, type PersistenceConfig } from "../persistence/
 import { InvalidInputError, errorMessage } from "../util/errors";
 import { nameSchema } from "../util/names";
 import { parseInput } from "../util/validate";
+import { dataHome } from "../util/paths";
 import { Backend } from "./backend";
 
 /**
@@ -31,11 +31,7 @@ export interface LoadedConfig {
   baseDir: string;
 }
 
-/** `$XDG_DATA_HOME/kindling`, the home of the embedded default backend. */
-export function dataHome(env: NodeJS.ProcessEnv = process.env): string {
-  const base = env.XDG_DATA_HOME && env.XDG_DATA_HOME.startsWith("/") ? env.XDG_DATA_HOME : join(homedir(), ".local", "share");
-  return join(base, "kindling");
-}
+export { dataHome };
 
 /** One `file` backend named `local`; its SQLite records sit beside its volumes. */
 export function defaultConfig(env: NodeJS.ProcessEnv = process.env): ConfigFile {

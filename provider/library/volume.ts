@@ -46,7 +46,7 @@ export class Volume {
   /** What the driver needs to know of this volume. */
   toDriver(): DriverVolume {
     const r = this.record;
-    return { id: r.id, pool: r.pool, sizeGiB: r.sizeGiB, extraSpecs: { ...r.extraSpecs }, qosSpecs: { ...r.qosSpecs }, location: r.location };
+    return { id: r.id, pool: r.pool, sizeGiB: r.sizeGiB, extraSpecs: { ...r.extraSpecs }, qosSpecs: { ...r.qosSpecs }, location: r.location, sourceVolumeId: r.sourceVolumeId };
   }
 
   /** Records a new volume as "creating", runs the driver's create-like call, marks it available. */
@@ -169,7 +169,11 @@ export class Volume {
     const input = parseInput(updateVolumeSchema, options);
     if (input.qosSpecs) this.backend.driver.validateQosSpecs(input.qosSpecs);
     if (input.extraSpecs) this.backend.driver.validateExtraSpecs(input.extraSpecs);
-    await this.lock(() => this.change(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined))));
+    await this.lock(async () => {
+      // Limits enforced by the storage change there first: the record never claims what is not so.
+      if (input.qosSpecs && this.backend.driver.applyQos) await this.backend.driver.applyQos(this.toDriver(), input.qosSpecs);
+      await this.change(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)));
+    });
   }
 
   /** A new volume with this one's data, specs and pool; it may be larger. */
@@ -232,8 +236,8 @@ export class Volume {
    * backends without a local path it goes over NBD, so `kindling nbd serve` must be running.
    */
   async attach(opts: { readOnly?: boolean } = {}): Promise<Connection> {
-    // A backend whose volumes are not files here is attached through kindling's NBD server.
-    const protocol = this.backend.driver.protocols.includes("local") ? "local" : "nbd";
+    // Each driver names its way to a device here; the others go through kindling's NBD server.
+    const protocol = this.backend.driver.attachProtocol ?? "nbd";
     const connector = localConnector();
     this.backend.validateConnector(protocol, connector);
     // The check, the connection and the device are made under the volume's lock: otherwise two

@@ -1,8 +1,7 @@
 import type { Backend, BackendConfig } from "../library/backend";
 import type { Connection } from "../library/connection";
 import { NotFoundError } from "../util/errors";
-import { localConnector } from "../exports/local";
-import { loopBackingFile } from "../exports/local/loop";
+import { localConnector, stillAttached } from "../exports/local";
 import { plain } from "./plain";
 import { backendFor } from "./backends";
 import { checkBackend, checkProperties, checkWith } from "./check";
@@ -76,9 +75,8 @@ export async function read(id: string, props: AttachmentOutputs) {
   const connection = await findConnection(backend, props.volumeId, id);
   if (!connection) return {};
   const outs = outputs(props, connection);
-  if (connection.devicePath) {
-    const file = await loopBackingFile(connection.devicePath).catch(() => undefined);
-    if (file !== connection.connectionInfo.data.device_path) outs.devicePath = undefined;
+  if (connection.devicePath && !(await stillAttached(connection.connectionInfo, connection.devicePath).catch(() => false))) {
+    outs.devicePath = undefined;
   }
   const inputs = Object.fromEntries(INPUT_KEYS.filter((k) => k in outs).map((k) => [k, outs[k as keyof AttachmentOutputs]]));
   return { id, props: plain(outs), inputs: plain(inputs) };

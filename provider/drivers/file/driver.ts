@@ -31,6 +31,7 @@ const NO_REFLINK = ["EOPNOTSUPP", "ENOTSUP", "EXDEV", "EINVAL", "ENOSYS", "ENOTT
 export class FileDriver implements VolumeDriver {
   readonly driverName = "file";
   readonly protocols = ["local"] as const;
+  readonly attachProtocol = "local";
   private readonly pools: Map<string, string>;
 
   constructor(

@@ -11,7 +11,7 @@ export const fileDriver: DriverModule<FileConfig> = {
   create: (backendName, config) => new FileDriver(backendName, config),
   // Records live beside the data, in the first pool, so every tool naming this backend
   // (the command, a daemon, a Pulumi program) sees the same volumes.
-  defaultPersistencePath: (config) =>
+  defaultPersistencePath: (config, _backendName) =>
     join(resolve(config.path ?? Object.values(config.pools ?? {})[0]), ".kindling", "kindling.db"),
 };
 

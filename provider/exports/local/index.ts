@@ -1,9 +1,11 @@
 import { hostname } from "node:os";
 import type { ConnectionInfo } from "../../persistence/records";
 import { InvalidInputError } from "../../util/errors";
-import { attachLoop, detachLoop, loopBacks, refreshLoopSize } from "./loop";
+import { existsSync } from "node:fs";
+import { attachLoop, detachLoop, loopBackingFile, loopBacks, refreshLoopSize } from "./loop";
 import { attachNbd, detachNbd } from "./nbdfuse";
 import { attachKernelNbd, detachKernelNbd, kernelNbdAvailable } from "./kernel-nbd";
+import { attachRbd, detachRbd, rbdFuseFile } from "./rbd";
 
 /** The connector of this host, as os-brick's get_connector_properties would describe it. */
 export function localConnector(): Record<string, unknown> {
@@ -13,7 +15,8 @@ export function localConnector(): Record<string, unknown> {
 /**
  * Makes a connection usable as a block device on this host. Each protocol has its own way in:
  * `local` is a file, which a loop device turns into a block device; `nbd` goes through the
- * kernel's nbd client where the host has one, else through nbdfuse and a loop device.
+ * kernel's nbd client where the host has one, else through nbdfuse and a loop device; `rbd`
+ * through the kernel's rbd client where the host has one, else through rbd-fuse and a loop device.
  */
 export async function attachLocally(info: ConnectionInfo, opts: { readOnly: boolean }): Promise<string> {
   if (info.protocol === "local") {
@@ -28,6 +31,7 @@ export async function attachLocally(info: ConnectionInfo, opts: { readOnly: bool
     if (typeof uri !== "string") throw new InvalidInputError("connectionInfo.data.uri", "is missing");
     return attachNbd(uri, opts);
   }
+  if (info.protocol === "rbd") return attachRbd(info.data, opts);
   throw new InvalidInputError("protocol", `cannot attach a ${info.protocol} connection on this host`);
 }
 
@@ -38,7 +42,8 @@ export async function detachLocally(info: ConnectionInfo, devicePath: string): P
     // Only a device still backed by this connection's file is ours to release; one that was
     // freed and reused since (by another volume, another program) is left alone.
     if (await loopBacks(devicePath, path)) await detachLoop(devicePath);
-  } else if (info.protocol !== "nbd") await detachLoop(devicePath);
+  } else if (info.protocol === "rbd") await detachRbd(devicePath);
+  else if (info.protocol !== "nbd") await detachLoop(devicePath);
   else if (devicePath.startsWith("/dev/nbd")) await detachKernelNbd(devicePath);
   else await detachNbd(devicePath);
 }
@@ -48,5 +53,21 @@ export async function detachLocally(info: ConnectionInfo, devicePath: string): P
  * size the export had when it was mounted, so an NBD attachment needs a detach and attach.
  */
 export async function refreshLocalSize(info: ConnectionInfo, devicePath: string): Promise<void> {
-  if (info.protocol === "local") await refreshLoopSize(devicePath);
+  // The kernel's rbd client follows the image's size by itself; rbd-fuse shows it to the loop.
+  if (info.protocol === "local" || (info.protocol === "rbd" && devicePath.startsWith("/dev/loop"))) await refreshLoopSize(devicePath);
+}
+
+/**
+ * True when `devicePath` still serves this connection: device numbers are reused, so a path in
+ * a record (after a reboot, or a detach elsewhere) may now belong to something else.
+ */
+export async function stillAttached(info: ConnectionInfo, devicePath: string): Promise<boolean> {
+  if (info.protocol === "local") return typeof info.data.device_path === "string" && loopBacks(devicePath, info.data.device_path);
+  if (info.protocol === "rbd") {
+    if (/^\/dev\/rbd\d+$/.test(devicePath)) return existsSync(devicePath);
+    const file = await rbdFuseFile(devicePath);
+    return file !== undefined && file.endsWith(`/${String(info.data.image)}`);
+  }
+  if (devicePath.startsWith("/dev/nbd")) return existsSync(`/sys/block/${devicePath.slice(5)}/pid`);
+  return (await loopBackingFile(devicePath)) !== undefined;
 }

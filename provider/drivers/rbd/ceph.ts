@@ -1,0 +1,151 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BackendError, InUseError, InvalidInputError, KindlingError, NoSpaceError, errorMessage } from "../../util/errors";
+import { run, type RunResult } from "../../util/run";
+import type { RbdConfig } from "./config";
+
+/** rbd subcommands that print progress unless told not to. */
+const PROGRESS_COMMANDS = new Set(["create", "rm", "resize", "flatten", "snap create", "snap rm"]);
+
+/** Private directories holding key files, removed when the process exits. */
+const privateDirs = new Set<string>();
+process.once("exit", () => {
+  for (const dir of privateDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A directory only this user can enter (mkdtemp makes it 0700), removed at exit. */
+export function privateDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  privateDirs.add(dir);
+  return dir;
+}
+
+export function removePrivateDir(dir: string): void {
+  privateDirs.delete(dir);
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** The key of `client.<user>` in a keyring file. */
+export function keyFromKeyring(path: string, user: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new InvalidInputError("keyring", `cannot read ${path}: ${errorMessage(err)}`);
+  }
+  let section = "";
+  for (const line of text.split("\n")) {
+    const header = /^\s*\[([^\]]+)\]\s*$/.exec(line);
+    if (header) section = header[1].trim();
+    const key = /^\s*key\s*=\s*(\S+)\s*$/.exec(line);
+    if (key && section === `client.${user}`) return key[1];
+  }
+  throw new InvalidInputError("keyring", `${path} holds no key for client.${user}`, { hint: "check the user setting, or export the keyring with `ceph auth get client.USER`" });
+}
+
+/** How a failed Ceph command reads to a user: what went wrong and what to do about it. */
+function translate(err: BackendError, what: string, user: string): KindlingError {
+  const text = `${err.stderr ?? ""}\n${err.message}`;
+  const opts = { command: err.command, stderr: err.stderr, cause: err };
+  if (/\(2\) No such file or directory|error opening pool|pool .* does not exist/i.test(text)) {
+    return new KindlingError("NOT_FOUND", `cannot ${what}: no such image, snapshot or pool in the cluster`, { hint: "it was removed outside kindling, or the pool is wrong" });
+  }
+  if (/couldn't connect to the cluster|monclient.*(authenticate|auth)|handle_auth_bad_method|\(13\) Permission denied.*connect|rados_connect/i.test(text)) {
+    return new BackendError(`Ceph refused client.${user}: authentication failed`, { ...opts, hint: "check the user and its key or keyring, and that the monitors in cephConf or monHost are right" });
+  }
+  if (/\(1\) Operation not permitted|\(13\) Permission denied/i.test(text)) {
+    return new BackendError(`client.${user} is not allowed to ${what}`, { ...opts, hint: "grant the user `profile rbd pool=POOL` on this pool (ceph auth caps)" });
+  }
+  if (/\(110\) Connection timed out|timed out/i.test(text)) {
+    return new BackendError(`Ceph did not answer while trying to ${what}`, { ...opts, hint: "are the monitors and OSDs up (ceph -s)? nothing was changed that kindling did not record" });
+  }
+  if (/\(28\) No space left|\(122\) Disk quota exceeded/i.test(text)) {
+    return new NoSpaceError(`the Ceph pool is full while trying to ${what}`, { ...opts, hint: "free space in the pool, raise its quota, or use another pool" });
+  }
+  if (/has watchers|\(16\) Device or resource busy/i.test(text)) {
+    return new InUseError(`cannot ${what}: the image is in use (${err.stderr?.split("\n").filter(Boolean).pop()?.trim() ?? "busy"})`, { hint: "detach it or stop what holds it open (an attachment, an NBD export, a VM)" });
+  }
+  return err;
+}
+
+/**
+ * The credentials and command lines of one backend's cluster. The key goes to the tools in a
+ * file of its own (`--keyfile`, qemu's secret object), never on a command line; monitors given
+ * as `monHost` become a small ceph.conf, so every tool reads the cluster the same way.
+ */
+export class CephAccess {
+  /** A ceph.conf every tool reads: the user's, or one made from monHost. */
+  readonly confPath: string;
+  /** A file holding the bare key, when the config gave a key or a keyring. */
+  readonly keyFile?: string;
+  /** The key itself, for connection info (consumers with librbd need it). */
+  readonly key?: string;
+  private readonly dir: string;
+
+  constructor(private readonly config: RbdConfig) {
+    this.dir = privateDir("kindling-rbd-");
+    const key = config.key ?? (config.keyring ? keyFromKeyring(config.keyring, config.user) : undefined);
+    if (key) {
+      this.key = key;
+      this.keyFile = join(this.dir, "key");
+      writeFileSync(this.keyFile, key, { mode: 0o600 });
+    }
+    if (config.cephConf) {
+      this.confPath = config.cephConf;
+    } else {
+      this.confPath = join(this.dir, "ceph.conf");
+      writeFileSync(this.confPath, `[global]\nmon host = ${(config.monHost ?? "").split(",").join(" ")}\n`, { mode: 0o600 });
+    }
+  }
+
+  get user(): string {
+    return this.config.user;
+  }
+
+  /** Options every Ceph tool takes: cluster, user, key, and time limits so nothing hangs. */
+  commonArgs(): string[] {
+    const t = String(this.config.timeoutSeconds);
+    return [
+      "--conf", this.confPath,
+      "--id", this.config.user,
+      ...(this.keyFile ? ["--keyfile", this.keyFile] : []),
+      "--client-mount-timeout", t,
+      "--rados-mon-op-timeout", t,
+      "--rados-osd-op-timeout", t,
+    ];
+  }
+
+  /** Runs `rbd`; a failure becomes a typed error saying what could not be done. */
+  async rbd(args: string[], what: string): Promise<RunResult> {
+    // Progress lines would fill the stderr kept in errors; only some subcommands take the flag.
+    const quiet = PROGRESS_COMMANDS.has(args[0]) || (args[0] === "snap" && PROGRESS_COMMANDS.has(`snap ${args[1]}`));
+    return this.tool("rbd", [...this.commonArgs(), ...args, ...(quiet ? ["--no-progress"] : [])], what);
+  }
+
+  async rbdJson<T>(args: string[], what: string): Promise<T> {
+    const { stdout } = await this.rbd([...args, "--format", "json"], what);
+    return JSON.parse(stdout || "null") as T;
+  }
+
+  async cephJson<T>(args: string[], what: string): Promise<T> {
+    const { stdout } = await this.tool("ceph", [...this.commonArgs(), "--format", "json", ...args], what);
+    return JSON.parse(stdout) as T;
+  }
+
+  private async tool(command: string, args: string[], what: string): Promise<RunResult> {
+    // The tools give up by themselves after timeoutSeconds; this is the backstop.
+    const timeoutMs = (this.config.timeoutSeconds * 2 + 15) * 1000;
+    try {
+      return await run(command, args, { timeoutMs, secrets: this.key ? [this.key] : [] });
+    } catch (err) {
+      if (err instanceof BackendError && !(err instanceof NoSpaceError) && err.code === "BACKEND_ERROR") throw translate(err, what, this.config.user);
+      throw err;
+    }
+  }
+
+  /** Removes the key file and any conf made here. */
+  close(): void {
+    removePrivateDir(this.dir);
+  }
+}

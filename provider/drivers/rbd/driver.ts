@@ -1,0 +1,490 @@
+import type {
+  BackendStats, BlockDevice, DriverSnapshot, DriverVolume, Inspection, ModelUpdate, OpenTarget,
+  OperationOptions, PoolStats, VolumeDriver,
+} from "../contract";
+import type { ConnectionInfo, Specs } from "../../persistence/records";
+import { validateQosSpecs } from "../qos";
+import { QOS_TO_LIBRBD, rbdExtraSpecsSchema, type RbdConfig, type RbdExtraSpecs } from "./config";
+import { CephAccess } from "./ceph";
+import { RbdBlockDevice } from "./blockdevice";
+import { BackendError, InUseError, InvalidInputError, KindlingError } from "../../util/errors";
+import { isId } from "../../util/names";
+import { GiB, bytesToGiB } from "../../util/sizes";
+import { logger } from "../../util/log";
+
+export const RBD_DRIVER_VERSION = "1.0.0";
+
+/** Snapshots kindling takes on a source volume to clone it; named after the clone. */
+const CLONE_SNAP_PREFIX = "clone-";
+
+interface ImageInfo {
+  size: number;
+  features: string[];
+  parent?: { pool: string; image: string; snapshot: string };
+}
+
+interface SnapInfo {
+  name: string;
+  size: number;
+  protected: string;
+}
+
+interface CephDfPool {
+  name: string;
+  stats: { stored: number; bytes_used: number; max_avail: number };
+}
+
+const isNotFound = (err: unknown) => err instanceof KindlingError && err.code === "NOT_FOUND";
+
+/** How long a `ceph df` answer serves size checks before it is asked again. */
+const CAPACITY_TTL_MS = 30_000;
+
+/**
+ * Volumes as RBD images in Ceph pools: `volume-<id>`, snapshots as RBD snapshots
+ * `volume-<id>@snapshot-<id>`. Snapshots are instant; clones and volumes from snapshots are
+ * copy-on-write clones of a protected snapshot (a clone of a volume clones a snapshot
+ * `clone-<new id>` taken for it), flattened when the chain of parents would pass maxCloneDepth.
+ */
+export class RbdDriver implements VolumeDriver {
+  readonly driverName = "rbd";
+  readonly protocols = ["rbd"] as const;
+  readonly attachProtocol = "rbd";
+  private readonly pools: Map<string, string>;
+  private access?: CephAccess;
+  private capacity?: { at: number; pools: Map<string, CephDfPool["stats"]> };
+
+  constructor(
+    readonly backendName: string,
+    private readonly config: RbdConfig,
+  ) {
+    const entries: Array<[string, string]> = config.pools ? Object.entries(config.pools) : [[config.pool as string, config.pool as string]];
+    this.pools = new Map(entries);
+  }
+
+  /** Credentials are written out on setup, not on construction: validating a config makes nothing. */
+  private get ceph(): CephAccess {
+    if (!this.access) throw new Error(`backend ${this.backendName} is not set up; await backend.ready() first`);
+    return this.access;
+  }
+
+  /** Checks that the cluster answers and that every pool is there for this user. */
+  async setup(): Promise<void> {
+    this.access ??= new CephAccess(this.config);
+    for (const [pool, cephPool] of this.pools) {
+      await this.ceph.rbd(["ls", cephPool], `list images in Ceph pool ${cephPool} (pool ${pool})`).catch((err) => {
+        if (isNotFound(err)) throw new InvalidInputError(this.config.pools ? `pools.${pool}` : "pool", `Ceph pool ${JSON.stringify(cephPool)} does not exist`, { hint: "create it (ceph osd pool create; rbd pool init) or name another" });
+        throw err;
+      });
+    }
+  }
+
+  poolNames(): string[] {
+    return [...this.pools.keys()];
+  }
+
+  defaultPool(): string {
+    return this.poolNames()[0];
+  }
+
+  private cephPool(pool: string): string {
+    const cephPool = this.pools.get(pool);
+    if (!cephPool) throw new InvalidInputError("pool", `backend ${this.backendName} has no pool ${JSON.stringify(pool)}; pools: ${this.poolNames().join(", ")}`);
+    return cephPool;
+  }
+
+  private checkedId(id: string): string {
+    if (!isId(id)) throw new InvalidInputError("id", `${JSON.stringify(id)} is not a kindling id`);
+    return id;
+  }
+
+  /** `pool/volume-<id>`: images are named by id only, so no user-given name reaches Ceph. */
+  volumeSpec(volume: { pool: string; id: string }): string {
+    return `${this.cephPool(volume.pool)}/volume-${this.checkedId(volume.id)}`;
+  }
+
+  snapshotSpec(snapshot: DriverSnapshot): string {
+    return `${this.cephPool(snapshot.pool)}/volume-${this.checkedId(snapshot.volumeId)}@snapshot-${this.checkedId(snapshot.id)}`;
+  }
+
+  // ---- stats and placement
+
+  private async poolCapacity(refresh: boolean): Promise<Map<string, CephDfPool["stats"]>> {
+    if (refresh || !this.capacity || Date.now() - this.capacity.at > CAPACITY_TTL_MS) {
+      const df = await this.ceph.cephJson<{ pools: CephDfPool[] }>(["df"], "read pool capacity (ceph df)");
+      this.capacity = { at: Date.now(), pools: new Map(df.pools.map((p) => [p.name, p.stats])) };
+    }
+    return this.capacity.pools;
+  }
+
+  async stats(): Promise<BackendStats> {
+    const capacity = await this.poolCapacity(true);
+    const pools: PoolStats[] = [];
+    for (const [pool, cephPool] of this.pools) {
+      const images = (await this.ceph.rbdJson<Array<{ image: string; size: number; snapshot?: string }>>(["ls", "-l", cephPool], `list images in ${cephPool}`)) ?? [];
+      const volumes = images.filter((i) => i.image.startsWith("volume-") && i.snapshot === undefined);
+      const stats = capacity.get(cephPool);
+      const total = stats ? bytesToGiB(stats.bytes_used + stats.max_avail) : "unknown";
+      pools.push({
+        pool_name: pool,
+        total_capacity_gb: total,
+        free_capacity_gb: stats ? bytesToGiB(stats.max_avail) : "unknown",
+        reserved_percentage: this.config.reservedPercentage,
+        thin_provisioning_support: true,
+        thick_provisioning_support: false,
+        max_over_subscription_ratio: this.config.maxOverSubscriptionRatio,
+        provisioned_capacity_gb: bytesToGiB(volumes.reduce((acc, v) => acc + v.size, 0)),
+        allocated_capacity_gb: stats ? bytesToGiB(stats.stored) : 0,
+        total_volumes: volumes.length,
+        QoS_support: true,
+        online_extend_support: true,
+        multiattach: false,
+        location_info: `rbd:${cephPool}`,
+        ceph_pool: cephPool,
+      });
+    }
+    const sum = (key: "total_capacity_gb" | "free_capacity_gb" | "provisioned_capacity_gb") =>
+      pools.some((p) => typeof p[key] !== "number") ? "unknown" as const : Math.round(pools.reduce((acc, p) => acc + (p[key] as number), 0) * 100) / 100;
+    return {
+      volume_backend_name: this.backendName,
+      vendor_name: "Open Source",
+      driver_version: RBD_DRIVER_VERSION,
+      storage_protocol: "ceph",
+      total_capacity_gb: sum("total_capacity_gb"),
+      free_capacity_gb: sum("free_capacity_gb"),
+      reserved_percentage: this.config.reservedPercentage,
+      thin_provisioning_support: true,
+      thick_provisioning_support: false,
+      max_over_subscription_ratio: this.config.maxOverSubscriptionRatio,
+      provisioned_capacity_gb: sum("provisioned_capacity_gb") as number,
+      total_volumes: pools.reduce((acc, p) => acc + p.total_volumes, 0),
+      pools,
+    };
+  }
+
+  /** Images are thin: a pool holds up to its capacity times the over-subscription ratio. */
+  async maxSizeGiB(pool: string): Promise<number> {
+    const stats = (await this.poolCapacity(false)).get(this.cephPool(pool));
+    if (!stats) return 1024 * 1024;
+    return Math.floor(((stats.bytes_used + stats.max_avail) * this.config.maxOverSubscriptionRatio) / GiB);
+  }
+
+  // ---- specs
+
+  validateExtraSpecs(specs: Specs): void {
+    this.parseExtraSpecs(specs);
+  }
+
+  private parseExtraSpecs(specs: Specs): RbdExtraSpecs {
+    const parsed = rbdExtraSpecsSchema.safeParse(specs);
+    if (parsed.success) return parsed.data;
+    const issue = parsed.error.issues[0];
+    const key = issue.code === "unrecognized_keys" ? issue.keys[0] : String(issue.path[0]);
+    const rule = issue.code === "unrecognized_keys" ? "unknown extra spec for the rbd driver; known: features, stripe_unit, stripe_count, object_size, data_pool" : issue.message;
+    throw new InvalidInputError(`extraSpecs.${key}`, rule);
+  }
+
+  validateQosSpecs(specs: Specs): void {
+    validateQosSpecs(specs);
+  }
+
+  /** `rbd create`/`rbd clone` options from extra specs. */
+  private imageOptions(specs: Specs): string[] {
+    const s = this.parseExtraSpecs(specs);
+    return [
+      ...(s.features ? ["--image-feature", s.features.filter((f) => f !== "striping" && f !== "data-pool").join(",")] : []),
+      ...(s.object_size ? ["--object-size", String(s.object_size)] : []),
+      ...(s.stripe_unit ? ["--stripe-unit", String(s.stripe_unit), "--stripe-count", String(s.stripe_count)] : []),
+      ...(s.data_pool ? ["--data-pool", s.data_pool] : []),
+    ];
+  }
+
+  /** QoS specs become librbd's per-image limits; keys no longer given go back to the default. */
+  async applyQos(volume: DriverVolume, qosSpecs: Specs): Promise<void> {
+    const spec = this.volumeSpec(volume);
+    for (const [key, setting] of Object.entries(QOS_TO_LIBRBD)) {
+      if (qosSpecs[key] !== undefined) {
+        await this.ceph.rbd(["config", "image", "set", spec, setting, qosSpecs[key]], `set ${setting} on ${spec}`);
+      } else if (volume.qosSpecs[key] !== undefined) {
+        await this.ceph.rbd(["config", "image", "remove", spec, setting], `remove ${setting} from ${spec}`).catch((err) => {
+          if (!isNotFound(err)) throw err;
+        });
+      }
+    }
+  }
+
+  // ---- volumes
+
+  async createVolume(volume: DriverVolume): Promise<ModelUpdate> {
+    const spec = this.volumeSpec(volume);
+    await this.ceph.rbd(["create", "--size", `${volume.sizeGiB}G`, ...this.imageOptions(volume.extraSpecs), spec], `create image ${spec}`);
+    await this.afterCreate(volume, spec);
+    return { location: spec };
+  }
+
+  /** QoS on a new image; if that fails the image goes again, so nothing half made is left. */
+  private async afterCreate(volume: DriverVolume, spec: string): Promise<void> {
+    if (!Object.keys(volume.qosSpecs).length) return;
+    try {
+      await this.applyQos({ ...volume, qosSpecs: {} }, volume.qosSpecs);
+    } catch (err) {
+      await this.removeImage(spec).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async removeImage(spec: string): Promise<void> {
+    await this.ceph.rbd(["rm", spec], `delete image ${spec}`).catch((err) => {
+      if (!isNotFound(err)) throw err;
+    });
+  }
+
+  /**
+   * Deletes the image. Snapshots kindling took to clone it go too: clones still made from them
+   * are flattened first (or, with dependentClones "refuse", the delete is refused naming them).
+   * The library has refused already when the volume has snapshots of its own.
+   */
+  async deleteVolume(volume: DriverVolume): Promise<void> {
+    const spec = this.volumeSpec(volume);
+    try {
+      await this.removeImage(spec);
+    } catch (err) {
+      if (!(err instanceof BackendError) || !/has snapshots/.test(err.stderr ?? "")) throw err;
+      const snaps = (await this.ceph.rbdJson<SnapInfo[]>(["snap", "ls", spec], `list snapshots of ${spec}`)) ?? [];
+      const foreign = snaps.filter((s) => !s.name.startsWith(CLONE_SNAP_PREFIX));
+      if (foreign.length) {
+        throw new InUseError(`image ${spec} has snapshots: ${foreign.map((s) => s.name).join(", ")}`, { hint: "delete the volume's snapshots first" });
+      }
+      for (const snap of snaps) await this.removeSnapshot(`${spec}@${snap.name}`);
+      await this.removeImage(spec);
+    }
+    if (volume.sourceVolumeId) await this.dropCloneSnapshot(volume);
+  }
+
+  /** After a clone is gone, the snapshot taken of its source for it is not needed either. */
+  private async dropCloneSnapshot(clone: DriverVolume): Promise<void> {
+    const source = { pool: clone.pool, id: clone.sourceVolumeId as string };
+    const snap = `${this.volumeSpec(source)}@${CLONE_SNAP_PREFIX}${this.checkedId(clone.id)}`;
+    await this.removeSnapshot(snap).catch((err) => {
+      // Another clone still hangs on it, or the source is busy: it goes with the source later.
+      logger().debug({ snapshot: snap, err: (err as Error).message }, "clone snapshot kept");
+    });
+  }
+
+  async extendVolume(volume: DriverVolume, newSizeGiB: number): Promise<void> {
+    const spec = this.volumeSpec(volume);
+    await this.ceph.rbd(["resize", "--size", `${newSizeGiB}G`, spec], `extend image ${spec}`);
+  }
+
+  // ---- snapshots and clones
+
+  async createSnapshot(snapshot: DriverSnapshot): Promise<ModelUpdate> {
+    const spec = this.snapshotSpec(snapshot);
+    await this.ceph.rbd(["snap", "create", spec], `create snapshot ${spec}`);
+    return { location: spec };
+  }
+
+  async deleteSnapshot(snapshot: DriverSnapshot): Promise<void> {
+    await this.removeSnapshot(this.snapshotSpec(snapshot));
+  }
+
+  /**
+   * Removes a snapshot; a missing one is success. A protected snapshot is unprotected first,
+   * after its clones are flattened (or, with dependentClones "refuse", the removal is refused).
+   */
+  private async removeSnapshot(spec: string): Promise<void> {
+    const [image, name] = spec.split("@");
+    let snaps: SnapInfo[];
+    try {
+      snaps = (await this.ceph.rbdJson<SnapInfo[]>(["snap", "ls", image], `list snapshots of ${image}`)) ?? [];
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw err;
+    }
+    const snap = snaps.find((s) => s.name === name);
+    if (!snap) return;
+    if (snap.protected === "true") {
+      const children = (await this.ceph.rbdJson<Array<{ pool: string; image: string }>>(["children", spec], `list clones of ${spec}`)) ?? [];
+      if (children.length && this.config.dependentClones === "refuse") {
+        throw new InUseError(`${spec} has clones: ${children.map((c) => `${c.pool}/${c.image}`).join(", ")}`, {
+          hint: "delete those volumes first, or set dependentClones to flatten",
+        });
+      }
+      for (const child of children) await this.flatten(`${child.pool}/${child.image}`);
+      await this.ceph.rbd(["snap", "unprotect", spec], `unprotect ${spec}`);
+    }
+    await this.ceph.rbd(["snap", "rm", spec], `delete snapshot ${spec}`).catch((err) => {
+      if (!isNotFound(err)) throw err;
+    });
+  }
+
+  private async flatten(spec: string, opts: OperationOptions = {}, total = 0): Promise<void> {
+    opts.onProgress?.({ done: 0, total });
+    await this.ceph.rbd(["flatten", spec], `flatten ${spec}`);
+    opts.onProgress?.({ done: total, total });
+  }
+
+  /** How many parents stand above an image. */
+  private async cloneDepth(spec: string): Promise<number> {
+    let depth = 0;
+    let info = await this.info(spec);
+    while (info.parent && depth <= this.config.maxCloneDepth) {
+      depth++;
+      info = await this.info(`${info.parent.pool}/${info.parent.image}`);
+    }
+    return depth;
+  }
+
+  private info(spec: string): Promise<ImageInfo> {
+    return this.ceph.rbdJson<ImageInfo>(["info", spec], `read image ${spec}`);
+  }
+
+  /** Clones need a protected parent snapshot; one protected already (by an earlier clone) is fine. */
+  private async protect(snapSpec: string): Promise<void> {
+    await this.ceph.rbd(["snap", "protect", snapSpec], `protect ${snapSpec}`).catch(async (err) => {
+      const [image, name] = snapSpec.split("@");
+      const snaps = (await this.ceph.rbdJson<SnapInfo[]>(["snap", "ls", image], `list snapshots of ${image}`)) ?? [];
+      if (snaps.find((s) => s.name === name)?.protected !== "true") throw err;
+    });
+  }
+
+  /**
+   * A copy-on-write clone of a protected snapshot, grown to the volume's size, flattened when
+   * the parent already stands `maxCloneDepth` deep. A failure removes what was made.
+   */
+  private async cloneFrom(volume: DriverVolume, parentImage: string, snapSpec: string, opts: OperationOptions): Promise<string> {
+    const spec = this.volumeSpec(volume);
+    const depth = this.config.maxCloneDepth === 0 ? 0 : await this.cloneDepth(parentImage);
+    const total = volume.sizeGiB * GiB;
+    try {
+      await this.protect(snapSpec);
+      await this.ceph.rbd(["clone", ...this.imageOptions(volume.extraSpecs), snapSpec, spec], `clone ${snapSpec} to ${spec}`);
+      const { size } = await this.info(spec);
+      if (size < total) await this.ceph.rbd(["resize", "--size", `${volume.sizeGiB}G`, spec], `grow ${spec}`);
+      if (depth >= this.config.maxCloneDepth) {
+        logger().info({ image: spec, depth: depth + 1, maxCloneDepth: this.config.maxCloneDepth }, "flattening a clone past the maximum depth");
+        await this.flatten(spec, opts, total);
+      } else {
+        opts.onProgress?.({ done: total, total });
+      }
+      await this.afterCreate(volume, spec);
+    } catch (err) {
+      await this.removeImage(spec).catch(() => undefined);
+      throw err;
+    }
+    return spec;
+  }
+
+  async cloneVolume(volume: DriverVolume, source: DriverVolume, opts: OperationOptions = {}): Promise<ModelUpdate> {
+    const parent = this.volumeSpec(source);
+    const snapSpec = `${parent}@${CLONE_SNAP_PREFIX}${this.checkedId(volume.id)}`;
+    await this.ceph.rbd(["snap", "create", snapSpec], `snapshot ${parent} to clone it`);
+    try {
+      const spec = await this.cloneFrom(volume, parent, snapSpec, opts);
+      // A flattened clone no longer needs the snapshot it was made from.
+      if (this.config.maxCloneDepth === 0 || !(await this.info(spec)).parent) await this.removeSnapshot(snapSpec);
+      return { location: spec };
+    } catch (err) {
+      await this.removeSnapshot(snapSpec).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async createVolumeFromSnapshot(volume: DriverVolume, snapshot: DriverSnapshot, opts: OperationOptions = {}): Promise<ModelUpdate> {
+    const snapSpec = this.snapshotSpec(snapshot);
+    const spec = await this.cloneFrom(volume, snapSpec.split("@")[0], snapSpec, opts);
+    return { location: spec };
+  }
+
+  // ---- truth for refresh
+
+  async inspect(volume: DriverVolume): Promise<Inspection> {
+    const spec = this.volumeSpec(volume);
+    try {
+      const info = await this.info(spec);
+      return { exists: true, sizeBytes: info.size, sizeGiB: Math.ceil(info.size / GiB), location: spec };
+    } catch (err) {
+      if (isNotFound(err)) return { exists: false };
+      throw err;
+    }
+  }
+
+  async inspectSnapshot(snapshot: DriverSnapshot): Promise<Inspection> {
+    const spec = this.snapshotSpec(snapshot);
+    const [image, name] = spec.split("@");
+    try {
+      const snaps = (await this.ceph.rbdJson<SnapInfo[]>(["snap", "ls", image], `list snapshots of ${image}`)) ?? [];
+      const snap = snaps.find((s) => s.name === name);
+      return snap ? { exists: true, sizeBytes: snap.size, sizeGiB: Math.ceil(snap.size / GiB), location: spec } : { exists: false };
+    } catch (err) {
+      if (isNotFound(err)) return { exists: false };
+      throw err;
+    }
+  }
+
+  // ---- connections
+
+  validateConnector(protocol: string, connector: Record<string, unknown>): void {
+    if (!this.protocols.includes(protocol as "rbd")) {
+      throw new InvalidInputError("protocol", `the rbd driver serves ${this.protocols.join(", ")} (and kindling serves nbd), not ${JSON.stringify(protocol)}`);
+    }
+    if (connector.host !== undefined && typeof connector.host !== "string") throw new InvalidInputError("connector.host", "must be a string");
+  }
+
+  /** The monitors as consumers reach them: from the cluster's own map, v1 addresses first. */
+  private async monitors(): Promise<string[]> {
+    const dump = await this.ceph.cephJson<{ mons: Array<{ public_addrs?: { addrvec: Array<{ type: string; addr: string }> }; addr?: string }> }>(["mon", "dump"], "read the monitor map");
+    return dump.mons.map((m) => m.public_addrs?.addrvec.find((a) => a.type === "v1")?.addr ?? (m.addr ?? "").replace(/\/\d+$/, "")).filter(Boolean);
+  }
+
+  /**
+   * Connection info in Cinder's shape for consumers with librbd (qemu, libvirt): monitors,
+   * pool/image, user and the key. The key is a secret: the Pulumi layer keeps it encrypted.
+   */
+  async initializeConnection(volume: DriverVolume, protocol: string, connector: Record<string, unknown>, opts: { attachMode: "rw" | "ro" }): Promise<ConnectionInfo> {
+    this.validateConnector(protocol, connector);
+    const spec = this.volumeSpec(volume);
+    await this.info(spec);
+    const monitors = await this.monitors();
+    const [pool, image] = spec.split("/");
+    return {
+      protocol: "rbd",
+      data: {
+        name: spec,
+        pool,
+        image,
+        monitors,
+        hosts: monitors.map((m) => m.replace(/:\d+$/, "")),
+        ports: monitors.map((m) => /:(\d+)$/.exec(m)?.[1] ?? "6789"),
+        cluster_name: "ceph",
+        auth_enabled: this.ceph.key !== undefined,
+        auth_username: this.config.user,
+        secret_type: "ceph",
+        ...(this.ceph.key ? { key: this.ceph.key } : {}),
+        ...(this.config.cephConf ? { conf: this.config.cephConf } : {}),
+        access_mode: opts.attachMode,
+        volume_id: volume.id,
+        discard: true,
+        ...(Object.keys(volume.qosSpecs).length ? { qos_specs: { ...volume.qosSpecs } } : {}),
+      },
+    };
+  }
+
+  async terminateConnection(): Promise<void> {
+    // librbd consumers hold no server-side export: the connection record is all there is.
+  }
+
+  async open(target: OpenTarget, opts: { readOnly: boolean }): Promise<BlockDevice> {
+    if (target.kind === "snapshot") {
+      const [image, snapshot] = this.snapshotSpec(target.snapshot).split("@");
+      const [pool, name] = image.split("/");
+      return RbdBlockDevice.open(this.ceph, { pool, image: name, snapshot }, true);
+    }
+    const [pool, image] = this.volumeSpec(target.volume).split("/");
+    return RbdBlockDevice.open(this.ceph, { pool, image }, opts.readOnly);
+  }
+
+  close(): void {
+    this.access?.close();
+    this.access = undefined;
+  }
+}

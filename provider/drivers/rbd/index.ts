@@ -1,0 +1,20 @@
+import { join } from "node:path";
+import type { DriverModule } from "../contract";
+import { dataHome } from "../../util/paths";
+import { rbdConfigSchema, type RbdConfig } from "./config";
+import { RbdDriver } from "./driver";
+
+export const rbdDriver: DriverModule<RbdConfig> = {
+  driverName: "rbd",
+  configSchema: rbdConfigSchema,
+  secretFields: ["key"],
+  identityFields: ["pool", "pools", "cephConf", "monHost"],
+  create: (backendName, config) => new RbdDriver(backendName, config),
+  // A Ceph cluster has no directory of ours to keep records beside the data, so they live in
+  // this user's data home under the backend's name: the command, the NBD daemon and a Pulumi
+  // program on this host that name the same backend share them.
+  defaultPersistencePath: (_config, backendName) => join(dataHome(), "rbd", backendName, "kindling.db"),
+};
+
+export { RbdDriver } from "./driver";
+export type { RbdConfig } from "./config";

@@ -1,0 +1,137 @@
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { BackendError, InvalidInputError } from "../../util/errors";
+import { newId } from "../../util/ids";
+import { run } from "../../util/run";
+import { attachLoop, detachLoop, loopBackingFile } from "./loop";
+
+// Local attach of an `rbd` connection. Where the kernel has the rbd module, `rbd device map`
+// gives a /dev/rbdN. Elsewhere (this machine class) rbd-fuse shows the one image as a file on a
+// FUSE mount and a loop device makes it a block device; rbd-fuse reads the image's size afresh,
+// so `losetup --set-capacity` shows a grown volume, as for the file backend.
+
+interface RbdData {
+  pool: string;
+  image: string;
+  user: string;
+  monitors: string[];
+  key?: string;
+  conf?: string;
+}
+
+function rbdData(data: Record<string, unknown>): RbdData {
+  const { pool, image, auth_username: user, monitors, key, conf } = data;
+  if (typeof pool !== "string" || typeof image !== "string" || typeof user !== "string" || !Array.isArray(monitors)) {
+    throw new InvalidInputError("connectionInfo.data", "needs pool, image, auth_username and monitors");
+  }
+  return { pool, image, user, monitors: monitors.map(String), key: typeof key === "string" ? key : undefined, conf: typeof conf === "string" ? conf : undefined };
+}
+
+export function kernelRbdAvailable(): boolean {
+  return existsSync("/sys/bus/rbd/add_single_major") || existsSync("/sys/bus/rbd/add");
+}
+
+/** Where the FUSE mounts live: one directory per attachment, 0700, holding its key file. */
+function mountRoot(): string {
+  const base = process.getuid?.() === 0 ? "/run/kindling" : join(process.env.XDG_RUNTIME_DIR || tmpdir(), "kindling");
+  return join(base, "rbd-fuse");
+}
+
+/** A ceph.conf and key file for the tools, in `dir` (0700); the key never goes on a command line. */
+function writeClientFiles(dir: string, d: RbdData): string {
+  const conf = join(dir, "ceph.conf");
+  const lines = ["[global]", `mon host = ${d.monitors.join(" ")}`];
+  if (d.key) {
+    writeFileSync(join(dir, "key"), d.key, { mode: 0o600 });
+    lines.push(`keyfile = ${join(dir, "key")}`);
+  } else if (d.conf) {
+    // No key in the connection: the consumer's own ceph.conf knows where the keyring is.
+    return d.conf;
+  }
+  writeFileSync(conf, `${lines.join("\n")}\n`, { mode: 0o600 });
+  return conf;
+}
+
+export async function attachRbd(data: Record<string, unknown>, opts: { readOnly: boolean }): Promise<string> {
+  const d = rbdData(data);
+  return kernelRbdAvailable() ? mapKernel(d, opts) : mountFuse(d, opts);
+}
+
+async function mapKernel(d: RbdData, opts: { readOnly: boolean }): Promise<string> {
+  const dir = join(mountRoot(), `map-${newId()}`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  try {
+    const conf = writeClientFiles(dir, d);
+    const { stdout } = await run("rbd", ["device", "map", "--conf", conf, "--id", d.user, ...(opts.readOnly ? ["--read-only"] : []), `${d.pool}/${d.image}`]);
+    return stdout.trim();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function mountFuse(d: RbdData, opts: { readOnly: boolean }): Promise<string> {
+  const dir = join(mountRoot(), newId());
+  const mnt = join(dir, "mnt");
+  mkdirSync(mnt, { recursive: true, mode: 0o700 });
+  const conf = writeClientFiles(dir, d);
+  // -f keeps it in the foreground so its pid is ours to record; detached, it outlives this process.
+  const child = spawn("rbd-fuse", ["-f", "-c", conf, "--id", d.user, "-p", d.pool, "-r", d.image, mnt], { detached: true, stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  let failed: string | undefined;
+  child.stderr?.on("data", (b: Buffer) => (stderr = (stderr + b.toString()).slice(-2000)));
+  child.once("error", (err) => (failed = err.message));
+  child.once("exit", (code) => (failed ??= `exited with ${code}`));
+  writeFileSync(join(dir, "pid"), String(child.pid ?? ""));
+  const file = join(mnt, d.image);
+  for (let i = 0; i < 300 && !failed && !existsSync(file); i++) await sleep(50);
+  if (failed || !existsSync(file)) {
+    await unmount(dir);
+    throw new BackendError(`rbd-fuse could not show ${d.pool}/${d.image}: ${failed ?? "timed out"}${stderr ? `: ${stderr.trim()}` : ""}`, {
+      hint: "is rbd-fuse installed, /dev/fuse present and the cluster reachable with this user?",
+    });
+  }
+  child.stderr?.destroy();
+  child.unref();
+  try {
+    return await attachLoop(file, opts);
+  } catch (err) {
+    await unmount(dir);
+    throw err;
+  }
+}
+
+async function unmount(dir: string): Promise<void> {
+  await run("fusermount3", ["-u", join(dir, "mnt")], { reject: false });
+  const pidfile = join(dir, "pid");
+  const pid = existsSync(pidfile) ? Number(readFileSync(pidfile, "utf8").trim()) : 0;
+  for (let i = 0; pid > 0 && i < 100; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      break; // rbd-fuse has exited
+    }
+    await sleep(50);
+  }
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** The rbd-fuse file behind a loop device, when the device is one of our rbd attachments. */
+export async function rbdFuseFile(device: string): Promise<string | undefined> {
+  if (!device.startsWith("/dev/loop")) return undefined;
+  const file = await loopBackingFile(device);
+  return file && file.startsWith(mountRoot() + "/") ? file : undefined;
+}
+
+export async function detachRbd(device: string): Promise<void> {
+  if (/^\/dev\/rbd\d+$/.test(device)) {
+    await run("rbd", ["device", "unmap", device]);
+    return;
+  }
+  const file = await rbdFuseFile(device);
+  await detachLoop(device);
+  // file = <root>/<id>/mnt/<image>
+  if (file) await unmount(dirname(dirname(file)));
+}

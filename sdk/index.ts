@@ -143,7 +143,8 @@ export class Attachment extends pulumi.dynamic.Resource {
       attachmentProvider,
       name,
       { connectionId: undefined, connectionInfo: undefined, devicePath: undefined, dump: undefined, ...args, backend: guarded(args.backend), ...owner(name) },
-      secret ? { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connectionInfo"] } : opts,
+      // `dump` is the connection record, which carries the connection info (and its key) too.
+      secret ? { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connectionInfo", "dump"] } : opts,
       "kindling",
       "Attachment",
     );

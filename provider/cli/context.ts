@@ -13,6 +13,7 @@ export interface Values {
   pool?: string;
   "from-snapshot"?: string;
   "from-volume"?: string;
+  "show-secrets"?: boolean;
   spec?: string[];
   qos?: string[];
   meta?: string[];

@@ -25,8 +25,10 @@ const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
   snapshot create VOL NAME | list [VOL] | show SNAP | delete SNAP
   attach VOL [--read-only]                   prints the block device path
   detach VOL
-  connect VOL|SNAP --protocol P [--connector JSON] [--mode rw|ro]
-                                             protocols: local, nbd (snapshots: nbd, read-only)
+  connect VOL|SNAP --protocol P [--connector JSON] [--mode rw|ro] [--show-secrets]
+                                             protocols: local (file), rbd (Ceph), nbd (any;
+                                             snapshots: nbd, read-only); keys are masked
+                                             unless --show-secrets
   disconnect VOL|SNAP
   nbd serve [--listen HOST:PORT] [--tls-cert F --tls-key F | --tls-psk F]
                                              serve every nbd export (default 127.0.0.1:10809)
@@ -54,6 +56,7 @@ const OPTIONS = {
   protocol: { type: "string" },
   connector: { type: "string" },
   mode: { type: "string" },
+  "show-secrets": { type: "boolean" },
   listen: { type: "string" },
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
@@ -85,7 +88,7 @@ const COMMANDS: Record<string, Command> = {
   "snapshot delete": { run: snapshotDelete, options: [], args: [1, 1] },
   attach: { run: attach, options: ["read-only"], args: [1, 1] },
   detach: { run: detach, options: [], args: [1, 1] },
-  connect: { run: connect, options: ["protocol", "connector", "mode"], args: [1, 1] },
+  connect: { run: connect, options: ["protocol", "connector", "mode", "show-secrets"], args: [1, 1] },
   disconnect: { run: disconnect, options: [], args: [1, 1] },
   "validate-connector": { run: validateConnector, options: ["protocol", "connector"], args: [0, 0] },
   "nbd serve": { run: nbdServe, options: ["listen", "tls-cert", "tls-key", "tls-psk"], args: [0, 0] },

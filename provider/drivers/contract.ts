@@ -191,6 +191,8 @@ export interface DriverModule<Config> {
   /** Strict: unknown keys are errors, not warnings. Secret fields are listed in `secretFields`. */
   configSchema: z.ZodType<Config>;
   secretFields: readonly string[];
+  /** Settings that are file paths (or maps of them): relative ones resolve against the config file. */
+  pathFields: readonly string[];
   /** Settings that say which storage this is: changing one means other volumes, not new settings. */
   identityFields: readonly string[];
   create(backendName: string, config: Config): VolumeDriver;

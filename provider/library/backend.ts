@@ -82,7 +82,7 @@ export class Backend extends EventEmitter {
     }
     this.module = module;
     this.driverName = module.driverName;
-    const resolved = opts.baseDir ? resolvePaths(driverConfig, opts.baseDir) : driverConfig;
+    const resolved = opts.baseDir ? resolvePaths(driverConfig, module.pathFields, opts.baseDir) : driverConfig;
     this.settings = parseInput(module.configSchema, resolved, prefix) as Record<string, unknown>;
     this.driver = module.create(this.name, this.settings);
     if (persistence !== undefined && !opts.persistence) {
@@ -267,12 +267,15 @@ export class Backend extends EventEmitter {
   }
 }
 
-/** Relative directory settings resolve against the config file's directory. */
-function resolvePaths(config: Record<string, unknown>, baseDir: string): Record<string, unknown> {
+/** The driver's path settings, given relative, resolve against the config file's directory. */
+function resolvePaths(config: Record<string, unknown>, fields: readonly string[], baseDir: string): Record<string, unknown> {
   const out: Record<string, unknown> = { ...config };
-  for (const key of ["path", "cephConf", "keyring"]) if (typeof out[key] === "string") out[key] = resolve(baseDir, out[key] as string);
-  if (out.pools && typeof out.pools === "object") {
-    out.pools = Object.fromEntries(Object.entries(out.pools as Record<string, unknown>).map(([k, v]) => [k, typeof v === "string" ? resolve(baseDir, v) : v]));
+  const resolved = (v: unknown) => (typeof v === "string" ? resolve(baseDir, v) : v);
+  for (const key of fields) {
+    const value = out[key];
+    // A map of paths (the file driver's pools) resolves value by value.
+    out[key] = value && typeof value === "object" ? Object.fromEntries(Object.entries(value).map(([k, v]) => [k, resolved(v)])) : resolved(value);
+    if (value === undefined) delete out[key];
   }
   return out;
 }

@@ -1,6 +1,6 @@
 import type { BlockDevice, DriverSnapshot, Inspection, Progress } from "../drivers/contract";
 import type { SnapshotRecord, SnapshotStatus, VolumeRecord } from "../persistence/records";
-import { ConflictError, InUseError, InvalidInputError, NotFoundError } from "../util/errors";
+import { ConflictError, InUseError, InvalidInputError, KindlingError, NotFoundError } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { settleFailedCreate } from "./rollback";
 import { parseInput } from "../util/validate";
@@ -122,12 +122,16 @@ export class Snapshot {
     await this.lock(async () => {
       const exported = await this.connections();
       if (exported.length) throw new InUseError(`snapshot ${this.name} is exported (${exported.map((c) => c.protocol).join(", ")})`, { hint: "disconnect it first" });
-      const existed = this.status !== "deleted";
+      const previous = this.status;
+      const existed = previous !== "deleted";
       if (existed) await this.change({ status: "deleting" });
       try {
         await this.backend.driver.deleteSnapshot(this.toDriver());
       } catch (err) {
-        if (existed) await this.change({ status: "error_deleting" });
+        // A refusal (clones depend on it, something holds it open) changed nothing: the object
+        // stays usable. Anything else may have removed part of it.
+        const refused = err instanceof KindlingError && err.code === "IN_USE";
+        if (existed) await this.change({ status: refused ? previous : "error_deleting" });
         throw err;
       }
       await this.backend.persistence.deleteSnapshot(this.id);

@@ -1,6 +1,6 @@
 import type { BlockDevice, DriverVolume, Inspection, ModelUpdate, Progress } from "../drivers/contract";
 import type { VolumeRecord, VolumeStatus } from "../persistence/records";
-import { ConflictError, InUseError, InvalidInputError, NotFoundError } from "../util/errors";
+import { ConflictError, InUseError, InvalidInputError, KindlingError, NotFoundError } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { parseInput } from "../util/validate";
 import { sizeGiBSchema } from "../util/names";
@@ -127,12 +127,16 @@ export class Volume {
         const where = connections.map((c) => c.devicePath ?? c.protocol).join(", ");
         throw new InUseError(`volume ${this.name} is connected (${where})`, { hint: `detach or disconnect it first (\`kindling detach ${this.name}\`)` });
       }
-      const existed = this.status !== "deleted";
+      const previous = this.status;
+      const existed = previous !== "deleted";
       if (existed) await this.change({ status: "deleting" });
       try {
         await this.backend.driver.deleteVolume(this.toDriver());
       } catch (err) {
-        if (existed) await this.change({ status: "error_deleting" });
+        // A refusal (clones depend on it, something holds it open) changed nothing: the object
+        // stays usable. Anything else may have removed part of it.
+        const refused = err instanceof KindlingError && err.code === "IN_USE";
+        if (existed) await this.change({ status: refused ? previous : "error_deleting" });
         throw err;
       }
       await this.backend.persistence.deleteVolume(this.id);

@@ -1,8 +1,8 @@
 import { close, fdatasync, fstat, open, read, write } from "node:fs";
 import type { BlockDevice, BlockDeviceCapabilities, Extent } from "../contract";
+import { checkRange, checkWritable } from "../ranges";
 import { fileExtents } from "./extents";
 import { run } from "../../util/run";
-import { InvalidInputError } from "../../util/errors";
 
 // The callback forms of fs, wrapped by hand: on the NBD hot path they cost far less per call
 // than fs.promises' FileHandle methods.
@@ -43,13 +43,11 @@ export class FileBlockDevice implements BlockDevice {
   }
 
   private check(offset: number, length: number): void {
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || offset + length > this.size) {
-      throw new InvalidInputError("offset", `range ${offset}+${length} is outside the device (size ${this.size})`);
-    }
+    checkRange(this.size, offset, length);
   }
 
   private checkWritable(): void {
-    if (this.readOnly) throw new InvalidInputError("mode", "the device is open read-only");
+    checkWritable(this.readOnly);
   }
 
   async pread(buffer: Buffer, offset: number): Promise<number> {

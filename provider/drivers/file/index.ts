@@ -7,6 +7,7 @@ export const fileDriver: DriverModule<FileConfig> = {
   driverName: "file",
   configSchema: fileConfigSchema,
   secretFields: [],
+  pathFields: ["path", "pools"],
   identityFields: ["path", "pools"],
   create: (backendName, config) => new FileDriver(backendName, config),
   // Records live beside the data, in the first pool, so every tool naming this backend

@@ -3,9 +3,10 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { BlockDevice, BlockDeviceCapabilities, Extent } from "../contract";
+import { checkRange, checkWritable } from "../ranges";
 import { NbdClient, NbdRequestError } from "../../exports/nbd/client";
 import { Tx } from "../../exports/nbd/protocol";
-import { BackendError, InvalidInputError } from "../../util/errors";
+import { BackendError } from "../../util/errors";
 import { privateDir, removePrivateDir, type CephAccess } from "./ceph";
 
 export interface RbdTarget {
@@ -55,7 +56,7 @@ export class RbdBlockDevice implements BlockDevice {
   }
 
   static async open(ceph: CephAccess, target: RbdTarget, readOnly: boolean): Promise<RbdBlockDevice> {
-    const dir = privateDir("kindling-qemu-nbd-");
+    const dir = privateDir("qemu-nbd-");
     const socket = join(dir, "nbd.sock");
     const file: Record<string, unknown> = { driver: "rbd", pool: target.pool, image: target.image, conf: ceph.confPath, user: ceph.user };
     if (target.snapshot) file.snapshot = target.snapshot;
@@ -98,13 +99,11 @@ export class RbdBlockDevice implements BlockDevice {
   }
 
   private check(offset: number, length: number): void {
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || offset + length > this.size) {
-      throw new InvalidInputError("offset", `range ${offset}+${length} is outside the device (size ${this.size})`);
-    }
+    checkRange(this.size, offset, length);
   }
 
   private checkWritable(): void {
-    if (this.readOnly) throw new InvalidInputError("mode", "the device is open read-only");
+    checkWritable(this.readOnly);
   }
 
   /** NBD errors become errno-style errors, as the file device's are. */

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BackendError, InUseError, InvalidInputError, KindlingError, NoSpaceError, errorMessage } from "../../util/errors";
@@ -14,9 +14,39 @@ process.once("exit", () => {
   for (const dir of privateDirs) rmSync(dir, { recursive: true, force: true });
 });
 
+/**
+ * Where key files go: KINDLING_RUNTIME_DIR, else a tmpfs that a reboot empties (/run as root,
+ * XDG_RUNTIME_DIR), else /tmp.
+ */
+function runtimeDir(): string {
+  const home = process.env.KINDLING_RUNTIME_DIR ? process.env.KINDLING_RUNTIME_DIR : process.getuid?.() === 0 ? "/run/kindling" : process.env.XDG_RUNTIME_DIR ? join(process.env.XDG_RUNTIME_DIR, "kindling") : join(tmpdir(), `kindling-${process.getuid?.() ?? "user"}`);
+  const base = join(home, "keys");
+  mkdirSync(base, { recursive: true, mode: 0o700 });
+  return base;
+}
+
+const swept = new Set<string>();
+
+/** A process killed by a signal leaves its key files: the next one removes them. */
+function sweepStale(base: string): void {
+  if (swept.has(base)) return;
+  swept.add(base);
+  for (const name of readdirSync(base)) {
+    const pid = Number(/^[a-z-]+-(\d+)-/.exec(name)?.[1]);
+    if (!pid || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ESRCH") rmSync(join(base, name), { recursive: true, force: true });
+    }
+  }
+}
+
 /** A directory only this user can enter (mkdtemp makes it 0700), removed at exit. */
 export function privateDir(prefix: string): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const base = runtimeDir();
+  sweepStale(base);
+  const dir = mkdtempSync(join(base, `${prefix}${process.pid}-`));
   privateDirs.add(dir);
   return dir;
 }
@@ -44,6 +74,20 @@ export function keyFromKeyring(path: string, user: string): string {
   throw new InvalidInputError("keyring", `${path} holds no key for client.${user}`, { hint: "check the user setting, or export the keyring with `ceph auth get client.USER`" });
 }
 
+/**
+ * `mon host` for a ceph.conf from "host:port,...". A bare address makes the tools try msgr2
+ * first and wait out the whole timeout on a v1 port, so each is marked: 3300 is msgr2's port,
+ * any other port is v1. Addresses already marked (v1:, v2:, [..]) are kept as given.
+ */
+export function monHostSetting(monHost: string): string {
+  return monHost
+    .split(",")
+    .map((a) => a.trim())
+    .filter(Boolean)
+    .map((a) => (/^(v[12]:|\[)/.test(a) || !/:\d+$/.test(a) ? a : `${a.endsWith(":3300") ? "v2" : "v1"}:${a}`))
+    .join(",");
+}
+
 /** How a failed Ceph command reads to a user: what went wrong and what to do about it. */
 function translate(err: BackendError, what: string, user: string): KindlingError {
   const text = `${err.stderr ?? ""}\n${err.message}`;
@@ -51,7 +95,10 @@ function translate(err: BackendError, what: string, user: string): KindlingError
   if (/\(2\) No such file or directory|error opening pool|pool .* does not exist/i.test(text)) {
     return new KindlingError("NOT_FOUND", `cannot ${what}: no such image, snapshot or pool in the cluster`, { hint: "it was removed outside kindling, or the pool is wrong" });
   }
-  if (/couldn't connect to the cluster|monclient.*(authenticate|auth)|handle_auth_bad_method|\(13\) Permission denied.*connect|rados_connect/i.test(text)) {
+  if (/couldn't connect to the cluster|rados_connect/i.test(text) && /authenticate timed out|\(110\)/i.test(text) && !/handle_auth_bad_method/.test(text)) {
+    return new BackendError(`could not reach the Ceph monitors as client.${user}`, { ...opts, hint: "check the monitors in cephConf or monHost, and that they are up (ceph -s)" });
+  }
+  if (/couldn't connect to the cluster|handle_auth_bad_method|rados_connect/i.test(text)) {
     return new BackendError(`Ceph refused client.${user}: authentication failed`, { ...opts, hint: "check the user and its key or keyring, and that the monitors in cephConf or monHost are right" });
   }
   if (/\(1\) Operation not permitted|\(13\) Permission denied/i.test(text)) {
@@ -84,8 +131,9 @@ export class CephAccess {
   private readonly dir: string;
 
   constructor(private readonly config: RbdConfig) {
-    this.dir = privateDir("kindling-rbd-");
+    // The keyring is read first: a refused one must not leave a private directory behind.
     const key = config.key ?? (config.keyring ? keyFromKeyring(config.keyring, config.user) : undefined);
+    this.dir = privateDir("rbd-");
     if (key) {
       this.key = key;
       this.keyFile = join(this.dir, "key");
@@ -95,7 +143,7 @@ export class CephAccess {
       this.confPath = config.cephConf;
     } else {
       this.confPath = join(this.dir, "ceph.conf");
-      writeFileSync(this.confPath, `[global]\nmon host = ${(config.monHost ?? "").split(",").join(" ")}\n`, { mode: 0o600 });
+      writeFileSync(this.confPath, `[global]\nmon host = ${monHostSetting(config.monHost ?? "")}\n`, { mode: 0o600 });
     }
   }
 

@@ -70,11 +70,17 @@ export class RbdDriver implements VolumeDriver {
   /** Checks that the cluster answers and that every pool is there for this user. */
   async setup(): Promise<void> {
     this.access ??= new CephAccess(this.config);
-    for (const [pool, cephPool] of this.pools) {
-      await this.ceph.rbd(["ls", cephPool], `list images in Ceph pool ${cephPool} (pool ${pool})`).catch((err) => {
-        if (isNotFound(err)) throw new InvalidInputError(this.config.pools ? `pools.${pool}` : "pool", `Ceph pool ${JSON.stringify(cephPool)} does not exist`, { hint: "create it (ceph osd pool create; rbd pool init) or name another" });
-        throw err;
-      });
+    try {
+      for (const [pool, cephPool] of this.pools) {
+        await this.ceph.rbd(["ls", cephPool], `list images in Ceph pool ${cephPool} (pool ${pool})`).catch((err) => {
+          if (isNotFound(err)) throw new InvalidInputError(this.config.pools ? `pools.${pool}` : "pool", `Ceph pool ${JSON.stringify(cephPool)} does not exist`, { hint: "create it (ceph osd pool create; rbd pool init) or name another" });
+          throw err;
+        });
+      }
+    } catch (err) {
+      // Nobody closes a backend that failed to open: its key file must not outlive the failure.
+      this.close();
+      throw err;
     }
   }
 
@@ -216,9 +222,23 @@ export class RbdDriver implements VolumeDriver {
 
   async createVolume(volume: DriverVolume): Promise<ModelUpdate> {
     const spec = this.volumeSpec(volume);
+    await this.checkDataPool(volume.extraSpecs);
     await this.ceph.rbd(["create", "--size", `${volume.sizeGiB}G`, ...this.imageOptions(volume.extraSpecs), spec], `create image ${spec}`);
     await this.afterCreate(volume, spec);
     return { location: spec };
+  }
+
+  /**
+   * `rbd create --data-pool` succeeds on a pool the user has no caps on, and every write to the
+   * image then fails: a data pool is checked the way setup checks the backend's own pools.
+   */
+  private async checkDataPool(specs: Specs): Promise<void> {
+    const dataPool = this.parseExtraSpecs(specs).data_pool;
+    if (!dataPool) return;
+    await this.ceph.rbd(["ls", dataPool], `use Ceph pool ${dataPool} as a data pool`).catch((err) => {
+      if (isNotFound(err)) throw new InvalidInputError("extraSpecs.data_pool", `Ceph pool ${JSON.stringify(dataPool)} does not exist`, { hint: "create it (ceph osd pool create; rbd pool init) or name another" });
+      throw err;
+    });
   }
 
   /** QoS on a new image; if that fails the image goes again, so nothing half made is left. */

@@ -8,6 +8,7 @@ export const rbdDriver: DriverModule<RbdConfig> = {
   driverName: "rbd",
   configSchema: rbdConfigSchema,
   secretFields: ["key"],
+  pathFields: ["cephConf", "keyring"],
   identityFields: ["pool", "pools", "cephConf", "monHost"],
   create: (backendName, config) => new RbdDriver(backendName, config),
   // A Ceph cluster has no directory of ours to keep records beside the data, so they live in

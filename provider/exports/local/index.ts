@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { attachLoop, detachLoop, loopBackingFile, loopBacks, refreshLoopSize } from "./loop";
 import { attachNbd, detachNbd } from "./nbdfuse";
 import { attachKernelNbd, detachKernelNbd, kernelNbdAvailable } from "./kernel-nbd";
-import { attachRbd, detachRbd, rbdFuseFile } from "./rbd";
+import { attachRbd, detachRbd, rbdFuseFile, refreshRbdFuseSize } from "./rbd";
 
 /** The connector of this host, as os-brick's get_connector_properties would describe it. */
 export function localConnector(): Record<string, unknown> {
@@ -54,7 +54,8 @@ export async function detachLocally(info: ConnectionInfo, devicePath: string): P
  */
 export async function refreshLocalSize(info: ConnectionInfo, devicePath: string): Promise<void> {
   // The kernel's rbd client follows the image's size by itself; rbd-fuse shows it to the loop.
-  if (info.protocol === "local" || (info.protocol === "rbd" && devicePath.startsWith("/dev/loop"))) await refreshLoopSize(devicePath);
+  if (info.protocol === "local") await refreshLoopSize(devicePath);
+  else if (info.protocol === "rbd" && devicePath.startsWith("/dev/loop")) await refreshRbdFuseSize(devicePath);
 }
 
 /**

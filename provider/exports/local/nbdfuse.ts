@@ -1,12 +1,12 @@
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BackendError, InvalidInputError } from "../../util/errors";
 import { newId } from "../../util/ids";
-import { run } from "../../util/run";
 import { attachLoop, detachLoop, loopBackingFile } from "./loop";
+import { unmountFuse } from "./fuse";
 
 // Local attach of an NBD export where the kernel has no nbd module (this machine class):
 // nbdfuse shows the export as a file on a FUSE mount, and a loop device makes that file a
@@ -54,22 +54,8 @@ async function mountAndLoop(uri: string, opts: { readOnly: boolean }): Promise<s
   }
 }
 
-async function unmount(dir: string): Promise<void> {
-  await run("fusermount3", ["-u", dir], { reject: false });
-  const pidfile = `${dir}.pid`;
-  if (existsSync(pidfile)) {
-    const pid = Number(readFileSync(pidfile, "utf8").trim());
-    for (let i = 0; i < 40; i++) {
-      try {
-        process.kill(pid, 0);
-      } catch {
-        break; // nbdfuse has exited
-      }
-      await sleep(50);
-    }
-    rmSync(pidfile, { force: true });
-  }
-  rmSync(dir, { recursive: true, force: true });
+function unmount(dir: string): Promise<void> {
+  return unmountFuse(dir, `${dir}.pid`, [dir]);
 }
 
 /** Releases the loop device, then the FUSE mount behind it. */

@@ -1,12 +1,14 @@
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BackendError, InvalidInputError } from "../../util/errors";
 import { newId } from "../../util/ids";
 import { run } from "../../util/run";
-import { attachLoop, detachLoop, loopBackingFile } from "./loop";
+import { attachLoop, detachLoop, loopBackingFile, refreshLoopSize } from "./loop";
+import { unmountFuse } from "./fuse";
 
 // Local attach of an `rbd` connection. Where the kernel has the rbd module, `rbd device map`
 // gives a /dev/rbdN. Elsewhere (this machine class) rbd-fuse shows the one image as a file on a
@@ -78,7 +80,9 @@ async function mountFuse(d: RbdData, opts: { readOnly: boolean }): Promise<strin
   mkdirSync(mnt, { recursive: true, mode: 0o700 });
   const conf = writeClientFiles(dir, d);
   // -f keeps it in the foreground so its pid is ours to record; detached, it outlives this process.
-  const child = spawn("rbd-fuse", ["-f", "-c", conf, "--id", d.user, "-p", d.pool, "-r", d.image, mnt], { detached: true, stdio: ["ignore", "ignore", "pipe"] });
+  // attr_timeout=0: the kernel would otherwise keep the file's size for a second after a resize,
+  // and the loop device would take that stale size on extend.
+  const child = spawn("rbd-fuse", ["-f", "-c", conf, "--id", d.user, "-p", d.pool, "-r", d.image, "-o", "attr_timeout=0", mnt], { detached: true, stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   let failed: string | undefined;
   child.stderr?.on("data", (b: Buffer) => (stderr = (stderr + b.toString()).slice(-2000)));
@@ -103,19 +107,8 @@ async function mountFuse(d: RbdData, opts: { readOnly: boolean }): Promise<strin
   }
 }
 
-async function unmount(dir: string): Promise<void> {
-  await run("fusermount3", ["-u", join(dir, "mnt")], { reject: false });
-  const pidfile = join(dir, "pid");
-  const pid = existsSync(pidfile) ? Number(readFileSync(pidfile, "utf8").trim()) : 0;
-  for (let i = 0; pid > 0 && i < 100; i++) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      break; // rbd-fuse has exited
-    }
-    await sleep(50);
-  }
-  rmSync(dir, { recursive: true, force: true });
+function unmount(dir: string): Promise<void> {
+  return unmountFuse(join(dir, "mnt"), join(dir, "pid"), [dir]);
 }
 
 /** The rbd-fuse file behind a loop device, when the device is one of our rbd attachments. */
@@ -123,6 +116,16 @@ export async function rbdFuseFile(device: string): Promise<string | undefined> {
   if (!device.startsWith("/dev/loop")) return undefined;
   const file = await loopBackingFile(device);
   return file && file.startsWith(mountRoot() + "/") ? file : undefined;
+}
+
+/**
+ * After a resize: the loop driver takes the size the kernel holds for the rbd-fuse file, which
+ * only a stat brings up to date (rbd-fuse answers it from librbd, which has seen the resize).
+ */
+export async function refreshRbdFuseSize(device: string): Promise<void> {
+  const file = await rbdFuseFile(device);
+  if (file) await stat(file);
+  await refreshLoopSize(device);
 }
 
 export async function detachRbd(device: string): Promise<void> {

@@ -4,12 +4,13 @@
 // the key kept out of errors and logs.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Backend, BackendError, InUseError, InvalidInputError, KindlingError, loadConfig, openBackends, type BackendConfig, type Volume } from "../provider/library";
 import { MemoryPersistence } from "../provider/persistence/memory";
+import { SqlitePersistence } from "../provider/persistence/sqlite";
 import { GiB, MiB } from "../provider/util/sizes";
 import { readAt, writeAt } from "./helpers/backends";
 import { CephCluster, cephMissing } from "./helpers/ceph";
@@ -585,6 +586,28 @@ describe("rbd driver: connections", { skip }, () => {
     }
     await connection.disconnect();
     await volume.delete();
+  });
+
+  test("records keep the key masked; a connection read back from them still gives it to consumers", async () => {
+    const dir = tempDir();
+    const db = join(dir, "records.db");
+    const backend = await Backend.open(ceph().backend("masked") as unknown as BackendConfig, { persistence: new SqlitePersistence(db) });
+    try {
+      const volume = await backend.createVolume({ sizeGiB: 1 });
+      const connection = await volume.connect("rbd", {});
+      assert.equal(connection.connectionInfo.data.key, ceph().key, "the consumer gets the key");
+      assert.equal(connection.dump().connectionInfo.data.key, "[secret]", "the record does not");
+      const onDisk = readdirSync(dir).map((f) => readFileSync(join(dir, f)).toString("latin1")).join("");
+      assert.ok(onDisk.includes(connection.id), "the records were written (the check below looks at the right files)");
+      assert.ok(!onDisk.includes(ceph().key), "the key is nowhere in the SQLite files");
+      const [reloaded] = await backend.connections(volume.id);
+      assert.equal(reloaded.connectionInfo.data.key, ceph().key, "a connection read back from the records gives the key again");
+      await reloaded.disconnect();
+      await volume.delete();
+    } finally {
+      await backend.close();
+      removeDir(dir);
+    }
   });
 
   test("connectors for protocols the driver does not serve are refused, and nothing is recorded", async () => {

@@ -178,6 +178,11 @@ export interface VolumeDriver {
     opts: { attachMode: "rw" | "ro" },
   ): Promise<ConnectionInfo>;
   terminateConnection(volume: DriverVolume, protocol: string, connector: Record<string, unknown>): Promise<void>;
+  /**
+   * Secrets the driver puts in connection info (the RBD key), by field of `data`. The library
+   * keeps them out of its records ("[secret]" there) and puts them back from here on use.
+   */
+  connectionSecrets?(): Record<string, string>;
 
   open(target: OpenTarget, opts: { readOnly: boolean }): Promise<BlockDevice>;
 

@@ -23,7 +23,8 @@ export class Connection {
   get snapshotId(): string | undefined { return this.record.snapshotId; }
   get protocol(): string { return this.record.protocol; }
   get connector(): Record<string, unknown> { return structuredClone(this.record.connector); }
-  get connectionInfo(): ConnectionInfo { return structuredClone(this.record.connectionInfo); }
+  /** With the driver's secrets back in place: the record holds "[secret]" where they go. */
+  get connectionInfo(): ConnectionInfo { return revealSecrets(this.record.connectionInfo, this.backend.driver.connectionSecrets?.() ?? {}); }
   get attachMode(): "rw" | "ro" { return this.record.attachMode; }
   get devicePath(): string | undefined { return this.record.devicePath; }
   /** A device exists on this host for it. */
@@ -52,7 +53,7 @@ export class Connection {
       volumeId: volume.id,
       protocol,
       connector,
-      connectionInfo: info,
+      connectionInfo: maskSecrets(info, backend.driver.connectionSecrets?.() ?? {}),
       attachMode,
       attachedHost: opts.attachedHost ?? (typeof connector.host === "string" ? connector.host : undefined),
       createdAt: now(),
@@ -103,11 +104,11 @@ export class Connection {
   /** Gives this host a block device for the connection. */
   async attach(): Promise<string> {
     if (this.record.devicePath) throw new InvalidInputError("connection", `already attached at ${this.record.devicePath}`);
-    const device = await attachLocally(this.record.connectionInfo, { readOnly: this.attachMode === "ro" });
+    const device = await attachLocally(this.connectionInfo, { readOnly: this.attachMode === "ro" });
     try {
       await this.change({ devicePath: device });
     } catch (err) {
-      await detachLocally(this.record.connectionInfo, device).catch(() => undefined);
+      await detachLocally(this.connectionInfo, device).catch(() => undefined);
       throw err;
     }
     return device;
@@ -126,13 +127,13 @@ export class Connection {
     this.record = current;
     const device = this.record.devicePath;
     if (!device) return;
-    await detachLocally(this.record.connectionInfo, device);
+    await detachLocally(this.connectionInfo, device);
     await this.change({ devicePath: undefined });
   }
 
   /** After the volume grew: the attached device shows the new size. */
   async extend(): Promise<void> {
-    if (this.record.devicePath) await refreshLocalSize(this.record.connectionInfo, this.record.devicePath);
+    if (this.record.devicePath) await refreshLocalSize(this.connectionInfo, this.record.devicePath);
   }
 
   /** Ends the connection, releasing a local device first so none is leaked. */
@@ -161,3 +162,18 @@ export class Connection {
     return this.dump();
   }
 }
+
+/** Connection info as records keep it: the driver's secret fields replaced by "[secret]". */
+function maskSecrets(info: ConnectionInfo, secrets: Record<string, string>): ConnectionInfo {
+  const out = structuredClone(info);
+  for (const field of Object.keys(secrets)) if (field in out.data) out.data[field] = SECRET;
+  return out;
+}
+
+function revealSecrets(info: ConnectionInfo, secrets: Record<string, string>): ConnectionInfo {
+  const out = structuredClone(info);
+  for (const [field, value] of Object.entries(secrets)) if (out.data[field] === SECRET) out.data[field] = value;
+  return out;
+}
+
+const SECRET = "[secret]";

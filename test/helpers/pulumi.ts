@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { tempDir } from "./env";
 
@@ -39,6 +39,14 @@ export interface Resource {
   args: Record<string, unknown>;
 }
 
+export interface ProjectOptions {
+  /**
+   * Run a copy of examples/<example> (its Pulumi.yaml, package.json and program) instead of
+   * the generated program.json one; `backend` and `program()` are then unused.
+   */
+  example?: string;
+}
+
 export interface RunResult {
   code: number;
   stdout: string;
@@ -50,17 +58,23 @@ export class Project {
   readonly dir: string;
   readonly state: string;
   readonly env: Record<string, string>;
+  /** Every engine run of this project with what it printed (to look for secrets in clear). */
+  readonly runs: Array<RunResult & { args: string[] }> = [];
 
-  constructor(readonly backend: Record<string, unknown>, name = "kindling-e2e") {
+  constructor(readonly backend: Record<string, unknown>, name = "kindling-e2e", opts: ProjectOptions = {}) {
     this.dir = tempDir("kindling-pulumi-");
     this.state = join(this.dir, ".state");
     mkdirSync(this.state);
     mkdirSync(join(this.dir, "node_modules", "@pulumi"), { recursive: true });
     symlinkSync(ROOT, join(this.dir, "node_modules", "kindling"));
     symlinkSync(join(ROOT, "node_modules", "@pulumi", "pulumi"), join(this.dir, "node_modules", "@pulumi", "pulumi"));
-    writeFileSync(join(this.dir, "Pulumi.yaml"), `name: ${name}\nruntime: nodejs\nmain: index.js\n`);
-    writeFileSync(join(this.dir, "index.js"), PROGRAM);
-    writeFileSync(join(this.dir, "package.json"), JSON.stringify({ name, private: true, main: "index.js" }));
+    if (opts.example) {
+      copyExample(join(ROOT, "examples", opts.example), this.dir);
+    } else {
+      writeFileSync(join(this.dir, "Pulumi.yaml"), `name: ${name}\nruntime: nodejs\nmain: index.js\n`);
+      writeFileSync(join(this.dir, "index.js"), PROGRAM);
+      writeFileSync(join(this.dir, "package.json"), JSON.stringify({ name, private: true, main: "index.js" }));
+    }
     this.env = {
       PATH: process.env.PATH ?? "/usr/bin:/bin",
       HOME: process.env.HOME ?? "/root",
@@ -72,18 +86,26 @@ export class Project {
     };
   }
 
+  /** A project running a copy of examples/<example>, configured with `config()`. */
+  static example(example: string): Project {
+    return new Project({}, undefined, { example });
+  }
+
   program(resources: Resource[], extra: Record<string, unknown> = {}): void {
     writeFileSync(join(this.dir, "program.json"), JSON.stringify({ backend: this.backend, resources, ...extra }, null, 2));
   }
 
-  run(args: string[]): RunResult {
-    const r = spawnSync(PULUMI, [...args, "--non-interactive"], { cwd: this.dir, env: this.env, encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
-    return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+  /** `input` goes to the engine's stdin (a secret for `config set --secret`, kept off argv). */
+  run(args: string[], input?: string): RunResult {
+    const r = spawnSync(PULUMI, [...args, "--non-interactive"], { cwd: this.dir, env: this.env, encoding: "utf8", maxBuffer: 64 * 1024 * 1024, input });
+    const result = { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+    this.runs.push({ ...result, args });
+    return result;
   }
 
   /** Runs and insists on success, showing the engine's output when it fails. */
-  ok(args: string[]): RunResult {
-    const r = this.run(args);
+  ok(args: string[], input?: string): RunResult {
+    const r = this.run(args, input);
     if (r.code !== 0) throw new Error(`pulumi ${args.join(" ")} exited ${r.code}\n${r.stdout}\n${r.stderr}`);
     return r;
   }
@@ -95,6 +117,16 @@ export class Project {
 
   init(stack = "test"): void {
     this.ok(["stack", "init", stack, "--secrets-provider", "passphrase"]);
+  }
+
+  /**
+   * Sets a stack config value (`--path` for a key such as `extraSpecs.features`). A secret is
+   * handed over on stdin, never on the command line, and stored encrypted.
+   */
+  config(key: string, value: string | number | boolean, opts: { secret?: boolean; path?: boolean } = {}): void {
+    const flags = [...(opts.secret ? ["--secret"] : []), ...(opts.path ? ["--path"] : [])];
+    if (opts.secret) this.ok(["config", "set", ...flags, key], String(value));
+    else this.ok(["config", "set", ...flags, key, String(value)]);
   }
 
   up(extra: string[] = []): RunResult {
@@ -118,13 +150,24 @@ export class Project {
     return out;
   }
 
-  /** The resources in the state, by name. */
-  stateResources(): Record<string, { id: string; outputs: Record<string, unknown>; inputs: Record<string, unknown> }> {
-    const exported = JSON.parse(this.ok(["stack", "export"]).stdout);
+  /** The resources in the state, by name; with showSecrets, secret values decrypted. */
+  stateResources(opts: { showSecrets?: boolean } = {}): Record<string, { id: string; outputs: Record<string, unknown>; inputs: Record<string, unknown> }> {
+    const exported = JSON.parse(this.ok(["stack", "export", ...(opts.showSecrets ? ["--show-secrets"] : [])]).stdout);
     const out: Record<string, { id: string; outputs: Record<string, unknown>; inputs: Record<string, unknown> }> = {};
     for (const r of exported.deployment.resources ?? []) {
       if (String(r.type).startsWith("pulumi-nodejs:dynamic/kindling:")) out[String(r.urn).split("::").pop() as string] = r;
     }
     return out;
+  }
+}
+
+/**
+ * Copies an example's project files (not its node_modules, stack configs, local state or
+ * README) into a project dir, so a test runs the example exactly as a user would.
+ */
+function copyExample(from: string, to: string): void {
+  for (const name of readdirSync(from)) {
+    if (name.startsWith(".") || name === "node_modules" || name === "README.md" || /^Pulumi\..+\.ya?ml$/.test(name)) continue;
+    if (statSync(join(from, name)).isFile()) copyFileSync(join(from, name), join(to, name));
   }
 }

@@ -24,9 +24,10 @@ export async function connect(ctx: Context): Promise<void> {
   const mode = ctx.values.mode ?? "rw";
   if (mode !== "rw" && mode !== "ro") throw new InvalidInputError("--mode", "must be rw or ro");
   const connection = target instanceof Snapshot ? await target.connect(protocol, connector) : await target.connect(protocol, connector, { attachMode: mode });
+  // The record keeps secrets masked; a terminal, a CI log or a pasted transcript is no place for
+  // a key either, so it is shown only when asked.
   const record = connection.dump();
-  // A terminal, a CI log or a pasted transcript is no place for a key: shown only when asked.
-  if (!ctx.values["show-secrets"] && typeof record.connectionInfo.data.key === "string") record.connectionInfo.data.key = "[secret]";
+  if (ctx.values["show-secrets"]) record.connectionInfo = connection.connectionInfo;
   ctx.out.result(record, () => fields({ connection: connection.id, protocol: connection.protocol, ...record.connectionInfo.data }));
 }
 

@@ -489,6 +489,10 @@ export class RbdDriver implements VolumeDriver {
     };
   }
 
+  connectionSecrets(): Record<string, string> {
+    return this.access?.key ? { key: this.access.key } : {};
+  }
+
   async terminateConnection(): Promise<void> {
     // librbd consumers hold no server-side export: the connection record is all there is.
   }

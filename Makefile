@@ -57,6 +57,7 @@ test: setup
 bench: setup
 	node dist/bench/snapshot-clone.js
 	node dist/bench/pulumi-vs-library.js
+	node dist/bench/rbd.js
 
 clean:
 	rm -rf dist node_modules .tools

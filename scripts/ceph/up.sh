@@ -4,6 +4,8 @@
 # a fast paxos interval (about 10 s from nothing to HEALTH_OK), and a restricted client
 # (`profile rbd`) for kindling. Everything lives in DIR; stop it with down.sh DIR.
 #   up.sh DIR [POOL...]      default pool: volumes
+#   CEPH_OSD_SIZE_GIB=10     size of the OSD's sparse block file; benchmarks that fill large
+#                            images need more (bluestore refuses writes past its full ratio)
 # Prints shell assignments for the client: CEPH_CONF, KINDLING_CEPH_USER, KINDLING_CEPH_KEYRING.
 set -euo pipefail
 
@@ -13,6 +15,8 @@ pools=("${@:-volumes}")
 [ ${#pools[@]} -gt 0 ] || pools=(volumes)
 mon_port=${CEPH_MON_PORT:-6789}
 mon_v2_port=${CEPH_MON_V2_PORT:-3300}
+osd_size_gib=${CEPH_OSD_SIZE_GIB:-10}
+[[ $osd_size_gib =~ ^[1-9][0-9]{0,4}$ ]] || { echo "ceph up: CEPH_OSD_SIZE_GIB must be a whole number of GiB, got '$osd_size_gib'" >&2; exit 1; }
 
 for tool in ceph-mon ceph-mgr ceph-osd ceph ceph-authtool monmaptool rbd uuidgen; do
   command -v "$tool" >/dev/null || { echo "ceph up: $tool is missing (apt-get install ceph-mon ceph-osd ceph-mgr ceph-common uuid-runtime)" >&2; exit 1; }
@@ -56,7 +60,7 @@ keyring = $dir/mgr/keyring
 osd data = $dir/osd
 keyring = $dir/osd/keyring
 osd objectstore = bluestore
-bluestore block size = 10737418240
+bluestore block size = $((osd_size_gib * 1024 * 1024 * 1024))
 osd memory target = 939524096
 CONF
 

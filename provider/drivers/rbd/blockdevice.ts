@@ -89,7 +89,7 @@ export class RbdBlockDevice implements BlockDevice {
         if (Date.now() > deadline) throw new BackendError(`cannot open RBD image ${spec}: qemu-nbd did not start within 60 s`, { stderr });
         await sleep(20);
       }
-      const client = await NbdClient.connect(socket);
+      const client = await connectWhenListening(socket, deadline);
       return new RbdBlockDevice(ceph, target, client, server, dir, readOnly || Boolean(target.snapshot));
     } catch (err) {
       server.kill("SIGKILL");
@@ -186,6 +186,18 @@ export class RbdBlockDevice implements BlockDevice {
       await Promise.race([gone, sleep(5000)]);
       if (this.server.exitCode === null && this.server.signalCode === null) this.server.kill("SIGKILL");
       removePrivateDir(this.dir);
+    }
+  }
+}
+
+/** qemu-nbd makes its socket file just before it listens: a refused connect is tried again. */
+async function connectWhenListening(socket: string, deadline: number): Promise<NbdClient> {
+  for (;;) {
+    try {
+      return await NbdClient.connect(socket);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ECONNREFUSED" || Date.now() > deadline) throw err;
+      await sleep(20);
     }
   }
 }

@@ -19,7 +19,10 @@ process.once("exit", () => {
  * XDG_RUNTIME_DIR), else /tmp.
  */
 function runtimeDir(): string {
-  const home = process.env.KINDLING_RUNTIME_DIR ? process.env.KINDLING_RUNTIME_DIR : process.getuid?.() === 0 ? "/run/kindling" : process.env.XDG_RUNTIME_DIR ? join(process.env.XDG_RUNTIME_DIR, "kindling") : join(tmpdir(), `kindling-${process.getuid?.() ?? "user"}`);
+  const env = process.env;
+  const home =
+    env.KINDLING_RUNTIME_DIR ||
+    (process.getuid?.() === 0 ? "/run/kindling" : env.XDG_RUNTIME_DIR ? join(env.XDG_RUNTIME_DIR, "kindling") : join(tmpdir(), `kindling-${process.getuid?.() ?? "user"}`));
   const base = join(home, "keys");
   mkdirSync(base, { recursive: true, mode: 0o700 });
   return base;

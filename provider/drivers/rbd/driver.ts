@@ -368,19 +368,20 @@ export class RbdDriver implements VolumeDriver {
   }
 
   /**
-   * A copy-on-write clone of a protected snapshot, grown to the volume's size, flattened when
-   * the parent already stands `maxCloneDepth` deep. A failure removes what was made.
+   * A copy-on-write clone of a protected snapshot (of `parentSizeGiB`), grown to the volume's
+   * size, flattened when the parent already stands `maxCloneDepth` deep. A failure removes what
+   * was made. Says whether the clone was flattened.
    */
-  private async cloneFrom(volume: DriverVolume, parentImage: string, snapSpec: string, opts: OperationOptions): Promise<string> {
+  private async cloneFrom(volume: DriverVolume, parentImage: string, snapSpec: string, parentSizeGiB: number, opts: OperationOptions): Promise<{ spec: string; flattened: boolean }> {
     const spec = this.volumeSpec(volume);
     const depth = this.config.maxCloneDepth === 0 ? 0 : await this.cloneDepth(parentImage);
     const total = volume.sizeGiB * GiB;
+    const flattened = depth >= this.config.maxCloneDepth;
     try {
       await this.protect(snapSpec);
       await this.ceph.rbd(["clone", ...this.imageOptions(volume.extraSpecs), snapSpec, spec], `clone ${snapSpec} to ${spec}`);
-      const { size } = await this.info(spec);
-      if (size < total) await this.ceph.rbd(["resize", "--size", `${volume.sizeGiB}G`, spec], `grow ${spec}`);
-      if (depth >= this.config.maxCloneDepth) {
+      if (volume.sizeGiB > parentSizeGiB) await this.ceph.rbd(["resize", "--size", `${volume.sizeGiB}G`, spec], `grow ${spec}`);
+      if (flattened) {
         logger().info({ image: spec, depth: depth + 1, maxCloneDepth: this.config.maxCloneDepth }, "flattening a clone past the maximum depth");
         await this.flatten(spec, opts, total);
       } else {
@@ -391,7 +392,7 @@ export class RbdDriver implements VolumeDriver {
       await this.removeImage(spec).catch(() => undefined);
       throw err;
     }
-    return spec;
+    return { spec, flattened };
   }
 
   async cloneVolume(volume: DriverVolume, source: DriverVolume, opts: OperationOptions = {}): Promise<ModelUpdate> {
@@ -399,9 +400,9 @@ export class RbdDriver implements VolumeDriver {
     const snapSpec = `${parent}@${CLONE_SNAP_PREFIX}${this.checkedId(volume.id)}`;
     await this.ceph.rbd(["snap", "create", snapSpec], `snapshot ${parent} to clone it`);
     try {
-      const spec = await this.cloneFrom(volume, parent, snapSpec, opts);
+      const { spec, flattened } = await this.cloneFrom(volume, parent, snapSpec, source.sizeGiB, opts);
       // A flattened clone no longer needs the snapshot it was made from.
-      if (this.config.maxCloneDepth === 0 || !(await this.info(spec)).parent) await this.removeSnapshot(snapSpec);
+      if (flattened) await this.removeSnapshot(snapSpec);
       return { location: spec };
     } catch (err) {
       await this.removeSnapshot(snapSpec).catch(() => undefined);
@@ -411,7 +412,7 @@ export class RbdDriver implements VolumeDriver {
 
   async createVolumeFromSnapshot(volume: DriverVolume, snapshot: DriverSnapshot, opts: OperationOptions = {}): Promise<ModelUpdate> {
     const snapSpec = this.snapshotSpec(snapshot);
-    const spec = await this.cloneFrom(volume, snapSpec.split("@")[0], snapSpec, opts);
+    const { spec } = await this.cloneFrom(volume, snapSpec.split("@")[0], snapSpec, snapshot.volumeSizeGiB, opts);
     return { location: spec };
   }
 

@@ -1,34 +1,13 @@
 // cinderlib's functional scenarios (tests/functional/test_basic.py), on the file backend, once
 // with memory persistence (stateless) and once with SQLite (the embedded default).
 import assert from "node:assert/strict";
-import { closeSync, existsSync, openSync, readSync, statSync, writeSync, fsyncSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { InvalidInputError, type Backend, type Volume } from "../provider/library";
 import { GiB } from "../provider/util/sizes";
 import { loopBackingFile } from "../provider/exports/local/loop";
 import { fileBackend, readAt, writeAt, type PersistenceKind } from "./helpers/backends";
-import { PATTERN, deviceSize, listTree, lsblkSize, needsRoot, removeDir } from "./helpers/env";
-
-function writeDevice(device: string, data: Buffer, offset = 0): void {
-  const fd = openSync(device, "r+");
-  try {
-    writeSync(fd, data, 0, data.length, offset);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function readDevice(device: string, length: number, offset = 0): Buffer {
-  const fd = openSync(device, "r");
-  try {
-    const buffer = Buffer.alloc(length);
-    readSync(fd, buffer, 0, length, offset);
-    return buffer;
-  } finally {
-    closeSync(fd);
-  }
-}
+import { PATTERN, deviceSize, listTree, lsblkSize, needsRoot, readRange, removeDir, writeDevice } from "./helpers/env";
 
 for (const kind of ["memory", "sqlite"] as PersistenceKind[]) {
   describe(`cinderlib scenarios on the file backend (${kind} persistence)`, () => {
@@ -183,7 +162,7 @@ for (const kind of ["memory", "sqlite"] as PersistenceKind[]) {
       const connection = await volume.attach();
       try {
         writeDevice(connection.devicePath as string, PATTERN);
-        assert.deepEqual(readDevice(connection.devicePath as string, PATTERN.length), PATTERN);
+        assert.deepEqual(readRange(connection.devicePath as string, PATTERN.length), PATTERN);
       } finally {
         await volume.detach();
       }

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readSync, readdirSync, statSync, writeFileSync, writeSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
@@ -16,7 +16,7 @@ import { loopBackingFile } from "../provider/exports/local/loop";
 import { readAt, writeAt } from "./helpers/backends";
 import { CephCluster, cephMissing, needsCeph } from "./helpers/ceph";
 import { Daemon, freePort } from "./helpers/daemon";
-import { PATTERN, deviceSize, lsblkSize, needsRoot, removeDir, tempDir } from "./helpers/env";
+import { PATTERN, deviceSize, lsblkSize, needsRoot, readRange, removeDir, tempDir, writeDevice } from "./helpers/env";
 
 interface ImageInfo {
   size: number;
@@ -27,27 +27,6 @@ interface SnapInfo {
   name: string;
   size: number;
   protected: string;
-}
-
-function writeDevice(device: string, data: Buffer, offset = 0): void {
-  const fd = openSync(device, "r+");
-  try {
-    writeSync(fd, data, 0, data.length, offset);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function readRange(path: string, length: number, offset = 0): Buffer {
-  const fd = openSync(path, "r");
-  try {
-    const buffer = Buffer.alloc(length);
-    assert.equal(readSync(fd, buffer, 0, length, offset), length, `short read from ${path}`);
-    return buffer;
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** rbd-fuse processes serving `mountPoint`, found by their command lines. */

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { closeSync, fsyncSync, mkdtempSync, openSync, readSync, readdirSync, rmSync, statSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
@@ -67,3 +67,28 @@ export function sharedExtents(path: string): { shared: number; total: number } {
 export function allocatedBytes(path: string): number {
   return statSync(path).blocks * 512;
 }
+
+/** Writes `data` at `offset` of a device or file, synced, as a program using it would. */
+export function writeDevice(device: string, data: Buffer, offset = 0): void {
+  const fd = openSync(device, "r+");
+  try {
+    writeSync(fd, data, 0, data.length, offset);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** `length` bytes at `offset` of a device or file; a short read is an error. */
+export function readRange(path: string, length: number, offset = 0): Buffer {
+  const fd = openSync(path, "r");
+  try {
+    const buffer = Buffer.alloc(length);
+    const got = readSync(fd, buffer, 0, length, offset);
+    if (got !== length) throw new Error(`short read from ${path}: ${got} of ${length} bytes`);
+    return buffer;
+  } finally {
+    closeSync(fd);
+  }
+}
+

@@ -285,7 +285,7 @@ export class RbdDriver implements VolumeDriver {
     const source = { pool: clone.pool, id: clone.sourceVolumeId as string };
     const snap = `${this.volumeSpec(source)}@${CLONE_SNAP_PREFIX}${this.checkedId(clone.id)}`;
     await this.removeSnapshot(snap).catch((err) => {
-      // Another clone still hangs on it, or the source is busy: it goes with the source later.
+      // The source is busy or out of reach: the snapshot then goes when the source is deleted.
       logger().debug({ snapshot: snap, err: (err as Error).message }, "clone snapshot kept");
     });
   }

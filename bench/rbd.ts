@@ -20,7 +20,7 @@ import { promisify } from "node:util";
 import { Backend, type Snapshot, type Volume } from "../provider/library";
 import { MemoryPersistence } from "../provider/persistence/memory";
 import { SqlitePersistence } from "../provider/persistence/sqlite";
-import { CephAccess } from "../provider/drivers/rbd/ceph";
+import { CephAccess, monHostSetting } from "../provider/drivers/rbd/ceph";
 import { GiB, MiB } from "../provider/util/sizes";
 import { Daemon, freePort } from "../test/helpers/daemon";
 
@@ -95,7 +95,7 @@ class BareRbd {
   constructor(dir: string, cluster: Cluster, readonly keyFile: string) {
     // The same minimal conf kindling writes for a monHost backend, so both read the cluster alike.
     const conf = join(dir, "peer-ceph.conf");
-    writeFileSync(conf, `[global]\nmon host = ${cluster.monHost}\n`, { mode: 0o600 });
+    writeFileSync(conf, `[global]\nmon host = ${monHostSetting(cluster.monHost)}\n`, { mode: 0o600 });
     this.args = ["--conf", conf, "--id", "kindling", "--keyfile", keyFile,
       "--client-mount-timeout", TIMEOUT, "--rados-mon-op-timeout", TIMEOUT, "--rados-osd-op-timeout", TIMEOUT];
     this.conf = conf;
@@ -270,25 +270,12 @@ async function latency(config: BackendConfig, sqlite: Backend, memory: Backend, 
 
 const NBD_TESTS = ["seq read 1M (MiB/s)", "seq write 1M (MiB/s)", "4k randread (IOPS)", "4k randwrite (IOPS)"] as const;
 
-/** Connections fio could not make and made on a second try (reported under the table). */
-const retried: string[] = [];
-
 async function fio(uri: string, rw: string, bs: string): Promise<number> {
   const args = [
     "--name=b", "--ioengine=nbd", `--uri=${uri}`, `--rw=${rw}`, `--bs=${bs}`, "--iodepth=16", "--size=1G",
     `--runtime=${seconds}`, "--time_based", "--output-format=json",
   ];
-  let out: string;
-  try {
-    out = await sh("fio", args);
-  } catch (err) {
-    // A connection refused before any I/O (kindling's open() can race qemu-nbd's listen) is
-    // retried once, and said so under the table; anything else, or a second failure, stops here.
-    if (!/io engine nbd init failed/.test(String((err as { stderr?: string }).stderr))) throw err;
-    console.error(`warning: fio could not connect to ${uri} (${rw} ${bs}); retrying once`);
-    retried.push(`${uri.includes("/nbd-bench") ? "kindling" : "qemu-nbd"} ${rw} ${bs}`);
-    out = await sh("fio", args);
-  }
+  const out = await sh("fio", args);
   const job = JSON.parse(out.slice(out.indexOf("{"))).jobs[0];
   const side = rw.includes("read") ? job.read : job.write;
   return bs === "4k" ? side.iops : side.bw / 1024; // IOPS, or MiB/s
@@ -478,7 +465,6 @@ async function main(): Promise<void> {
       "| test | kindling nbd serve | qemu-nbd (librbd) | kindling / qemu-nbd |",
       "|---|---|---|---|",
       ...NBD_TESTS.map((t) => `| ${t} | ${nbd[t].kindling.toFixed(0)} | ${nbd[t].qemu.toFixed(0)} | ${(nbd[t].kindling / nbd[t].qemu).toFixed(2)} |`),
-      ...(retried.length ? ["", `Connections refused once and retried: ${retried.join("; ")}.`] : []),
     );
   }
   const table = lines.join("\n");

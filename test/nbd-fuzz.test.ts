@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { FileBlockDevice } from "../provider/drivers/file/blockdevice";
 import { NbdServer } from "../provider/exports/nbd";
-import { Cmd, IHAVEOPT, Option, REQUEST_MAGIC } from "../provider/exports/nbd/protocol";
+import { Cmd, IHAVEOPT, Option, REQUEST_MAGIC } from "../provider/util/nbd/protocol";
 import { MiB } from "../provider/util/sizes";
 import { removeDir, tempDir } from "./helpers/env";
 import { RawClient, infoRequest, metaRequest, u32 } from "./helpers/nbd-client";

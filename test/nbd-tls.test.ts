@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { FileBlockDevice } from "../provider/drivers/file/blockdevice";
 import { NbdServer } from "../provider/exports/nbd";
 import { certificateTls, pskTls } from "../provider/exports/nbd/tls";
-import { Info, Option, Reply } from "../provider/exports/nbd/protocol";
+import { Info, Option, Reply } from "../provider/util/nbd/protocol";
 import { MiB } from "../provider/util/sizes";
 import { removeDir, tempDir } from "./helpers/env";
 import { RawClient, infoRequest } from "./helpers/nbd-client";

@@ -1,6 +1,6 @@
 import { connect, type Socket } from "node:net";
-import { SocketReader } from "../../provider/exports/nbd/reader";
-import { IHAVEOPT, Option, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC } from "../../provider/exports/nbd/protocol";
+import { SocketReader } from "../../provider/util/nbd/reader";
+import { IHAVEOPT, Option, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC } from "../../provider/util/nbd/protocol";
 
 /** A bare NBD client that sends exactly the bytes a test wants, broken ones included. */
 export class RawClient {

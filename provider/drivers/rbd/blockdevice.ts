@@ -1,12 +1,11 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { BlockDevice, BlockDeviceCapabilities, Extent } from "../contract";
 import { checkRange, checkWritable } from "../ranges";
-import { NbdClient, NbdRequestError } from "../../exports/nbd/client";
-import { Tx } from "../../exports/nbd/protocol";
-import { BackendError } from "../../util/errors";
+import { NbdClient, NbdRequestError } from "../../util/nbd/client";
+import { Tx } from "../../util/nbd/protocol";
+import { BackendError, isErrno } from "../../util/errors";
 import { privateDir, removePrivateDir, type CephAccess } from "./ceph";
 
 export interface RbdTarget {
@@ -75,8 +74,10 @@ export class RbdBlockDevice implements BlockDevice {
     server.once("exit", (code, signal) => (exited ??= `exited with ${code ?? signal}`));
     const spec = `${target.pool}/${target.image}${target.snapshot ? `@${target.snapshot}` : ""}`;
     try {
+      // qemu-nbd opens the image first, then makes its socket file, then listens: until it
+      // listens a connect finds no file (ENOENT) or is refused (ECONNREFUSED), and is tried again.
       const deadline = Date.now() + 60_000;
-      while (!existsSync(socket)) {
+      for (;;) {
         if (exited !== undefined) {
           const reason = `${exited}${stderr ? `: ${stderr.trim()}` : ""}`;
           throw new BackendError(`cannot open RBD image ${spec}: qemu-nbd ${reason}`, {
@@ -87,10 +88,14 @@ export class RbdBlockDevice implements BlockDevice {
           });
         }
         if (Date.now() > deadline) throw new BackendError(`cannot open RBD image ${spec}: qemu-nbd did not start within 60 s`, { stderr });
+        try {
+          const client = await NbdClient.connect(socket);
+          return new RbdBlockDevice(ceph, target, client, server, dir, readOnly || Boolean(target.snapshot));
+        } catch (err) {
+          if (!isErrno(err, "ENOENT", "ECONNREFUSED")) throw err;
+        }
         await sleep(20);
       }
-      const client = await connectWhenListening(socket, deadline);
-      return new RbdBlockDevice(ceph, target, client, server, dir, readOnly || Boolean(target.snapshot));
     } catch (err) {
       server.kill("SIGKILL");
       removePrivateDir(dir);
@@ -186,18 +191,6 @@ export class RbdBlockDevice implements BlockDevice {
       await Promise.race([gone, sleep(5000)]);
       if (this.server.exitCode === null && this.server.signalCode === null) this.server.kill("SIGKILL");
       removePrivateDir(this.dir);
-    }
-  }
-}
-
-/** qemu-nbd makes its socket file just before it listens: a refused connect is tried again. */
-async function connectWhenListening(socket: string, deadline: number): Promise<NbdClient> {
-  for (;;) {
-    try {
-      return await NbdClient.connect(socket);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ECONNREFUSED" || Date.now() > deadline) throw err;
-      await sleep(20);
     }
   }
 }

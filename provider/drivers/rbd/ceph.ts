@@ -1,8 +1,8 @@
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BackendError, InUseError, InvalidInputError, KindlingError, NoSpaceError, errorMessage } from "../../util/errors";
 import { run, type RunResult } from "../../util/run";
+import { runtimeHome } from "../../util/paths";
 import type { RbdConfig } from "./config";
 
 /** rbd subcommands that print progress unless told not to. */
@@ -14,16 +14,9 @@ process.once("exit", () => {
   for (const dir of privateDirs) rmSync(dir, { recursive: true, force: true });
 });
 
-/**
- * Where key files go: KINDLING_RUNTIME_DIR, else a tmpfs that a reboot empties (/run as root,
- * XDG_RUNTIME_DIR), else /tmp.
- */
+/** Where key files go: `keys/` in KINDLING_RUNTIME_DIR, else in kindling's runtime home. */
 function runtimeDir(): string {
-  const env = process.env;
-  const home =
-    env.KINDLING_RUNTIME_DIR ||
-    (process.getuid?.() === 0 ? "/run/kindling" : env.XDG_RUNTIME_DIR ? join(env.XDG_RUNTIME_DIR, "kindling") : join(tmpdir(), `kindling-${process.getuid?.() ?? "user"}`));
-  const base = join(home, "keys");
+  const base = join(process.env.KINDLING_RUNTIME_DIR || runtimeHome(), "keys");
   mkdirSync(base, { recursive: true, mode: 0o700 });
   return base;
 }
@@ -190,7 +183,8 @@ export class CephAccess {
     try {
       return await run(command, args, { timeoutMs, secrets: this.key ? [this.key] : [] });
     } catch (err) {
-      if (err instanceof BackendError && !(err instanceof NoSpaceError) && err.code === "BACKEND_ERROR") throw translate(err, what, this.config.user);
+      // run() has typed out of space already; the rest is read from Ceph's stderr.
+      if (err instanceof BackendError && err.code === "BACKEND_ERROR") throw translate(err, what, this.config.user);
       throw err;
     }
   }

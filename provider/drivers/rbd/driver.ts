@@ -72,16 +72,21 @@ export class RbdDriver implements VolumeDriver {
     this.access ??= new CephAccess(this.config);
     try {
       for (const [pool, cephPool] of this.pools) {
-        await this.ceph.rbd(["ls", cephPool], `list images in Ceph pool ${cephPool} (pool ${pool})`).catch((err) => {
-          if (isNotFound(err)) throw new InvalidInputError(this.config.pools ? `pools.${pool}` : "pool", `Ceph pool ${JSON.stringify(cephPool)} does not exist`, { hint: "create it (ceph osd pool create; rbd pool init) or name another" });
-          throw err;
-        });
+        await this.checkPool(cephPool, this.config.pools ? `pools.${pool}` : "pool", `list images in Ceph pool ${cephPool} (pool ${pool})`);
       }
     } catch (err) {
       // Nobody closes a backend that failed to open: its key file must not outlive the failure.
       this.close();
       throw err;
     }
+  }
+
+  /** The pool exists and this user may use it: `rbd ls` fails otherwise, naming which. */
+  private async checkPool(cephPool: string, field: string, what: string): Promise<void> {
+    await this.ceph.rbd(["ls", cephPool], what).catch((err) => {
+      if (isNotFound(err)) throw new InvalidInputError(field, `Ceph pool ${JSON.stringify(cephPool)} does not exist`, { hint: "create it (ceph osd pool create; rbd pool init) or name another" });
+      throw err;
+    });
   }
 
   poolNames(): string[] {
@@ -103,13 +108,25 @@ export class RbdDriver implements VolumeDriver {
     return id;
   }
 
-  /** `pool/volume-<id>`: images are named by id only, so no user-given name reaches Ceph. */
+  /** Ceph pool and image of a volume: images are named by id only, so no user-given name reaches Ceph. */
+  private imageRef(volume: { pool: string; id: string }): { pool: string; image: string } {
+    return { pool: this.cephPool(volume.pool), image: `volume-${this.checkedId(volume.id)}` };
+  }
+
+  /** `pool/volume-<id>`, as the rbd command names an image. */
   volumeSpec(volume: { pool: string; id: string }): string {
-    return `${this.cephPool(volume.pool)}/volume-${this.checkedId(volume.id)}`;
+    const { pool, image } = this.imageRef(volume);
+    return `${pool}/${image}`;
+  }
+
+  /** The image (`pool/volume-<id>`) a snapshot belongs to, and its name there. */
+  private snapshotRef(snapshot: DriverSnapshot): { image: string; name: string } {
+    return { image: this.volumeSpec({ pool: snapshot.pool, id: snapshot.volumeId }), name: `snapshot-${this.checkedId(snapshot.id)}` };
   }
 
   snapshotSpec(snapshot: DriverSnapshot): string {
-    return `${this.cephPool(snapshot.pool)}/volume-${this.checkedId(snapshot.volumeId)}@snapshot-${this.checkedId(snapshot.id)}`;
+    const { image, name } = this.snapshotRef(snapshot);
+    return `${image}@${name}`;
   }
 
   // ---- stats and placement
@@ -234,11 +251,7 @@ export class RbdDriver implements VolumeDriver {
    */
   private async checkDataPool(specs: Specs): Promise<void> {
     const dataPool = this.parseExtraSpecs(specs).data_pool;
-    if (!dataPool) return;
-    await this.ceph.rbd(["ls", dataPool], `use Ceph pool ${dataPool} as a data pool`).catch((err) => {
-      if (isNotFound(err)) throw new InvalidInputError("extraSpecs.data_pool", `Ceph pool ${JSON.stringify(dataPool)} does not exist`, { hint: "create it (ceph osd pool create; rbd pool init) or name another" });
-      throw err;
-    });
+    if (dataPool) await this.checkPool(dataPool, "extraSpecs.data_pool", `use Ceph pool ${dataPool} as a data pool`);
   }
 
   /** QoS on a new image; if that fails the image goes again, so nothing half made is left. */
@@ -269,12 +282,12 @@ export class RbdDriver implements VolumeDriver {
       await this.removeImage(spec);
     } catch (err) {
       if (!(err instanceof BackendError) || !/has snapshots/.test(err.stderr ?? "")) throw err;
-      const snaps = (await this.ceph.rbdJson<SnapInfo[]>(["snap", "ls", spec], `list snapshots of ${spec}`)) ?? [];
+      const snaps = (await this.snapshotsOf(spec)) ?? [];
       const foreign = snaps.filter((s) => !s.name.startsWith(CLONE_SNAP_PREFIX));
       if (foreign.length) {
         throw new InUseError(`image ${spec} has snapshots: ${foreign.map((s) => s.name).join(", ")}`, { hint: "delete the volume's snapshots first" });
       }
-      for (const snap of snaps) await this.removeSnapshot(`${spec}@${snap.name}`);
+      for (const snap of snaps) await this.removeSnapshot(spec, snap.name);
       await this.removeImage(spec);
     }
     if (volume.sourceVolumeId) await this.dropCloneSnapshot(volume);
@@ -282,11 +295,11 @@ export class RbdDriver implements VolumeDriver {
 
   /** After a clone is gone, the snapshot taken of its source for it is not needed either. */
   private async dropCloneSnapshot(clone: DriverVolume): Promise<void> {
-    const source = { pool: clone.pool, id: clone.sourceVolumeId as string };
-    const snap = `${this.volumeSpec(source)}@${CLONE_SNAP_PREFIX}${this.checkedId(clone.id)}`;
-    await this.removeSnapshot(snap).catch((err) => {
+    const source = this.volumeSpec({ pool: clone.pool, id: clone.sourceVolumeId as string });
+    const snap = `${CLONE_SNAP_PREFIX}${this.checkedId(clone.id)}`;
+    await this.removeSnapshot(source, snap).catch((err) => {
       // The source is busy or out of reach: the snapshot then goes when the source is deleted.
-      logger().debug({ snapshot: snap, err: (err as Error).message }, "clone snapshot kept");
+      logger().debug({ snapshot: `${source}@${snap}`, err: (err as Error).message }, "clone snapshot kept");
     });
   }
 
@@ -304,23 +317,32 @@ export class RbdDriver implements VolumeDriver {
   }
 
   async deleteSnapshot(snapshot: DriverSnapshot): Promise<void> {
-    await this.removeSnapshot(this.snapshotSpec(snapshot));
+    const { image, name } = this.snapshotRef(snapshot);
+    await this.removeSnapshot(image, name);
+  }
+
+  /** The snapshots of an image, or undefined when the image is not there. */
+  private async snapshotsOf(image: string): Promise<SnapInfo[] | undefined> {
+    try {
+      return (await this.ceph.rbdJson<SnapInfo[]>(["snap", "ls", image], `list snapshots of ${image}`)) ?? [];
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  private async findSnapshot(image: string, name: string): Promise<SnapInfo | undefined> {
+    return (await this.snapshotsOf(image))?.find((s) => s.name === name);
   }
 
   /**
-   * Removes a snapshot; a missing one is success. A protected snapshot is unprotected first,
-   * after its clones are flattened (or, with dependentClones "refuse", the removal is refused).
+   * Removes snapshot `name` of `image`; a missing one is success. A protected snapshot is
+   * unprotected first, after its clones are flattened (or, with dependentClones "refuse", the
+   * removal is refused).
    */
-  private async removeSnapshot(spec: string): Promise<void> {
-    const [image, name] = spec.split("@");
-    let snaps: SnapInfo[];
-    try {
-      snaps = (await this.ceph.rbdJson<SnapInfo[]>(["snap", "ls", image], `list snapshots of ${image}`)) ?? [];
-    } catch (err) {
-      if (isNotFound(err)) return;
-      throw err;
-    }
-    const snap = snaps.find((s) => s.name === name);
+  private async removeSnapshot(image: string, name: string): Promise<void> {
+    const spec = `${image}@${name}`;
+    const snap = await this.findSnapshot(image, name);
     if (!snap) return;
     if (snap.protected === "true") {
       const children = (await this.ceph.rbdJson<Array<{ pool: string; image: string }>>(["children", spec], `list clones of ${spec}`)) ?? [];
@@ -359,26 +381,25 @@ export class RbdDriver implements VolumeDriver {
   }
 
   /** Clones need a protected parent snapshot; one protected already (by an earlier clone) is fine. */
-  private async protect(snapSpec: string): Promise<void> {
-    await this.ceph.rbd(["snap", "protect", snapSpec], `protect ${snapSpec}`).catch(async (err) => {
-      const [image, name] = snapSpec.split("@");
-      const snaps = (await this.ceph.rbdJson<SnapInfo[]>(["snap", "ls", image], `list snapshots of ${image}`)) ?? [];
-      if (snaps.find((s) => s.name === name)?.protected !== "true") throw err;
+  private async protect(image: string, name: string): Promise<void> {
+    await this.ceph.rbd(["snap", "protect", `${image}@${name}`], `protect ${image}@${name}`).catch(async (err) => {
+      if ((await this.findSnapshot(image, name))?.protected !== "true") throw err;
     });
   }
 
   /**
-   * A copy-on-write clone of a protected snapshot (of `parentSizeGiB`), grown to the volume's
-   * size, flattened when the parent already stands `maxCloneDepth` deep. A failure removes what
-   * was made. Says whether the clone was flattened.
+   * A copy-on-write clone of snapshot `snapName` of `parentImage` (`parentSizeGiB`), protected
+   * first, grown to the volume's size, flattened when the parent already stands `maxCloneDepth`
+   * deep. A failure removes what was made. Says whether the clone was flattened.
    */
-  private async cloneFrom(volume: DriverVolume, parentImage: string, snapSpec: string, parentSizeGiB: number, opts: OperationOptions): Promise<{ spec: string; flattened: boolean }> {
+  private async cloneFrom(volume: DriverVolume, parentImage: string, snapName: string, parentSizeGiB: number, opts: OperationOptions): Promise<{ spec: string; flattened: boolean }> {
     const spec = this.volumeSpec(volume);
+    const snapSpec = `${parentImage}@${snapName}`;
     const depth = this.config.maxCloneDepth === 0 ? 0 : await this.cloneDepth(parentImage);
     const total = volume.sizeGiB * GiB;
     const flattened = depth >= this.config.maxCloneDepth;
     try {
-      await this.protect(snapSpec);
+      await this.protect(parentImage, snapName);
       await this.ceph.rbd(["clone", ...this.imageOptions(volume.extraSpecs), snapSpec, spec], `clone ${snapSpec} to ${spec}`);
       if (volume.sizeGiB > parentSizeGiB) await this.ceph.rbd(["resize", "--size", `${volume.sizeGiB}G`, spec], `grow ${spec}`);
       if (flattened) {
@@ -397,22 +418,22 @@ export class RbdDriver implements VolumeDriver {
 
   async cloneVolume(volume: DriverVolume, source: DriverVolume, opts: OperationOptions = {}): Promise<ModelUpdate> {
     const parent = this.volumeSpec(source);
-    const snapSpec = `${parent}@${CLONE_SNAP_PREFIX}${this.checkedId(volume.id)}`;
-    await this.ceph.rbd(["snap", "create", snapSpec], `snapshot ${parent} to clone it`);
+    const snapName = `${CLONE_SNAP_PREFIX}${this.checkedId(volume.id)}`;
+    await this.ceph.rbd(["snap", "create", `${parent}@${snapName}`], `snapshot ${parent} to clone it`);
     try {
-      const { spec, flattened } = await this.cloneFrom(volume, parent, snapSpec, source.sizeGiB, opts);
+      const { spec, flattened } = await this.cloneFrom(volume, parent, snapName, source.sizeGiB, opts);
       // A flattened clone no longer needs the snapshot it was made from.
-      if (flattened) await this.removeSnapshot(snapSpec);
+      if (flattened) await this.removeSnapshot(parent, snapName);
       return { location: spec };
     } catch (err) {
-      await this.removeSnapshot(snapSpec).catch(() => undefined);
+      await this.removeSnapshot(parent, snapName).catch(() => undefined);
       throw err;
     }
   }
 
   async createVolumeFromSnapshot(volume: DriverVolume, snapshot: DriverSnapshot, opts: OperationOptions = {}): Promise<ModelUpdate> {
-    const snapSpec = this.snapshotSpec(snapshot);
-    const { spec } = await this.cloneFrom(volume, snapSpec.split("@")[0], snapSpec, snapshot.volumeSizeGiB, opts);
+    const { image, name } = this.snapshotRef(snapshot);
+    const { spec } = await this.cloneFrom(volume, image, name, snapshot.volumeSizeGiB, opts);
     return { location: spec };
   }
 
@@ -430,16 +451,9 @@ export class RbdDriver implements VolumeDriver {
   }
 
   async inspectSnapshot(snapshot: DriverSnapshot): Promise<Inspection> {
-    const spec = this.snapshotSpec(snapshot);
-    const [image, name] = spec.split("@");
-    try {
-      const snaps = (await this.ceph.rbdJson<SnapInfo[]>(["snap", "ls", image], `list snapshots of ${image}`)) ?? [];
-      const snap = snaps.find((s) => s.name === name);
-      return snap ? { exists: true, sizeBytes: snap.size, sizeGiB: Math.ceil(snap.size / GiB), location: spec } : { exists: false };
-    } catch (err) {
-      if (isNotFound(err)) return { exists: false };
-      throw err;
-    }
+    const { image, name } = this.snapshotRef(snapshot);
+    const snap = await this.findSnapshot(image, name);
+    return snap ? { exists: true, sizeBytes: snap.size, sizeGiB: Math.ceil(snap.size / GiB), location: `${image}@${name}` } : { exists: false };
   }
 
   // ---- connections
@@ -463,10 +477,10 @@ export class RbdDriver implements VolumeDriver {
    */
   async initializeConnection(volume: DriverVolume, protocol: string, connector: Record<string, unknown>, opts: { attachMode: "rw" | "ro" }): Promise<ConnectionInfo> {
     this.validateConnector(protocol, connector);
-    const spec = this.volumeSpec(volume);
+    const { pool, image } = this.imageRef(volume);
+    const spec = `${pool}/${image}`;
     await this.info(spec);
     const monitors = await this.monitors();
-    const [pool, image] = spec.split("/");
     return {
       protocol: "rbd",
       data: {
@@ -500,12 +514,11 @@ export class RbdDriver implements VolumeDriver {
 
   async open(target: OpenTarget, opts: { readOnly: boolean }): Promise<BlockDevice> {
     if (target.kind === "snapshot") {
-      const [image, snapshot] = this.snapshotSpec(target.snapshot).split("@");
-      const [pool, name] = image.split("/");
-      return RbdBlockDevice.open(this.ceph, { pool, image: name, snapshot }, true);
+      const snapshot = target.snapshot;
+      const ref = this.imageRef({ pool: snapshot.pool, id: snapshot.volumeId });
+      return RbdBlockDevice.open(this.ceph, { ...ref, snapshot: this.snapshotRef(snapshot).name }, true);
     }
-    const [pool, image] = this.volumeSpec(target.volume).split("/");
-    return RbdBlockDevice.open(this.ceph, { pool, image }, opts.readOnly);
+    return RbdBlockDevice.open(this.ceph, this.imageRef(target.volume), opts.readOnly);
   }
 
   close(): void {

@@ -1,12 +1,12 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BackendError, InvalidInputError } from "../../util/errors";
 import { newId } from "../../util/ids";
-import { attachLoop, detachLoop, loopBackingFile } from "./loop";
-import { unmountFuse } from "./fuse";
+import { runtimeHome } from "../../util/paths";
+import { detachLoop, loopBackingFile } from "./loop";
+import { attachLoopOrUnmount, unmountFuse } from "./fuse";
 
 // Local attach of an NBD export where the kernel has no nbd module (this machine class):
 // nbdfuse shows the export as a file on a FUSE mount, and a loop device makes that file a
@@ -14,8 +14,7 @@ import { unmountFuse } from "./fuse";
 
 /** Where the FUSE mounts live: one directory per attachment. */
 function mountRoot(): string {
-  const base = process.getuid?.() === 0 ? "/run/kindling" : join(process.env.XDG_RUNTIME_DIR || tmpdir(), "kindling");
-  return join(base, "nbdfuse");
+  return join(runtimeHome(), "nbdfuse");
 }
 
 export async function attachNbd(uri: string, opts: { readOnly: boolean }): Promise<string> {
@@ -46,12 +45,7 @@ async function mountAndLoop(uri: string, opts: { readOnly: boolean }): Promise<s
     rmSync(dir, { recursive: true, force: true });
     throw new BackendError(`nbdfuse could not mount ${uri}: ${failed?.message ?? "timed out"}`, { hint: "is the export served (kindling nbd serve) and /dev/fuse present?" });
   }
-  try {
-    return await attachLoop(file, opts);
-  } catch (err) {
-    await unmount(dir);
-    throw err;
-  }
+  return attachLoopOrUnmount(file, opts, () => unmount(dir));
 }
 
 function unmount(dir: string): Promise<void> {

@@ -1,14 +1,15 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BackendError, InvalidInputError } from "../../util/errors";
 import { newId } from "../../util/ids";
+import { runtimeHome } from "../../util/paths";
 import { run } from "../../util/run";
-import { attachLoop, detachLoop, loopBackingFile, refreshLoopSize } from "./loop";
-import { unmountFuse } from "./fuse";
+import { detachLoop, loopBackingFile, refreshLoopSize } from "./loop";
+import { attachLoopOrUnmount, unmountFuse } from "./fuse";
+import { monHostSetting } from "../../drivers/rbd/ceph";
 
 // Local attach of an `rbd` connection. Where the kernel has the rbd module, `rbd device map`
 // gives a /dev/rbdN. Elsewhere (this machine class) rbd-fuse shows the one image as a file on a
@@ -38,14 +39,13 @@ export function kernelRbdAvailable(): boolean {
 
 /** Where the FUSE mounts live: one directory per attachment, 0700, holding its key file. */
 function mountRoot(): string {
-  const base = process.getuid?.() === 0 ? "/run/kindling" : join(process.env.XDG_RUNTIME_DIR || tmpdir(), "kindling");
-  return join(base, "rbd-fuse");
+  return join(runtimeHome(), "rbd-fuse");
 }
 
 /** A ceph.conf and key file for the tools, in `dir` (0700); the key never goes on a command line. */
 function writeClientFiles(dir: string, d: RbdData): string {
   const conf = join(dir, "ceph.conf");
-  const lines = ["[global]", `mon host = ${d.monitors.join(" ")}`];
+  const lines = ["[global]", `mon host = ${monHostSetting(d.monitors.join(","))}`];
   if (d.key) {
     writeFileSync(join(dir, "key"), d.key, { mode: 0o600 });
     lines.push(`keyfile = ${join(dir, "key")}`);
@@ -99,12 +99,7 @@ async function mountFuse(d: RbdData, opts: { readOnly: boolean }): Promise<strin
   }
   child.stderr?.destroy();
   child.unref();
-  try {
-    return await attachLoop(file, opts);
-  } catch (err) {
-    await unmount(dir);
-    throw err;
-  }
+  return attachLoopOrUnmount(file, opts, () => unmount(dir));
 }
 
 function unmount(dir: string): Promise<void> {

@@ -1,11 +1,11 @@
 import type { Socket } from "node:net";
 import type { ExportSource, ExportTable } from "./exports";
-import { SocketReader } from "./reader";
+import { SocketReader } from "../../util/nbd/reader";
 import { upgrade, type TlsSettings } from "./tls";
 import {
   BASE_ALLOCATION, BASE_ALLOCATION_ID, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, Info, MAX_OPTION_LENGTH,
   MAX_PAYLOAD, MIN_BLOCK, NBDMAGIC, OPTION_REPLY_MAGIC, Option, PREFERRED_BLOCK, Reply,
-} from "./protocol";
+} from "../../util/nbd/protocol";
 
 export interface HandshakeResult {
   /** The connection from here on: the TLS socket after STARTTLS. */

@@ -4,7 +4,7 @@ import { logger } from "../../util/log";
 import { ExportTable, type ExportSource } from "./exports";
 import { handshake } from "./handshake";
 import { Limiter } from "./qos";
-import { SocketReader } from "./reader";
+import { SocketReader } from "../../util/nbd/reader";
 import { Transmission, transmissionFlags } from "./transmission";
 import type { TlsSettings } from "./tls";
 

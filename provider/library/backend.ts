@@ -7,6 +7,10 @@ import type { Persistence } from "../persistence/contract";
 import { persistenceConfigSchema, type PersistenceConfig } from "../persistence/config";
 import type { AnyRecord, VolumeRecord } from "../persistence/records";
 import { InvalidInputError, NotFoundError } from "../util/errors";
+import { logger } from "../util/log";
+import { isNoSpace } from "../persistence/errors";
+import { DEFAULT_LEASE_SETTINGS, type LeaseSettings } from "./lease";
+import { setupOnFirstUse } from "./driver-setup";
 import { isId, nameSchema } from "../util/names";
 import { KeyedMutex } from "../util/locks";
 import { parseInput } from "../util/validate";
@@ -33,6 +37,8 @@ export interface BackendOptions {
   baseDir?: string;
   /** Prefix for field names in errors, e.g. "backends.local". */
   fieldPrefix?: string;
+  /** How long leases last and how long an operation waits for another one (tests shorten them). */
+  leases?: Partial<LeaseSettings>;
 }
 
 export interface ProgressEvent extends Progress {
@@ -60,8 +66,14 @@ export class Backend extends EventEmitter {
   readonly driver: VolumeDriver;
   /** Settings as validated, secrets included: never log this. */
   readonly settings: Readonly<Record<string, unknown>>;
-  /** Serializes operations on one volume or snapshot within this process. */
+  /**
+   * Queues operations on one object within this process, before they take its lease; the lease
+   * (in the records) is what keeps other processes out.
+   */
   readonly locks = new KeyedMutex();
+  readonly leaseSettings: LeaseSettings;
+  /** The store's reserve was spent on a delete and should be put back. */
+  private reserveSpent = false;
   private readonly module: DriverModule<unknown>;
   private readonly persistenceConfig?: PersistenceConfig;
   private persistenceStore?: Persistence;
@@ -84,7 +96,10 @@ export class Backend extends EventEmitter {
     this.driverName = module.driverName;
     const resolved = opts.baseDir ? resolvePaths(driverConfig, module.pathFields, opts.baseDir) : driverConfig;
     this.settings = parseInput(module.configSchema, resolved, prefix) as Record<string, unknown>;
-    this.driver = module.create(this.name, this.settings);
+    // Setup (which may reach a storage cluster) runs when the driver is first needed, so
+    // records-only work (listing, showing records) never waits on the storage.
+    this.driver = setupOnFirstUse(module.create(this.name, this.settings));
+    this.leaseSettings = { ...DEFAULT_LEASE_SETTINGS, ...opts.leases };
     if (persistence !== undefined && !opts.persistence) {
       this.persistenceConfig = parseInput(persistenceConfigSchema, persistence, `${prefix}.persistence`);
     }
@@ -97,19 +112,42 @@ export class Backend extends EventEmitter {
   static async open(config: BackendConfig, opts: BackendOptions = {}): Promise<Backend> {
     const backend = new Backend(config, opts);
     await backend.ready();
+    await backend.driver.setup();
     return backend;
   }
 
-  /** Starts the driver and opens persistence, once. */
+  /** Opens persistence, once; the driver starts on first use (or `driver.setup()`). */
   ready(): Promise<void> {
     this.starting ??= (async () => {
-      await this.driver.setup();
       this.persistenceStore ??= await openPersistence(
         this.persistenceConfig ?? { storage: "sqlite", path: this.module.defaultPersistencePath(this.settings, this.name) },
         { baseDir: this.baseDir },
       );
     })();
     return this.starting;
+  }
+
+  /**
+   * One record write (a compare-and-set). A write of an operation that frees space, failing
+   * because the store's filesystem is full, spends the store's reserve and is tried once more:
+   * a user must always be able to delete to make room.
+   */
+  async writeRecord(attempt: () => Promise<boolean>, opts: { freeing?: boolean } = {}): Promise<boolean> {
+    try {
+      return await attempt();
+    } catch (err) {
+      if (!opts.freeing || !isNoSpace(err) || !(await this.persistence.releaseReserve?.())) throw err;
+      this.reserveSpent = true;
+      logger().warn({ store: this.persistence.location }, "the records store is full; spending its reserve to record a delete");
+      return attempt();
+    }
+  }
+
+  /** Puts the store's reserve back after a delete spent it (where space now allows). */
+  async restoreReserve(): Promise<void> {
+    if (!this.reserveSpent) return;
+    this.reserveSpent = false;
+    await this.persistence.restoreReserve?.();
   }
 
   get persistence(): Persistence {
@@ -119,7 +157,6 @@ export class Backend extends EventEmitter {
 
   /** Cinder-style capacity and capability stats, cached until asked to refresh. */
   async stats(refresh = false): Promise<BackendStats> {
-    await this.ready();
     if (refresh || !this.statsCache) this.statsCache = await this.driver.stats();
     return structuredClone(this.statsCache);
   }
@@ -197,19 +234,19 @@ export class Backend extends EventEmitter {
     return records.map((r) => new Connection(this, r));
   }
 
-  /** A volume by id or by name. */
+  /** A volume by id (in any case) or by name. */
   async getVolume(ref: string): Promise<Volume> {
     await this.ready();
-    const byId = isId(ref) ? await this.persistence.getVolumes({ backend: this.name, id: ref }) : [];
+    const byId = looksLikeId(ref) ? await this.persistence.getVolumes({ backend: this.name, id: ref.toLowerCase() }) : [];
     const found = byId.length ? byId : await this.persistence.getVolumes({ backend: this.name, name: ref });
     if (!found.length) throw new NotFoundError("volume", ref, { hint: `list volumes with \`kindling volume list --backend ${this.name}\`` });
     return new Volume(this, found[0]);
   }
 
-  /** A snapshot by id or by name. */
+  /** A snapshot by id (in any case) or by name. */
   async getSnapshot(ref: string): Promise<Snapshot> {
     await this.ready();
-    const byId = isId(ref) ? await this.persistence.getSnapshots({ backend: this.name, id: ref }) : [];
+    const byId = looksLikeId(ref) ? await this.persistence.getSnapshots({ backend: this.name, id: ref.toLowerCase() }) : [];
     const found = byId.length ? byId : await this.persistence.getSnapshots({ backend: this.name, name: ref });
     if (!found.length) throw new NotFoundError("snapshot", ref, { hint: `list snapshots with \`kindling snapshot list --backend ${this.name}\`` });
     return new Snapshot(this, found[0]);
@@ -278,4 +315,9 @@ function resolvePaths(config: Record<string, unknown>, fields: readonly string[]
     if (value === undefined) delete out[key];
   }
   return out;
+}
+
+/** Ids are lower case in the records; a user may type or paste them in either case. */
+function looksLikeId(ref: string): boolean {
+  return isId(ref.toLowerCase());
 }

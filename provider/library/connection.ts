@@ -1,24 +1,35 @@
-import type { ConnectionInfo, ConnectionRecord } from "../persistence/records";
-import { InvalidInputError } from "../util/errors";
+import { hostname } from "node:os";
+import type { ConnectionInfo, ConnectionRecord, Lease } from "../persistence/records";
+import { InvalidInputError, KindlingError, NotFoundError } from "../util/errors";
 import { newId, now } from "../util/ids";
+import { logger } from "../util/log";
 import { attachLocally, detachLocally, refreshLocalSize } from "../exports/local";
+import { releaseLeftovers } from "../exports/local/leftovers";
 import { isServedProtocol, servedConnectionInfo } from "../exports/protocols";
+import { waitForClaimRelease } from "./export-claims";
+import { Tracked } from "./tracked";
 import type { Backend } from "./backend";
-import { Volume } from "./volume";
+import type { Volume } from "./volume";
 import type { Snapshot } from "./snapshot";
+
+/** How long a disconnect waits for `kindling nbd serve` to close the export's clients. */
+const SERVED_CLOSE_WAIT_MS = 15_000;
 
 /**
  * A volume made reachable for one consumer (cinderlib's Connection). The record keeps the
  * connection info and, when attached on this host, the device path: unlike cinderlib, the
- * local attachment is persisted, so `kindling detach` in a later process finds it.
+ * local attachment is persisted, so `kindling detach` in a later process finds it. A device is
+ * made only while the record exists and holds an "attach" lease, so a crash between the two
+ * leaves a record that says which device to look for, never a device nobody knows of.
  */
-export class Connection {
-  constructor(
-    readonly backend: Backend,
-    private record: ConnectionRecord,
-  ) {}
+export class Connection extends Tracked<"connection"> {
+  protected readonly kind = "connection";
+  private removed = false;
 
-  get id(): string { return this.record.id; }
+  constructor(backend: Backend, record: ConnectionRecord) {
+    super(backend, record);
+  }
+
   get volumeId(): string { return this.record.volumeId; }
   get snapshotId(): string | undefined { return this.record.snapshotId; }
   get protocol(): string { return this.record.protocol; }
@@ -27,21 +38,39 @@ export class Connection {
   get connectionInfo(): ConnectionInfo { return revealSecrets(this.record.connectionInfo, this.backend.driver.connectionSecrets?.() ?? {}); }
   get attachMode(): "rw" | "ro" { return this.record.attachMode; }
   get devicePath(): string | undefined { return this.record.devicePath; }
-  /** A device exists on this host for it. */
+  get attachedHost(): string | undefined { return this.record.attachedHost; }
+  /** A device exists for it (on the host that attached it). */
   get attached(): boolean { return this.record.devicePath !== undefined; }
+  /** A device exists for it on this host. */
+  get attachedHere(): boolean { return this.attached && (this.record.attachedHost ?? hostname()) === hostname(); }
   get createdAt(): string { return this.record.createdAt; }
+  get gone(): boolean { return this.removed; }
 
-  /** Asks the driver for connection info and records the connection (the volume is locked). */
+  protected describe(): string {
+    return `connection ${this.id} of volume ${this.volumeId}`;
+  }
+  protected notFound(): KindlingError {
+    return new NotFoundError("connection", this.id, { hint: "it was disconnected" });
+  }
+  protected interrupted(): boolean {
+    return false;
+  }
+  protected markGone(): void {
+    this.removed = true;
+  }
+
+  /**
+   * Asks the driver for connection info and records the connection (the caller holds the
+   * volume's lease). With `attaching`, the record is written holding an "attach" lease and the
+   * device is made under it.
+   */
   static async build(
     volume: Volume,
     protocol: string,
     connector: Record<string, unknown>,
-    opts: { attachMode?: "rw" | "ro"; attachedHost?: string },
+    opts: { attachMode?: "rw" | "ro"; attachedHost?: string; attaching?: boolean },
   ): Promise<Connection> {
     const backend = volume.backend;
-    if (volume.status !== "available" && volume.status !== "in-use") {
-      throw new InvalidInputError("volume", `volume ${volume.name} is ${volume.status}; only available or in-use volumes can be connected`);
-    }
     const attachMode = opts.attachMode ?? "rw";
     const info = isServedProtocol(protocol)
       ? servedConnectionInfo(protocol, volume.id, attachMode, volume.qosSpecs)
@@ -59,18 +88,28 @@ export class Connection {
       createdAt: now(),
       updatedAt: now(),
     };
+    const connection = new Connection(backend, record);
     try {
-      await backend.persistence.setConnection(record);
-      await volume.connectionsChanged();
+      if (opts.attaching) {
+        await connection.created("attach", async () => {
+          try {
+            await connection.deviceUnderLease();
+          } catch (err) {
+            await connection.forget();
+            throw err;
+          }
+        });
+      } else {
+        await connection.insert();
+      }
     } catch (err) {
       if (!isServedProtocol(protocol)) await backend.driver.terminateConnection(volume.toDriver(), protocol, connector).catch(() => undefined);
-      await backend.persistence.deleteConnection(record.id).catch(() => undefined);
       throw err;
     }
-    return new Connection(backend, record);
+    return connection;
   }
 
-  /** Exports a snapshot, read-only, over a protocol kindling serves itself (nbd). */
+  /** Exports a snapshot, read-only, over a protocol kindling serves itself (nbd). The caller holds the snapshot's lease. */
   static async buildForSnapshot(snapshot: Snapshot, protocol: string, connector: Record<string, unknown>): Promise<Connection> {
     const backend = snapshot.backend;
     if (!isServedProtocol(protocol)) throw new InvalidInputError("protocol", `snapshots are exported over nbd only, not ${JSON.stringify(protocol)}`);
@@ -88,25 +127,36 @@ export class Connection {
       createdAt: now(),
       updatedAt: now(),
     };
-    await backend.persistence.setConnection(record);
-    return new Connection(backend, record);
-  }
-
-  private async change(fields: Partial<ConnectionRecord>): Promise<void> {
-    this.record = { ...this.record, ...fields, updatedAt: now() };
-    await this.backend.persistence.setConnection(this.record);
+    const connection = new Connection(backend, record);
+    await connection.insert();
+    return connection;
   }
 
   async save(): Promise<void> {
     await this.backend.persistence.setConnection(this.record);
   }
 
-  /** Gives this host a block device for the connection. */
+  /**
+   * Gives this host a block device for the connection. Library callers go through
+   * `Volume.attach()` or this method; either way the volume's lease is held for the check that
+   * no other connection of the volume is attached here.
+   */
   async attach(): Promise<string> {
     if (this.record.devicePath) throw new InvalidInputError("connection", `already attached at ${this.record.devicePath}`);
-    const device = await attachLocally(this.connectionInfo, { readOnly: this.attachMode === "ro" });
+    const volume = await this.backend.getVolume(this.volumeId);
+    return volume.attachConnection(this);
+  }
+
+  /** Makes the device, holding this connection's "attach" lease (Volume holds the volume's). */
+  async makeDevice(): Promise<string> {
+    return this.leased("attach", () => this.deviceUnderLease());
+  }
+
+  private async deviceUnderLease(): Promise<string> {
+    if (this.record.devicePath) throw new InvalidInputError("connection", `already attached at ${this.record.devicePath}`);
+    const device = await attachLocally(this.connectionInfo, { readOnly: this.attachMode === "ro", name: this.id });
     try {
-      await this.change({ devicePath: device });
+      await this.change({ devicePath: device, attachedHost: hostname() }, { release: true });
     } catch (err) {
       await detachLocally(this.connectionInfo, device).catch(() => undefined);
       throw err;
@@ -116,19 +166,12 @@ export class Connection {
 
   /** Releases the local device; the connection stays until `disconnect()`. */
   async detach(): Promise<void> {
-    // Re-read first: another handle or process may have detached or disconnected it meanwhile,
-    // and writing this stale record back would revive a connection that is gone (after which
-    // the volume could never be deleted).
-    const [current] = await this.backend.persistence.getConnections({ id: this.id });
-    if (!current) {
-      this.record = { ...this.record, devicePath: undefined };
-      return;
-    }
-    this.record = current;
-    const device = this.record.devicePath;
-    if (!device) return;
-    await detachLocally(this.connectionInfo, device);
-    await this.change({ devicePath: undefined });
+    await this.leased("detach", async () => {
+      const device = this.record.devicePath;
+      if (!device) return;
+      await detachLocally(this.connectionInfo, device);
+      await this.change({ devicePath: undefined });
+    }, { ifGone: () => undefined, freeing: true });
   }
 
   /** After the volume grew: the attached device shows the new size. */
@@ -138,14 +181,59 @@ export class Connection {
 
   /** Ends the connection, releasing a local device first so none is leaked. */
   async disconnect(): Promise<void> {
-    await this.backend.locks.run(this.volumeId, async () => {
-      await this.detach();
-      const [record] = await this.backend.persistence.getVolumes({ id: this.volumeId });
-      const volume = record && new Volume(this.backend, record);
-      if (volume && !isServedProtocol(this.protocol)) await this.backend.driver.terminateConnection(volume.toDriver(), this.protocol, this.record.connector);
-      await this.backend.persistence.deleteConnection(this.id);
-      if (volume) await volume.connectionsChanged();
-    });
+    const volume = await this.backend.getVolume(this.volumeId).catch((err) => (err instanceof NotFoundError ? undefined : Promise.reject(err)));
+    if (volume) await volume.disconnect(this);
+    else await this.end();
+  }
+
+  /**
+   * Detaches, tells the driver, removes the record (Volume.disconnect calls it holding the
+   * volume's lease). For an NBD export it then waits until the server has closed the export's
+   * clients, so nothing writes to the volume once this returns.
+   */
+  async end(): Promise<void> {
+    await this.leased("disconnect", () => this.finishEnding(), { ifGone: () => undefined, freeing: true });
+  }
+
+  private async finishEnding(): Promise<void> {
+    const device = this.record.devicePath;
+    if (device && this.attachedHere) await detachLocally(this.connectionInfo, device);
+    if (!isServedProtocol(this.protocol)) {
+      const [v] = await this.backend.persistence.getVolumes({ id: this.volumeId });
+      if (v) await this.backend.driver.terminateConnection({ id: v.id, pool: v.pool, sizeGiB: v.sizeGiB, extraSpecs: v.extraSpecs, qosSpecs: v.qosSpecs, location: v.location, sourceVolumeId: v.sourceVolumeId }, this.protocol, this.record.connector);
+    }
+    await this.forget();
+    if (isServedProtocol(this.protocol) && !(await waitForClaimRelease(this.backend.persistence, this.id, SERVED_CLOSE_WAIT_MS))) {
+      logger().warn({ connection: this.id }, "the NBD server has not closed this export's clients yet; the volume cannot be deleted until it does");
+    }
+  }
+
+  /**
+   * True when the connection is still there once what a dead holder left is repaired (an
+   * attach that died before recording its device, a disconnect that died half way).
+   */
+  async settle(): Promise<boolean> {
+    if (!this.busy?.stale) return true;
+    return this.leased("repair", async () => true, { ifGone: () => false });
+  }
+
+  protected async repair(previous: ConnectionRecord, lease: Lease | undefined): Promise<"kept" | "gone"> {
+    if (lease?.operation === "attach" || lease?.operation === "disconnect") {
+      const here = !lease.owner || lease.owner.host === hostname();
+      if (here) {
+        // Devices the other connections of the volume record are theirs; anything else made
+        // for this one (a loop device, a FUSE mount named by its id) goes.
+        const others = (await this.backend.persistence.getConnections({ volumeId: previous.volumeId }))
+          .filter((c) => c.id !== previous.id && c.devicePath).map((c) => c.devicePath as string);
+        await releaseLeftovers(this.connectionInfo, this.id, others);
+      } else {
+        logger().warn({ connection: this.id, host: lease.owner.host }, "removing a connection whose attach on another host was interrupted; devices there are not released from here");
+      }
+      this.record = { ...this.record, devicePath: undefined };
+      await this.finishEnding();
+      return "gone";
+    }
+    return "kept";
   }
 
   /** The record as plain JSON (what persistence stores and Pulumi state carries). */

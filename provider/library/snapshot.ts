@@ -1,9 +1,12 @@
 import type { BlockDevice, DriverSnapshot, Inspection, Progress } from "../drivers/contract";
-import type { SnapshotRecord, SnapshotStatus, VolumeRecord } from "../persistence/records";
-import { ConflictError, InUseError, InvalidInputError, KindlingError, NotFoundError } from "../util/errors";
+import type { Lease, SnapshotRecord, SnapshotStatus, VolumeRecord } from "../persistence/records";
+import { InUseError, InvalidInputError, KindlingError, NotFoundError } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { settleFailedCreate } from "./rollback";
 import { parseInput } from "../util/validate";
+import { liveClaims } from "./export-claims";
+import { describeProcess } from "../util/owner";
+import { Tracked } from "./tracked";
 import type { Backend } from "./backend";
 import { updateSnapshotSchema, volumeFromSnapshotSchema, type CreateSnapshotOptions, type UpdateSnapshotOptions, type VolumeFromSnapshotOptions } from "./schemas";
 import { Volume } from "./volume";
@@ -11,14 +14,14 @@ import { Connection } from "./connection";
 
 type ProgressOpts = { onProgress?: (p: Progress) => void };
 
-/** A point-in-time copy of a volume (cinderlib's Snapshot). */
-export class Snapshot {
-  constructor(
-    readonly backend: Backend,
-    private record: SnapshotRecord,
-  ) {}
+/** A point-in-time copy of a volume (cinderlib's Snapshot). Operations hold its lease, as volumes' do. */
+export class Snapshot extends Tracked<"snapshot"> {
+  protected readonly kind = "snapshot";
 
-  get id(): string { return this.record.id; }
+  constructor(backend: Backend, record: SnapshotRecord) {
+    super(backend, record);
+  }
+
   get name(): string { return this.record.name; }
   get description(): string { return this.record.description; }
   get volumeId(): string { return this.record.volumeId; }
@@ -29,13 +32,27 @@ export class Snapshot {
   get location(): string | undefined { return this.record.location; }
   get createdAt(): string { return this.record.createdAt; }
   get deleted(): boolean { return this.record.status === "deleted"; }
+  get gone(): boolean { return this.deleted; }
+
+  protected describe(): string {
+    return `snapshot ${this.name}`;
+  }
+  protected notFound(): KindlingError {
+    return new NotFoundError("snapshot", this.name === this.id ? this.id : this.name, { hint: "it was deleted" });
+  }
+  protected interrupted(record: SnapshotRecord): boolean {
+    return record.status === "creating" || record.status === "deleting";
+  }
+  protected markGone(): void {
+    this.record = { ...this.record, status: "deleted", lease: undefined };
+  }
 
   toDriver(): DriverSnapshot {
     const r = this.record;
     return { id: r.id, volumeId: r.volumeId, volumeSizeGiB: r.volumeSizeGiB, pool: r.pool, location: r.location };
   }
 
-  /** Takes a snapshot of `volume` (the caller holds the volume's lock). Same rollback as volumes. */
+  /** Takes a snapshot of `volume` (the caller holds the volume's lease). Same rollback as volumes. */
   static async build(volume: Volume, input: CreateSnapshotOptions, opts: ProgressOpts): Promise<Snapshot> {
     const backend = volume.backend;
     const id = input.id ?? newId();
@@ -54,49 +71,44 @@ export class Snapshot {
       updatedAt: now(),
     };
     const snapshot = new Snapshot(backend, record);
-    // As for volumes: a taken id would overwrite that snapshot's record and lose its file.
-    if ((await backend.persistence.getSnapshots({ id })).length) {
-      throw new ConflictError(`a snapshot with id ${id} already exists`, { field: "id", hint: "choose another id, or leave it out to get a new one" });
-    }
-    await backend.persistence.setSnapshot(record);
-    try {
-      const update = await backend.driver.createSnapshot(snapshot.toDriver(), volume.toDriver(), backend.progressFor("snapshot", id, opts.onProgress));
-      await snapshot.change({ status: "available", location: update.location });
-      return snapshot;
-    } catch (err) {
-      await settleFailedCreate("snapshot", id, {
-        inspect: () => backend.driver.inspectSnapshot(snapshot.toDriver()),
-        forget: () => backend.persistence.deleteSnapshot(id),
-        markError: () => snapshot.change({ status: "error" }),
-      });
-      throw err;
-    }
+    await snapshot.created("create", async () => {
+      try {
+        const update = await backend.driver.createSnapshot(snapshot.toDriver(), volume.toDriver(), backend.progressFor("snapshot", id, opts.onProgress));
+        await snapshot.change({ status: "available", location: update.location }, { release: true });
+      } catch (err) {
+        await settleFailedCreate("snapshot", id, {
+          inspect: () => backend.driver.inspectSnapshot(snapshot.toDriver()),
+          forget: () => snapshot.forget(),
+          markError: () => snapshot.change({ status: "error" }),
+        });
+        throw err;
+      }
+    });
+    return snapshot;
   }
 
-  private async change(fields: Partial<SnapshotRecord>): Promise<void> {
-    this.record = { ...this.record, ...fields, updatedAt: now() };
-    await this.backend.persistence.setSnapshot(this.record);
+  /** A snapshot whose creation or deletion a crash interrupted is removed: it was never whole. */
+  protected async repair(previous: SnapshotRecord, _lease: Lease | undefined): Promise<"kept" | "gone"> {
+    if (previous.status === "creating" || previous.status === "deleting") {
+      await this.backend.driver.deleteSnapshot(this.toDriver());
+      await this.forget();
+      return "gone";
+    }
+    return "kept";
+  }
+
+  /**
+   * True when the snapshot is still there once what a dead holder left is repaired. Used where
+   * a decision counts snapshots (a volume's delete), so a half-made one never blocks it forever.
+   */
+  async settle(): Promise<boolean> {
+    const busy = this.busy;
+    if (!(busy ? busy.stale : this.interrupted(this.record))) return true;
+    return this.leased("repair", async () => true, { ifGone: () => false });
   }
 
   async save(): Promise<void> {
     await this.backend.persistence.setSnapshot(this.record);
-  }
-
-  async refresh(): Promise<this> {
-    const [found] = await this.backend.persistence.getSnapshots({ id: this.id });
-    this.record = found ?? { ...this.record, status: "deleted" };
-    return this;
-  }
-
-  private lock<T>(work: () => Promise<T>, opts: { allowDeleted?: boolean } = {}): Promise<T> {
-    return this.backend.locks.run(this.id, async () => {
-      await this.refresh();
-      // As for volumes: a stale handle must not write a deleted snapshot's record back.
-      if (this.status === "deleted" && !opts.allowDeleted) {
-        throw new NotFoundError("snapshot", this.id, { hint: "it was deleted" });
-      }
-      return work();
-    });
   }
 
   async volume(): Promise<Volume> {
@@ -106,7 +118,7 @@ export class Snapshot {
   /** Exports the snapshot read-only over nbd (served by `kindling nbd serve`). */
   async connect(protocol: string, connector: Record<string, unknown> = {}): Promise<Connection> {
     this.backend.validateConnector(protocol, connector);
-    return this.lock(() => Connection.buildForSnapshot(this, protocol, connector));
+    return this.leased("connect", async () => Connection.buildForSnapshot(this, protocol, connector));
   }
 
   async connections(): Promise<Connection[]> {
@@ -119,30 +131,34 @@ export class Snapshot {
 
   /** Deletes the snapshot (refused while exported); deleting twice is fine. */
   async delete(): Promise<void> {
-    await this.lock(async () => {
+    await this.leased("delete", async () => {
       const exported = await this.connections();
       if (exported.length) throw new InUseError(`snapshot ${this.name} is exported (${exported.map((c) => c.protocol).join(", ")})`, { hint: "disconnect it first" });
+      const served = await liveClaims(this.backend.persistence, { snapshotId: this.id });
+      if (served.length) {
+        throw new InUseError(`snapshot ${this.name} is still served over NBD by ${served.map((c) => describeProcess(c.owner)).join(", ")}`, {
+          hint: "its server closes the export within a second of `kindling disconnect`; try again then",
+        });
+      }
       const previous = this.status;
-      const existed = previous !== "deleted";
-      if (existed) await this.change({ status: "deleting" });
+      await this.change({ status: "deleting" });
       try {
         await this.backend.driver.deleteSnapshot(this.toDriver());
       } catch (err) {
         // A refusal (clones depend on it, something holds it open) changed nothing: the object
         // stays usable. Anything else may have removed part of it.
         const refused = err instanceof KindlingError && err.code === "IN_USE";
-        if (existed) await this.change({ status: refused ? previous : "error_deleting" });
+        await this.change({ status: refused ? previous : "error_deleting" });
         throw err;
       }
-      await this.backend.persistence.deleteSnapshot(this.id);
-      this.record = { ...this.record, status: "deleted", updatedAt: now() };
-    }, { allowDeleted: true });
+      await this.forget();
+    }, { ifGone: () => undefined, freeing: true });
   }
 
   /** A new volume holding the data as it was when the snapshot was taken. */
   async createVolume(options: VolumeFromSnapshotOptions = {}, opts: ProgressOpts = {}): Promise<Volume> {
     const input = parseInput(volumeFromSnapshotSchema, options);
-    return this.lock(async () => {
+    return this.leased("create-volume", async () => {
       if (this.status !== "available") throw new InvalidInputError("snapshot", `snapshot ${this.name} is ${this.status}, not available`);
       const sizeGiB = input.sizeGiB ?? this.volumeSizeGiB;
       if (sizeGiB < this.volumeSizeGiB) throw new InvalidInputError("sizeGiB", `must be at least the snapshot's size (${this.volumeSizeGiB} GiB)`);
@@ -175,7 +191,7 @@ export class Snapshot {
   /** Changes the name, description or metadata; the data never changes. */
   async update(options: UpdateSnapshotOptions): Promise<void> {
     const input = parseInput(updateSnapshotSchema, options);
-    await this.lock(() => this.change(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined))));
+    await this.leased("update", () => this.change(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) as Partial<SnapshotRecord>));
   }
 
   async inspect(): Promise<Inspection> {

@@ -1,12 +1,17 @@
 import type { BlockDevice, DriverVolume, Inspection, ModelUpdate, Progress } from "../drivers/contract";
-import type { VolumeRecord, VolumeStatus } from "../persistence/records";
-import { ConflictError, InUseError, InvalidInputError, KindlingError, NotFoundError } from "../util/errors";
+import type { ConnectionInfo, Lease, VolumeRecord, VolumeStatus } from "../persistence/records";
+import { InUseError, InvalidInputError, KindlingError, NotFoundError } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { parseInput } from "../util/validate";
 import { sizeGiBSchema } from "../util/names";
 import { GiB } from "../util/sizes";
+import { logger } from "../util/log";
 import { localConnector, refreshLocalSize } from "../exports/local";
+import { devicesBacking, releaseLeftovers } from "../exports/local/leftovers";
+import { liveClaims } from "./export-claims";
+import { describeProcess } from "../util/owner";
 import { settleFailedCreate } from "./rollback";
+import { Tracked } from "./tracked";
 import type { Backend } from "./backend";
 import {
   cloneVolumeSchema, connectOptionsSchema, connectorSchema, createSnapshotSchema, updateVolumeSchema,
@@ -17,18 +22,23 @@ import { Connection } from "./connection";
 
 type ProgressOpts = { onProgress?: (p: Progress) => void };
 
+/** Statuses in which a volume's data is whole and settled: it may be copied, connected, grown. */
+const USABLE: readonly VolumeStatus[] = ["available", "in-use"];
+
 /**
  * A volume on a backend (cinderlib's Volume). Holds its record; every change is written to
  * persistence before the method returns. Statuses follow cinderlib: creating -> available,
- * in-use while connected, extending, deleting -> deleted, error, error_deleting.
+ * in-use while connected, extending, deleting -> deleted, error, error_deleting. Each operation
+ * holds the volume's lease (see Tracked), so operations from different processes on one volume
+ * run one after the other, and one that a crash interrupted is finished or rolled back first.
  */
-export class Volume {
-  constructor(
-    readonly backend: Backend,
-    private record: VolumeRecord,
-  ) {}
+export class Volume extends Tracked<"volume"> {
+  protected readonly kind = "volume";
 
-  get id(): string { return this.record.id; }
+  constructor(backend: Backend, record: VolumeRecord) {
+    super(backend, record);
+  }
+
   get name(): string { return this.record.name; }
   get description(): string { return this.record.description; }
   get sizeGiB(): number { return this.record.sizeGiB; }
@@ -42,6 +52,20 @@ export class Volume {
   get location(): string | undefined { return this.record.location; }
   get createdAt(): string { return this.record.createdAt; }
   get deleted(): boolean { return this.record.status === "deleted"; }
+  get gone(): boolean { return this.deleted; }
+
+  protected describe(): string {
+    return `volume ${this.name}`;
+  }
+  protected notFound(): KindlingError {
+    return new NotFoundError("volume", this.name === this.id ? this.id : this.name, { hint: "it was deleted" });
+  }
+  protected interrupted(record: VolumeRecord): boolean {
+    return record.status === "creating" || record.status === "extending" || record.status === "deleting";
+  }
+  protected markGone(): void {
+    this.record = { ...this.record, status: "deleted", lease: undefined };
+  }
 
   /** What the driver needs to know of this volume. */
   toDriver(): DriverVolume {
@@ -49,57 +73,58 @@ export class Volume {
     return { id: r.id, pool: r.pool, sizeGiB: r.sizeGiB, extraSpecs: { ...r.extraSpecs }, qosSpecs: { ...r.qosSpecs }, location: r.location, sourceVolumeId: r.sourceVolumeId };
   }
 
-  /** Records a new volume as "creating", runs the driver's create-like call, marks it available. */
+  /**
+   * Records a new volume as "creating" (holding its lease), runs the driver's create-like call,
+   * marks it available. A caller-chosen id already in use is refused before anything is made.
+   */
   static async build(backend: Backend, record: VolumeRecord, create: (v: DriverVolume) => Promise<ModelUpdate>): Promise<Volume> {
     const volume = new Volume(backend, record);
-    // A caller-chosen id already in use must be refused here: setVolume replaces by id, so the
-    // other volume's record would be overwritten, and the rollback below (seeing no new file)
-    // would forget it, or worse, the driver's cleanup would remove its file.
-    if ((await backend.persistence.getVolumes({ id: record.id })).length) {
-      throw new ConflictError(`a volume with id ${record.id} already exists`, { field: "id", hint: "choose another id, or leave it out to get a new one" });
-    }
-    await backend.persistence.setVolume(record);
-    try {
-      const update = await create(volume.toDriver());
-      await volume.change({ status: "available", location: update.location ?? record.location });
-      return volume;
-    } catch (err) {
-      await settleFailedCreate("volume", record.id, {
-        inspect: () => backend.driver.inspect(volume.toDriver()),
-        forget: () => backend.persistence.deleteVolume(record.id),
-        markError: () => volume.change({ status: "error" }),
-      });
-      throw err;
-    }
+    await volume.created("create", async () => {
+      try {
+        const update = await create(volume.toDriver());
+        await volume.change({ status: "available", location: update.location ?? record.location }, { release: true });
+      } catch (err) {
+        await settleFailedCreate("volume", record.id, {
+          inspect: () => backend.driver.inspect(volume.toDriver()),
+          forget: () => volume.forget(),
+          markError: () => volume.change({ status: "error" }),
+        });
+        throw err;
+      }
+    });
+    return volume;
   }
 
-  private async change(fields: Partial<VolumeRecord>): Promise<void> {
-    this.record = { ...this.record, ...fields, updatedAt: now() };
-    await this.backend.persistence.setVolume(this.record);
+  /** A dead holder's operation, finished or rolled back from what the backend holds. */
+  protected async repair(previous: VolumeRecord, lease: Lease | undefined): Promise<"kept" | "gone"> {
+    if (previous.status === "creating" || previous.status === "deleting") {
+      // A create never finished is undone (the object was never available to anyone); a
+      // delete never finished is completed. Either way the storage goes, then the record.
+      await this.backend.driver.deleteVolume(this.toDriver());
+      await this.forget();
+      return "gone";
+    }
+    if (previous.status === "extending") {
+      const back = previous.previousStatus && USABLE.includes(previous.previousStatus) ? previous.previousStatus : "available";
+      const wanted = typeof lease?.intent?.sizeGiB === "number" ? lease.intent.sizeGiB : (await this.inspect()).sizeGiB;
+      if (wanted !== undefined && wanted > previous.sizeGiB) {
+        try {
+          // Finishes the grow and any preallocation the dead holder did not get to.
+          await this.backend.driver.extendVolume(this.toDriver(), wanted);
+          await this.change({ sizeGiB: wanted, status: back, previousStatus: undefined });
+          return "kept";
+        } catch (err) {
+          logger().warn({ volume: this.id, err: (err as Error).message }, "could not finish an interrupted extend; the volume keeps its recorded size");
+        }
+      }
+      await this.change({ status: back, previousStatus: undefined });
+    }
+    return "kept";
   }
 
   /** Writes this object's record to persistence (used by `load(..., { save: true })`). */
   async save(): Promise<void> {
     await this.backend.persistence.setVolume(this.record);
-  }
-
-  /** Re-reads the record from persistence; a volume deleted elsewhere reads as deleted. */
-  async refresh(): Promise<this> {
-    const [found] = await this.backend.persistence.getVolumes({ id: this.id });
-    this.record = found ?? { ...this.record, status: "deleted" };
-    return this;
-  }
-
-  private lock<T>(work: () => Promise<T>, opts: { allowDeleted?: boolean } = {}): Promise<T> {
-    return this.backend.locks.run(this.id, async () => {
-      await this.refresh();
-      // A handle to a volume deleted meanwhile (through another handle or process): going on
-      // would write its record again, a "deleted" ghost that backend.volumes() lists forever.
-      if (this.status === "deleted" && !opts.allowDeleted) {
-        throw new NotFoundError("volume", this.id, { hint: "it was deleted" });
-      }
-      return work();
-    });
   }
 
   async snapshots(): Promise<Snapshot[]> {
@@ -110,44 +135,69 @@ export class Volume {
     return this.backend.connections(this.id);
   }
 
-  /** The connection that holds a device on this host, if any. */
-  async localAttachment(): Promise<Connection | undefined> {
-    return (await this.connections()).find((c) => c.attached);
+  /** The connections, once any a dead holder left half made are settled. */
+  private async settledConnections(): Promise<Connection[]> {
+    const out: Connection[] = [];
+    for (const connection of await this.connections()) {
+      if (await connection.settle()) out.push(connection);
+    }
+    return out;
   }
 
-  /** Deletes the volume; refused while it has snapshots or connections. Deleting twice is fine. */
+  /** The connection that holds a device on this host, if any. */
+  async localAttachment(): Promise<Connection | undefined> {
+    return (await this.connections()).find((c) => c.attachedHere);
+  }
+
+  private requireUsable(doing: string): void {
+    if (!USABLE.includes(this.status)) {
+      throw new InvalidInputError("volume", `volume ${this.name} is ${this.status}; only available or in-use volumes can be ${doing}`, {
+        hint: this.status === "error" ? "delete it and make it again" : undefined,
+      });
+    }
+  }
+
+  /** Deletes the volume; refused while it has snapshots, connections or live exports. Deleting twice is fine. */
   async delete(): Promise<void> {
-    await this.lock(async () => {
-      const snapshots = await this.snapshots();
+    await this.leased("delete", async () => {
+      const snapshots: Snapshot[] = [];
+      for (const snapshot of await this.snapshots()) if (await snapshot.settle()) snapshots.push(snapshot);
       if (snapshots.length) {
         throw new InUseError(`volume ${this.name} has ${snapshots.length} snapshot(s): ${snapshots.map((s) => s.name).join(", ")}`, { hint: "delete them first" });
       }
-      const connections = await this.connections();
+      const connections = await this.settledConnections();
       if (connections.length) {
         const where = connections.map((c) => c.devicePath ?? c.protocol).join(", ");
-        throw new InUseError(`volume ${this.name} is connected (${where})`, { hint: `detach or disconnect it first (\`kindling detach ${this.name}\`)` });
+        throw new InUseError(`volume ${this.name} is connected (${where})`, { hint: `disconnect it first: \`kindling disconnect ${this.name}\` releases its devices and connections` });
       }
+      const served = await liveClaims(this.backend.persistence, { volumeId: this.id });
+      if (served.length) {
+        throw new InUseError(`volume ${this.name} is still served over NBD by ${served.map((c) => describeProcess(c.owner)).join(", ")}`, {
+          hint: "its server closes the export within a second of `kindling disconnect`; try again then",
+        });
+      }
+      // A device left by a crashed attach would keep the file's blocks (and its data) alive.
+      if (this.backend.driver.attachProtocol) await this.releaseDevices([]);
       const previous = this.status;
-      const existed = previous !== "deleted";
-      if (existed) await this.change({ status: "deleting" });
+      await this.change({ status: "deleting" });
       try {
         await this.backend.driver.deleteVolume(this.toDriver());
       } catch (err) {
         // A refusal (clones depend on it, something holds it open) changed nothing: the object
         // stays usable. Anything else may have removed part of it.
         const refused = err instanceof KindlingError && err.code === "IN_USE";
-        if (existed) await this.change({ status: refused ? previous : "error_deleting" });
+        await this.change({ status: refused ? previous : "error_deleting" });
         throw err;
       }
-      await this.backend.persistence.deleteVolume(this.id);
-      this.record = { ...this.record, status: "deleted", updatedAt: now() };
-    }, { allowDeleted: true });
+      await this.forget();
+    }, { ifGone: () => undefined, freeing: true });
   }
 
   /** Grows the volume (never shrinks). An attached device shows the new size. Returns bytes. */
   async extend(sizeGiB: number): Promise<number> {
-    return this.lock(async () => {
-      const size = parseInput(sizeGiBSchema, sizeGiB, "sizeGiB");
+    const size = parseInput(sizeGiBSchema, sizeGiB, "sizeGiB");
+    return this.leased("extend", async () => {
+      this.requireUsable("extended");
       if (size <= this.sizeGiB) {
         throw new InvalidInputError("sizeGiB", `must be larger than the current size (${this.sizeGiB} GiB); volumes only grow`);
       }
@@ -165,7 +215,7 @@ export class Volume {
         if (connection.devicePath) await refreshLocalSize(connection.connectionInfo, connection.devicePath);
       }
       return size * GiB;
-    });
+    }, { intent: { sizeGiB: size } });
   }
 
   /** Changes what can change in place: name, description, metadata, QoS and extra specs. */
@@ -173,33 +223,35 @@ export class Volume {
     const input = parseInput(updateVolumeSchema, options);
     if (input.qosSpecs) this.backend.driver.validateQosSpecs(input.qosSpecs);
     if (input.extraSpecs) this.backend.driver.validateExtraSpecs(input.extraSpecs);
-    await this.lock(async () => {
+    await this.leased("update", async () => {
       // Limits enforced by the storage change there first: the record never claims what is not so.
       if (input.qosSpecs && this.backend.driver.applyQos) await this.backend.driver.applyQos(this.toDriver(), input.qosSpecs);
-      await this.change(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)));
+      await this.change(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) as Partial<VolumeRecord>);
     });
   }
 
   /** A new volume with this one's data, specs and pool; it may be larger. */
   async clone(options: CloneVolumeOptions = {}, opts: ProgressOpts = {}): Promise<Volume> {
     const input = parseInput(cloneVolumeSchema, options);
-    return this.lock(async () => {
+    return this.leased("clone", async () => {
+      this.requireUsable("cloned");
       const sizeGiB = input.sizeGiB ?? this.sizeGiB;
       if (sizeGiB < this.sizeGiB) throw new InvalidInputError("sizeGiB", `must be at least the source's size (${this.sizeGiB} GiB)`);
       await this.backend.checkPlacement(this.pool, sizeGiB);
       const id = input.id ?? newId();
       const record: VolumeRecord = {
-        ...this.record,
+        class: "Volume",
         id,
         name: input.name ?? id,
         description: input.description ?? this.description,
-        metadata: input.metadata ?? this.metadata,
+        backend: this.backend.name,
+        pool: this.pool,
         sizeGiB,
         status: "creating",
-        previousStatus: undefined,
+        extraSpecs: this.extraSpecs,
+        qosSpecs: this.qosSpecs,
+        metadata: input.metadata ?? this.metadata,
         sourceVolumeId: this.id,
-        snapshotId: undefined,
-        location: undefined,
         createdAt: now(),
         updatedAt: now(),
       };
@@ -210,7 +262,10 @@ export class Volume {
 
   async createSnapshot(options: CreateSnapshotOptions = {}, opts: ProgressOpts = {}): Promise<Snapshot> {
     const input = parseInput(createSnapshotSchema, options);
-    return this.lock(() => Snapshot.build(this, input, opts));
+    return this.leased("snapshot", async () => {
+      this.requireUsable("snapshotted");
+      return Snapshot.build(this, input, opts);
+    });
   }
 
   /** Makes the volume reachable over `protocol` for the consumer `connector` describes. */
@@ -218,60 +273,106 @@ export class Volume {
     const parsedConnector = parseInput(connectorSchema, connector, "connector");
     const input = parseInput(connectOptionsSchema, options);
     this.backend.validateConnector(protocol, parsedConnector);
-    return this.lock(() => Connection.build(this, protocol, parsedConnector, input));
+    return this.leased("connect", async () => {
+      this.requireUsable("connected");
+      const connection = await Connection.build(this, protocol, parsedConnector, input);
+      await this.connectionsChanged();
+      return connection;
+    });
   }
 
-  /** Called by Connection when the set of connections changed. */
-  async connectionsChanged(): Promise<void> {
+  /** Called, holding the lease, when the set of connections changed. */
+  private async connectionsChanged(): Promise<void> {
     // Exports of the volume's snapshots do not make the volume itself in use.
     const count = (await this.connections()).filter((c) => !c.snapshotId).length;
     const status: VolumeStatus = count ? "in-use" : "available";
-    if (this.status !== status && (this.status === "available" || this.status === "in-use")) await this.change({ status });
+    if (this.status !== status && USABLE.includes(this.status)) await this.change({ status });
   }
 
   /** Removes one connection, or all of them (detaching first where attached). */
   async disconnect(connection?: Connection): Promise<void> {
-    const targets = connection ? [connection] : await this.connections();
-    for (const c of targets) await c.disconnect();
+    await this.leased("disconnect", async () => {
+      const targets = connection ? [connection] : await this.settledConnections();
+      for (const c of targets) await c.end();
+      // A device a crash left without a record (or a record without its device) goes too.
+      if (!connection && this.backend.driver.attachProtocol) await this.releaseDevices([]);
+      await this.connectionsChanged();
+    }, {
+      freeing: true,
+      // The volume went first (a forced record removal): still end what is left of the connections.
+      ifGone: async () => {
+        for (const c of connection ? [connection] : await this.connections()) await c.end();
+      },
+    });
   }
 
   /**
    * Local attach: a block device on this host. Returns the connection holding its path. For
    * backends without a local path it goes over NBD, so `kindling nbd serve` must be running.
+   * One attachment per volume per host, across processes: the check, the connection and the
+   * device are made holding the volume's lease, and the connection is recorded (as pending,
+   * under its own lease) before the device is made, so a crash in between leaks nothing.
    */
   async attach(opts: { readOnly?: boolean } = {}): Promise<Connection> {
     // Each driver names its way to a device here; the others go through kindling's NBD server.
     const protocol = this.backend.driver.attachProtocol ?? "nbd";
     const connector = localConnector();
     this.backend.validateConnector(protocol, connector);
-    // The check, the connection and the device are made under the volume's lock: otherwise two
-    // concurrent attach() calls both pass the check, losetup --nooverlap hands both the same
-    // loop device, and the first detach takes it away from the other.
-    const { connection, error } = await this.lock(async () => {
-      const existing = await this.localAttachment();
-      if (existing) throw new InUseError(`volume ${this.name} is already attached at ${existing.devicePath}`, { hint: "detach it first" });
-      const made = await Connection.build(this, protocol, connector, { attachMode: opts.readOnly ? "ro" : "rw" });
-      try {
-        await made.attach();
-        return { connection: made, error: undefined };
-      } catch (err) {
-        return { connection: made, error: err as unknown };
-      }
+    return this.leased("attach", async () => {
+      this.requireUsable("attached");
+      await this.assertNotAttachedHere();
+      const connection = await Connection.build(this, protocol, connector, { attachMode: opts.readOnly ? "ro" : "rw", attachedHost: connector.host as string, attaching: true });
+      await this.connectionsChanged();
+      return connection;
     });
-    if (error !== undefined) {
-      // disconnect() takes the volume's lock itself, so it runs after the lock is released.
-      await connection.disconnect().catch(() => undefined);
-      throw error;
+  }
+
+  /** Local attach of a connection made earlier (a Pulumi Attachment with attachLocally). */
+  async attachConnection(connection: Connection): Promise<string> {
+    return this.leased("attach", async () => {
+      await connection.refresh();
+      if (connection.gone) throw new NotFoundError("connection", connection.id, { hint: "it was disconnected" });
+      await this.assertNotAttachedHere(connection.id);
+      return connection.makeDevice();
+    });
+  }
+
+  /** One device per volume per host: refuses when a connection (or an unrecorded device) has one here. */
+  private async assertNotAttachedHere(except?: string): Promise<void> {
+    const existing = (await this.settledConnections()).find((c) => c.attachedHere && c.id !== except);
+    if (existing) {
+      throw new InUseError(`volume ${this.name} is already attached on this host at ${existing.devicePath}`, { hint: `detach it first (\`kindling detach ${this.name}\`)` });
     }
-    return connection;
+    if (!this.backend.driver.attachProtocol) return;
+    const info = await this.localInfo();
+    const unrecorded = info ? await devicesBacking(info) : [];
+    if (unrecorded.length) {
+      throw new InUseError(`volume ${this.name} is already attached at ${unrecorded.join(", ")}, and no connection records it`, {
+        hint: `\`kindling disconnect ${this.name}\` releases it`,
+      });
+    }
   }
 
   /** Releases the local device and its connection. */
   async detach(): Promise<void> {
-    const attached = await this.localAttachment();
-    if (!attached) throw new InvalidInputError("volume", `volume ${this.name} is not attached on this host`);
-    await attached.detach();
-    await attached.disconnect();
+    await this.leased("detach", async () => {
+      const attached = (await this.settledConnections()).find((c) => c.attachedHere);
+      if (!attached) throw new InvalidInputError("volume", `volume ${this.name} is not attached on this host`, { hint: `\`kindling disconnect ${this.name}\` ends its connections` });
+      await attached.end();
+      await this.connectionsChanged();
+    }, { freeing: true });
+  }
+
+  /** How this host reaches the volume's storage (a file path, an image), without recording anything. */
+  private async localInfo(): Promise<ConnectionInfo | undefined> {
+    return this.backend.driver.initializeConnection(this.toDriver(), this.backend.driver.attachProtocol as string, localConnector(), { attachMode: "ro" })
+      .catch((err) => (err instanceof NotFoundError ? undefined : Promise.reject(err)));
+  }
+
+  /** Devices on this host backed by the volume that no connection record keeps (`keep`). */
+  private async releaseDevices(keep: string[]): Promise<void> {
+    const info = await this.localInfo();
+    if (info) await releaseLeftovers(info, undefined, keep);
   }
 
   /** What the backend really holds for this volume (for refresh and drift checks). */

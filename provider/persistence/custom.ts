@@ -5,13 +5,15 @@ import { InvalidInputError, errorMessage } from "../util/errors";
 const METHODS = [
   "getVolumes", "getSnapshots", "getConnections", "getKeyValues",
   "setVolume", "setSnapshot", "setConnection", "setKeyValue",
-  "deleteVolume", "deleteSnapshot", "deleteConnection", "deleteKeyValue", "compareAndSetKeyValue", "close",
+  "deleteVolume", "deleteSnapshot", "deleteConnection", "deleteKeyValue",
+  "compareAndSetRecord", "compareAndDeleteRecord", "compareAndSetKeyValue", "close",
 ] as const;
 
 /**
  * A plugin of the user's: a module path (relative to the config file) or a package name that
  * exports `createPersistence(options)` (or a default export that is that factory or a class).
- * The object it returns is checked for every method of the contract before use.
+ * The object it returns is checked for every method of the contract before use; a plugin that
+ * does not say how far its guarantees reach is taken to hold for one process only.
  */
 export async function loadCustomPersistence(module: string, options: Record<string, unknown>, baseDir?: string): Promise<Persistence> {
   const specifier = module.startsWith(".") || isAbsolute(module) ? resolve(baseDir ?? process.cwd(), module) : module;
@@ -36,8 +38,12 @@ export async function loadCustomPersistence(module: string, options: Record<stri
       throw new InvalidInputError("persistence.module", `the plugin has no ${method}() method`);
     }
   }
-  const plugin = instance as Persistence;
-  return "kind" in plugin ? plugin : Object.assign(plugin, { kind: "custom" });
+  const plugin = instance as Persistence & { kind?: string; location?: string; scope?: string };
+  const defaults = { kind: "custom", location: `custom module ${module}`, scope: "process" };
+  for (const [key, value] of Object.entries(defaults)) {
+    if (!(key in plugin)) Object.defineProperty(plugin, key, { value, enumerable: true });
+  }
+  return plugin as Persistence;
 }
 
 function isClass(fn: unknown): boolean {

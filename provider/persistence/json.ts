@@ -1,12 +1,18 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, readdir, rename, unlink } from "node:fs/promises";
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import type { ConnectionFilter, Persistence, SnapshotFilter, VolumeFilter } from "./contract";
-import type { ConnectionRecord, KeyValueRecord, SnapshotRecord, VolumeRecord } from "./records";
-import { assertUniqueName, matches } from "./shared";
+import type { ConnectionRecord, KeyValueRecord, RecordKind, RecordTypes, SnapshotRecord, VolumeRecord } from "./records";
+import { versionOf } from "./records";
+import { assertUniqueName, compareAndSetAllowed, matches } from "./shared";
+import { storeError } from "./errors";
+import { SpaceReserve } from "./reserve";
 import { InvalidInputError, isErrno } from "../util/errors";
 
-type Kind = "volumes" | "snapshots" | "connections" | "keyvalues";
+type Folder = "volumes" | "snapshots" | "connections" | "keyvalues";
+
+const FOLDERS: Record<RecordKind, Folder> = { volume: "volumes", snapshot: "snapshots", connection: "connections" };
 
 const SAFE_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
@@ -14,124 +20,211 @@ const SAFE_ID = /^[A-Za-z0-9_-]{1,128}$/;
  * One JSON document per object under `<dir>/<kind>/`, written atomically (temp file, fsync,
  * rename, fsync of the directory), so a crash leaves the old or the new document, never half
  * of one. File names are ids checked against a strict charset, and key-value keys are hex
- * encoded, so nothing a caller passes can name a file outside the directory. Name uniqueness
- * is checked on write; across processes that check is best-effort (use sqlite for that).
+ * encoded, so nothing a caller passes can name a file outside the directory.
+ *
+ * Every change reads, checks and writes under one store-wide lock: an SQLite database used only
+ * for its locking (`<dir>/.lock`). Its POSIX locks go with the process that held them, so a
+ * `kill -9` never leaves the store locked, and they are the locks SQLite trusts on the
+ * filesystems it supports. The work under the lock is synchronous, so callers in this process
+ * never wait on each other while holding it.
  */
 export class JsonPersistence implements Persistence {
   readonly kind = "json";
+  readonly scope = "host" as const;
+  readonly location: string;
+  private lockDb?: DatabaseSync;
+  private readonly reserve: SpaceReserve;
 
-  constructor(readonly dir: string) {}
-
-  private fileOf(kind: Kind, id: string): string {
-    if (kind !== "keyvalues" && !SAFE_ID.test(id)) throw new InvalidInputError("id", `${JSON.stringify(id)} is not a valid record id`);
-    return join(this.dir, kind, `${kind === "keyvalues" ? Buffer.from(id, "utf8").toString("hex") : id}.json`);
+  constructor(readonly dir: string) {
+    this.location = dir;
+    this.reserve = new SpaceReserve(join(dir, ".reserve"));
+    try {
+      if (!statSync(dir).isDirectory()) {
+        throw new InvalidInputError("persistence.path", `${dir} is a file; json persistence needs a directory`);
+      }
+    } catch (err) {
+      if (!isErrno(err, "ENOENT")) throw storeError(err, dir);
+    }
   }
 
-  private async readAll<T>(kind: Kind): Promise<T[]> {
+  private fileOf(folder: Folder, id: string): string {
+    if (folder !== "keyvalues" && !SAFE_ID.test(id)) throw new InvalidInputError("id", `${JSON.stringify(id)} is not a valid record id`);
+    return join(this.dir, folder, `${folder === "keyvalues" ? Buffer.from(id, "utf8").toString("hex") : id}.json`);
+  }
+
+  private readAll<T>(folder: Folder): T[] {
     let names: string[];
     try {
-      names = await readdir(join(this.dir, kind));
+      names = readdirSync(join(this.dir, folder));
     } catch (err) {
       if (isErrno(err, "ENOENT")) return [];
-      throw err;
+      throw storeError(err, this.dir);
     }
     const out: T[] = [];
     for (const name of names.filter((n) => n.endsWith(".json")).sort()) {
       try {
-        out.push(JSON.parse(await readFile(join(this.dir, kind, name), "utf8")) as T);
+        out.push(JSON.parse(readFileSync(join(this.dir, folder, name), "utf8")) as T);
       } catch (err) {
-        if (!isErrno(err, "ENOENT")) throw err; // removed while we listed
+        if (isErrno(err, "ENOENT")) continue; // removed while we listed
+        if (err instanceof SyntaxError) {
+          throw storeError(Object.assign(new Error(`${join(folder, name)} is not valid JSON`), { code: "ECORRUPT" }), this.dir);
+        }
+        throw storeError(err, this.dir);
       }
     }
     return out;
   }
 
-  private async write(kind: Kind, id: string, value: unknown): Promise<void> {
-    const folder = join(this.dir, kind);
-    await mkdir(folder, { recursive: true, mode: 0o700 });
-    const target = this.fileOf(kind, id);
-    const temp = join(folder, `.tmp-${randomBytes(6).toString("hex")}`);
-    const handle = await open(temp, "wx", 0o600);
+  private readOne<T>(folder: Folder, id: string): T | undefined {
     try {
-      await handle.writeFile(JSON.stringify(value, null, 2));
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    try {
-      await rename(temp, target);
+      return JSON.parse(readFileSync(this.fileOf(folder, id), "utf8")) as T;
     } catch (err) {
-      await unlink(temp).catch(() => undefined);
-      throw err;
-    }
-    const dirHandle = await open(folder, "r");
-    try {
-      await dirHandle.sync();
-    } finally {
-      await dirHandle.close();
+      if (isErrno(err, "ENOENT")) return undefined;
+      throw storeError(err, this.dir);
     }
   }
 
-  private async remove(kind: Kind, id: string): Promise<void> {
-    await unlink(this.fileOf(kind, id)).catch((err) => {
+  private write(folder: Folder, id: string, value: unknown): void {
+    const target = this.fileOf(folder, id);
+    const dir = join(this.dir, folder);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const temp = join(dir, `.tmp-${randomBytes(6).toString("hex")}`);
+    const fd = openSync(temp, "wx", 0o600);
+    try {
+      try {
+        writeSync(fd, JSON.stringify(value, null, 2));
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(temp, target);
+    } catch (err) {
+      try {
+        unlinkSync(temp);
+      } catch {
+        // already renamed, or never made
+      }
+      throw err;
+    }
+    const dirFd = openSync(dir, "r");
+    try {
+      fsyncSync(dirFd);
+    } finally {
+      closeSync(dirFd);
+    }
+  }
+
+  private remove(folder: Folder, id: string): void {
+    try {
+      unlinkSync(this.fileOf(folder, id));
+    } catch (err) {
       if (!isErrno(err, "ENOENT")) throw err;
-    });
+    }
+  }
+
+  /** Runs a change under the store-wide lock; the lock is SQLite's, so it dies with its holder. */
+  private locked<T>(work: () => T): T {
+    try {
+      if (!this.lockDb) {
+        mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+        this.lockDb = new DatabaseSync(join(this.dir, ".lock"), { timeout: 10_000 });
+        this.reserve.ensure();
+      }
+      this.lockDb.exec("BEGIN EXCLUSIVE");
+    } catch (err) {
+      throw storeError(err, this.dir);
+    }
+    try {
+      return work();
+    } catch (err) {
+      throw storeError(err, this.dir);
+    } finally {
+      this.lockDb.exec("ROLLBACK");
+    }
   }
 
   async getVolumes(filter: VolumeFilter = {}): Promise<VolumeRecord[]> {
-    return (await this.readAll<VolumeRecord>("volumes")).filter((v) => matches(v, filter));
+    return this.readAll<VolumeRecord>("volumes").filter((v) => matches(v, filter));
   }
   async getSnapshots(filter: SnapshotFilter = {}): Promise<SnapshotRecord[]> {
-    return (await this.readAll<SnapshotRecord>("snapshots")).filter((s) => matches(s, filter));
+    return this.readAll<SnapshotRecord>("snapshots").filter((s) => matches(s, filter));
   }
   async getConnections(filter: ConnectionFilter = {}): Promise<ConnectionRecord[]> {
-    return (await this.readAll<ConnectionRecord>("connections")).filter((c) => matches(c, filter));
+    return this.readAll<ConnectionRecord>("connections").filter((c) => matches(c, filter));
   }
   async getKeyValues(key?: string): Promise<KeyValueRecord[]> {
-    return (await this.readAll<KeyValueRecord>("keyvalues")).filter((kv) => key === undefined || kv.key === key);
+    return this.readAll<KeyValueRecord>("keyvalues").filter((kv) => key === undefined || kv.key === key);
   }
+
+  async compareAndSetRecord<K extends RecordKind>(kind: K, record: RecordTypes[K], expected: number): Promise<boolean> {
+    const folder = FOLDERS[kind];
+    return this.locked(() => {
+      const current = this.readOne<RecordTypes[K]>(folder, record.id);
+      const named = (r: RecordTypes[K]) => ({ id: r.id, backend: r.backend, name: "name" in r ? r.name : r.id, version: r.version });
+      if (!compareAndSetAllowed(kind, named(record), expected, current && named(current), () => this.readAll<RecordTypes[K]>(folder).map(named))) return false;
+      this.write(folder, record.id, record);
+      return true;
+    });
+  }
+  async compareAndDeleteRecord(kind: RecordKind, id: string, expected: number): Promise<boolean> {
+    const folder = FOLDERS[kind];
+    return this.locked(() => {
+      const current = this.readOne<RecordTypes[RecordKind]>(folder, id);
+      if (!current || versionOf(current) !== expected) return false;
+      this.remove(folder, id);
+      return true;
+    });
+  }
+
   async setVolume(volume: VolumeRecord): Promise<void> {
-    assertUniqueName("volume", volume, await this.readAll<VolumeRecord>("volumes"));
-    await this.write("volumes", volume.id, volume);
+    this.locked(() => {
+      assertUniqueName("volume", volume, this.readAll<VolumeRecord>("volumes"));
+      this.write("volumes", volume.id, volume);
+    });
   }
   async setSnapshot(snapshot: SnapshotRecord): Promise<void> {
-    assertUniqueName("snapshot", snapshot, await this.readAll<SnapshotRecord>("snapshots"));
-    await this.write("snapshots", snapshot.id, snapshot);
+    this.locked(() => {
+      assertUniqueName("snapshot", snapshot, this.readAll<SnapshotRecord>("snapshots"));
+      this.write("snapshots", snapshot.id, snapshot);
+    });
   }
   async setConnection(connection: ConnectionRecord): Promise<void> {
-    await this.write("connections", connection.id, connection);
+    this.locked(() => this.write("connections", connection.id, connection));
   }
   async setKeyValue(kv: KeyValueRecord): Promise<void> {
-    await this.write("keyvalues", kv.key, { key: kv.key, value: kv.value });
+    this.locked(() => this.write("keyvalues", kv.key, { key: kv.key, value: kv.value }));
   }
   async deleteVolume(id: string): Promise<void> {
-    await this.remove("volumes", id);
+    this.locked(() => this.remove("volumes", id));
   }
   async deleteSnapshot(id: string): Promise<void> {
-    await this.remove("snapshots", id);
+    this.locked(() => this.remove("snapshots", id));
   }
   async deleteConnection(id: string): Promise<void> {
-    await this.remove("connections", id);
+    this.locked(() => this.remove("connections", id));
   }
   async deleteKeyValue(key: string): Promise<void> {
-    await this.remove("keyvalues", key);
+    this.locked(() => this.remove("keyvalues", key));
   }
-  /**
-   * Atomic against other callers in this process only: documents have no lock of their own.
-   * Use sqlite where several processes take the same lock.
-   */
   async compareAndSetKeyValue(key: string, expected: string | undefined, value: string | undefined): Promise<boolean> {
-    const run = async () => {
-      const [current] = await this.getKeyValues(key);
+    return this.locked(() => {
+      const current = this.readOne<KeyValueRecord>("keyvalues", key);
       if (current?.value !== expected) return false;
-      if (value === undefined) await this.deleteKeyValue(key);
-      else await this.setKeyValue({ key, value });
+      if (value === undefined) this.remove("keyvalues", key);
+      else this.write("keyvalues", key, { key, value });
       return true;
-    };
-    const result = this.casTail.then(run, run);
-    this.casTail = result.then(() => undefined, () => undefined);
-    return result;
+    });
   }
-  private casTail: Promise<void> = Promise.resolve();
-  async close(): Promise<void> {}
+
+  async releaseReserve(): Promise<boolean> {
+    return this.reserve.release();
+  }
+  async restoreReserve(): Promise<void> {
+    this.reserve.ensure();
+  }
+
+  async close(): Promise<void> {
+    if (this.lockDb?.isOpen) this.lockDb.close();
+    this.lockDb = undefined;
+  }
 }

@@ -1,55 +1,78 @@
 import type { ConnectionFilter, Persistence, SnapshotFilter, VolumeFilter } from "./contract";
-import type { ConnectionRecord, KeyValueRecord, SnapshotRecord, VolumeRecord } from "./records";
-import { assertUniqueName, copy, matches } from "./shared";
+import { versionOf, type ConnectionRecord, type KeyValueRecord, type RecordKind, type RecordTypes, type SnapshotRecord, type VolumeRecord } from "./records";
+import { assertUniqueName, compareAndSetAllowed, copy, matches } from "./shared";
+
+type Stored = VolumeRecord | SnapshotRecord | ConnectionRecord;
 
 /**
  * Records in this process only. This is the stateless mode: the caller keeps `dump()` output
  * (Pulumi state does) and `load()`s it back. Unlike cinderlib, each instance has its own maps,
- * so two stateless users in one process never see each other's records.
+ * so two stateless users in one process never see each other's records. Compare-and-set is
+ * atomic because each call does its work without yielding.
  */
 export class MemoryPersistence implements Persistence {
   readonly kind = "memory";
-  private readonly volumes = new Map<string, VolumeRecord>();
-  private readonly snapshots = new Map<string, SnapshotRecord>();
-  private readonly connections = new Map<string, ConnectionRecord>();
+  readonly scope = "process" as const;
+  readonly location = "memory";
+  private readonly tables: Record<RecordKind, Map<string, Stored>> = { volume: new Map(), snapshot: new Map(), connection: new Map() };
   private readonly keyValues = new Map<string, string>();
 
+  private list<T extends Stored>(kind: RecordKind, filter: object): T[] {
+    return [...this.tables[kind].values()].filter((r) => matches(r, filter)).map((r) => copy(r as T));
+  }
+
   async getVolumes(filter: VolumeFilter = {}): Promise<VolumeRecord[]> {
-    return [...this.volumes.values()].filter((v) => matches(v, filter)).map(copy);
+    return this.list("volume", filter);
   }
   async getSnapshots(filter: SnapshotFilter = {}): Promise<SnapshotRecord[]> {
-    return [...this.snapshots.values()].filter((s) => matches(s, filter)).map(copy);
+    return this.list("snapshot", filter);
   }
   async getConnections(filter: ConnectionFilter = {}): Promise<ConnectionRecord[]> {
-    return [...this.connections.values()].filter((c) => matches(c, filter)).map(copy);
+    return this.list("connection", filter);
   }
   async getKeyValues(key?: string): Promise<KeyValueRecord[]> {
     return [...this.keyValues.entries()]
       .filter(([k]) => key === undefined || k === key)
       .map(([k, value]) => ({ key: k, value }));
   }
+
+  async compareAndSetRecord<K extends RecordKind>(kind: K, record: RecordTypes[K], expected: number): Promise<boolean> {
+    const table = this.tables[kind];
+    const named = (r: Stored) => ({ id: r.id, backend: r.backend, name: "name" in r ? r.name : r.id, version: r.version });
+    const current = table.get(record.id);
+    if (!compareAndSetAllowed(kind, named(record), expected, current && named(current), () => [...table.values()].map(named))) return false;
+    table.set(record.id, copy(record));
+    return true;
+  }
+  async compareAndDeleteRecord(kind: RecordKind, id: string, expected: number): Promise<boolean> {
+    const current = this.tables[kind].get(id);
+    if (!current || versionOf(current) !== expected) return false;
+    this.tables[kind].delete(id);
+    return true;
+  }
+
   async setVolume(volume: VolumeRecord): Promise<void> {
-    assertUniqueName("volume", volume, this.volumes.values());
-    this.volumes.set(volume.id, copy(volume));
+    assertUniqueName("volume", volume, this.tables.volume.values() as Iterable<VolumeRecord>);
+    this.tables.volume.set(volume.id, copy(volume));
   }
   async setSnapshot(snapshot: SnapshotRecord): Promise<void> {
-    assertUniqueName("snapshot", snapshot, this.snapshots.values());
-    this.snapshots.set(snapshot.id, copy(snapshot));
+    assertUniqueName("snapshot", snapshot, this.tables.snapshot.values() as Iterable<SnapshotRecord>);
+    this.tables.snapshot.set(snapshot.id, copy(snapshot));
   }
   async setConnection(connection: ConnectionRecord): Promise<void> {
-    this.connections.set(connection.id, copy(connection));
+    this.tables.connection.set(connection.id, copy(connection));
   }
   async setKeyValue(kv: KeyValueRecord): Promise<void> {
     this.keyValues.set(kv.key, kv.value);
   }
   async deleteVolume(id: string): Promise<void> {
-    this.volumes.delete(id);
+    this.tables.volume.delete(id);
   }
   async deleteSnapshot(id: string): Promise<void> {
-    this.snapshots.delete(id);
+    this.tables.snapshot.delete(id);
   }
   async deleteConnection(id: string): Promise<void> {
-    this.connections.delete(id);
+    this.tables.connection.delete(id);
   }
   async deleteKeyValue(key: string): Promise<void> {
     this.keyValues.delete(key);

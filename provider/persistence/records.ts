@@ -1,5 +1,36 @@
+import type { ProcessIdentity } from "../util/owner";
+
 // The records kindling keeps about what it manages. They are plain JSON: this is the form
 // `dump()` returns, what every persistence plugin stores, and what Pulumi state carries.
+
+/**
+ * Who runs a long operation on an object right now. Taken and given back by compare-and-set
+ * on the record's version, so across processes (and hosts, with a shared store) only one
+ * holder runs at a time; a lease whose owner died, or whose heartbeat stopped, is taken over
+ * and the interrupted operation repaired from what the backend really holds.
+ */
+export interface Lease {
+  /** New for every lease: tells this holder from another handle in the same process. */
+  token: string;
+  owner: ProcessIdentity;
+  /** What the holder does: create, extend, delete, snapshot, clone, connect, attach... */
+  operation: string;
+  /** What a repair needs to finish the operation (an extend's target size). */
+  intent?: Record<string, unknown>;
+  takenAt: string;
+  /** Renewed while the operation runs. */
+  heartbeat: string;
+}
+
+/** Fields every stored record has besides its own. */
+export interface Versioned {
+  /**
+   * Goes up by one with every change. Records written by kindling before versions existed
+   * have none and count as version 1.
+   */
+  version?: number;
+  lease?: Lease;
+}
 
 export const VOLUME_STATUSES = [
   "creating", "available", "in-use", "extending", "deleting", "error", "error_deleting", "deleted",
@@ -11,7 +42,7 @@ export type SnapshotStatus = (typeof SNAPSHOT_STATUSES)[number];
 
 export type Specs = Record<string, string>;
 
-export interface VolumeRecord {
+export interface VolumeRecord extends Versioned {
   class: "Volume";
   id: string;
   name: string;
@@ -35,7 +66,7 @@ export interface VolumeRecord {
   updatedAt: string;
 }
 
-export interface SnapshotRecord {
+export interface SnapshotRecord extends Versioned {
   class: "Snapshot";
   id: string;
   name: string;
@@ -57,7 +88,7 @@ export interface ConnectionInfo {
   data: Record<string, unknown>;
 }
 
-export interface ConnectionRecord {
+export interface ConnectionRecord extends Versioned {
   class: "Connection";
   id: string;
   backend: string;
@@ -81,3 +112,16 @@ export interface KeyValueRecord {
 }
 
 export type AnyRecord = VolumeRecord | SnapshotRecord | ConnectionRecord;
+
+export type RecordKind = "volume" | "snapshot" | "connection";
+
+export interface RecordTypes {
+  volume: VolumeRecord;
+  snapshot: SnapshotRecord;
+  connection: ConnectionRecord;
+}
+
+/** The version a stored record is at (records from before versions count as 1). */
+export function versionOf(record: Versioned): number {
+  return record.version ?? 1;
+}

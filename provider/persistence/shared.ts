@@ -1,6 +1,7 @@
 import { ConflictError } from "../util/errors";
+import { versionOf, type RecordKind, type Versioned } from "./records";
 
-/** Pieces every plugin uses, so each one answers filters and name clashes the same way. */
+/** Pieces every plugin uses, so each one answers filters, versions and name clashes the same way. */
 
 export function copy<T>(record: T): T {
   // Through JSON, as every stored plugin does, so all plugins return records of the same shape
@@ -15,12 +16,10 @@ export function matches(record: object, filter: object): boolean {
   );
 }
 
+type Named = { id: string; name: string; backend: string };
+
 /** Names are unique per backend, so the command can take a name wherever it takes an id. */
-export function assertUniqueName(
-  kind: "volume" | "snapshot",
-  record: { id: string; name: string; backend: string },
-  existing: Iterable<{ id: string; name: string; backend: string }>,
-): void {
+export function assertUniqueName(kind: "volume" | "snapshot", record: Named, existing: Iterable<Named>): void {
   for (const other of existing) {
     if (other.id !== record.id && other.backend === record.backend && other.name === record.name) {
       throw nameTaken(kind, record.name, record.backend);
@@ -33,4 +32,21 @@ export function nameTaken(kind: "volume" | "snapshot", name: string, backend: st
     field: "name",
     hint: "choose another name or use the existing one",
   });
+}
+
+/**
+ * The compare-and-set rule of the document stores (memory, json), given what is stored now:
+ * the write goes ahead when the stored version is the expected one (no record for 0). The
+ * name is checked only for a new record or a rename (see the contract).
+ */
+export function compareAndSetAllowed(
+  kind: RecordKind,
+  record: Named & Versioned,
+  expected: number,
+  current: (Named & Versioned) | undefined,
+  all: () => Iterable<Named>,
+): boolean {
+  if (expected === 0 ? current !== undefined : current === undefined || versionOf(current) !== expected) return false;
+  if (kind !== "connection" && (!current || current.name !== record.name)) assertUniqueName(kind, record, all());
+  return true;
 }

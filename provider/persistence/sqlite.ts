@@ -1,15 +1,17 @@
-import { chmodSync, mkdirSync } from "node:fs";
+import { chmodSync, mkdirSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import type { ConnectionFilter, Persistence, SnapshotFilter, VolumeFilter } from "./contract";
-import type { ConnectionRecord, KeyValueRecord, SnapshotRecord, VolumeRecord } from "./records";
+import { versionOf, type ConnectionRecord, type KeyValueRecord, type RecordKind, type RecordTypes, type SnapshotRecord, type VolumeRecord } from "./records";
 import { nameTaken } from "./shared";
-import { BackendError } from "../util/errors";
+import { storeError } from "./errors";
+import { SpaceReserve } from "./reserve";
+import { BackendError, InvalidInputError, isErrno } from "../util/errors";
 
 /**
  * Schema changes, in order; `PRAGMA user_version` counts how many have run. Append only: a
  * released migration never changes. Records are stored whole as JSON (`doc`) with the columns
- * that filters and constraints need beside it.
+ * that filters, constraints and compare-and-set need beside it.
  */
 const MIGRATIONS: string[] = [
   `CREATE TABLE volumes (
@@ -23,55 +25,144 @@ const MIGRATIONS: string[] = [
      id TEXT PRIMARY KEY, backend TEXT NOT NULL, volume_id TEXT NOT NULL, doc TEXT NOT NULL);
    CREATE INDEX connections_volume ON connections (volume_id);
    CREATE TABLE key_values (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  // Record versions for compare-and-set; records written before count as version 1.
+  `ALTER TABLE volumes ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+   ALTER TABLE snapshots ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+   ALTER TABLE connections ADD COLUMN version INTEGER NOT NULL DEFAULT 1;`,
 ];
+
+const TABLES: Record<RecordKind, string> = { volume: "volumes", snapshot: "snapshots", connection: "connections" };
 
 type Row = { doc: string };
 
+/** The columns a record is stored with, besides its JSON. */
+function columnsOf<K extends RecordKind>(kind: K, record: RecordTypes[K]): Record<string, string | number> {
+  const base = { id: record.id, backend: record.backend, doc: JSON.stringify(record), version: versionOf(record) };
+  if (kind === "volume") return { ...base, name: (record as VolumeRecord).name };
+  if (kind === "snapshot") return { ...base, name: (record as SnapshotRecord).name, volume_id: (record as SnapshotRecord).volumeId };
+  return { ...base, volume_id: (record as ConnectionRecord).volumeId };
+}
+
 /**
- * The embedded default: one SQLite file, shared safely by several processes (the command, a
- * daemon, a Pulumi run). WAL lets readers work beside a writer; busy_timeout makes a second
- * writer wait instead of failing; every change is one IMMEDIATE transaction.
+ * The embedded default: one SQLite file, shared safely by the processes of one host (the
+ * command, a daemon, a Pulumi run). WAL lets readers work beside a writer; busy_timeout makes a
+ * second writer wait instead of failing; every change is one IMMEDIATE transaction, so a
+ * compare-and-set reads and writes with no other writer in between. Not for several hosts:
+ * SQLite's locks are not safe on network filesystems.
  */
 export class SqlitePersistence implements Persistence {
   readonly kind = "sqlite";
+  readonly scope = "host" as const;
+  readonly location: string;
   private readonly db: DatabaseSync;
+  /** Opened read-only (a read-only mount, an immutable file): listing works, changes are refused. */
+  readonly readOnly: boolean;
+  private readonly reserve: SpaceReserve;
 
   constructor(readonly path: string) {
-    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    this.db = new DatabaseSync(path, { timeout: 10_000 });
+    this.location = path;
+    this.reserve = new SpaceReserve(`${path}.reserve`);
     try {
-      chmodSync(path, 0o600); // records hold connection info
-      this.db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;");
-      this.migrate();
+      if (statSync(path).isDirectory()) {
+        throw new InvalidInputError("persistence.path", `${path} is a directory; sqlite needs a database file path (e.g. ${path}/kindling.db)`);
+      }
+    } catch (err) {
+      if (!isErrno(err, "ENOENT")) throw storeError(err, path);
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    }
+    try {
+      this.db = new DatabaseSync(path, { timeout: 10_000 });
+    } catch (err) {
+      throw storeError(err, path);
+    }
+    try {
+      this.readOnly = !this.writable();
+      if (!this.readOnly) {
+        restrictMode(path); // records hold connection info
+        this.db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;");
+        this.migrate();
+        this.reserve.ensure();
+      } else {
+        this.checkSchema();
+      }
     } catch (err) {
       this.db.close();
+      throw storeError(err, path);
+    }
+  }
+
+  /** SQLite opens a file it may not write read-only without a word; find out here. */
+  private writable(): boolean {
+    try {
+      this.db.exec("BEGIN IMMEDIATE");
+      this.db.exec("ROLLBACK");
+      return true;
+    } catch (err) {
+      if ((err as { errcode?: number }).errcode !== undefined && ((err as { errcode: number }).errcode & 0xff) === 8) return false;
       throw err;
+    }
+  }
+
+  private schemaVersion(): number {
+    return (this.db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version;
+  }
+
+  private checkSchema(): void {
+    const version = this.schemaVersion();
+    if (version > MIGRATIONS.length) {
+      throw new BackendError(`${this.path} has schema version ${version}, newer than this kindling knows (${MIGRATIONS.length})`, {
+        hint: "upgrade kindling, or point it at another database",
+      });
+    }
+    if (version < MIGRATIONS.length && this.readOnly) {
+      throw new BackendError(`the records store ${this.path} is read-only and has schema version ${version}; this kindling needs ${MIGRATIONS.length}`, {
+        hint: "open it once with write access so kindling can upgrade it",
+      });
     }
   }
 
   /** Runs the migrations this database has not seen, in one transaction. */
   private migrate(): void {
     this.transaction(() => {
-      const { user_version: version } = this.db.prepare("PRAGMA user_version").get() as { user_version: number };
-      if (version > MIGRATIONS.length) {
-        throw new BackendError(`${this.path} has schema version ${version}, newer than this kindling knows (${MIGRATIONS.length})`, {
-          hint: "upgrade kindling, or point it at another database",
-        });
-      }
+      this.checkSchema();
+      const version = this.schemaVersion();
       for (let v = version; v < MIGRATIONS.length; v++) this.db.exec(MIGRATIONS[v]);
       if (version < MIGRATIONS.length) this.db.exec(`PRAGMA user_version = ${MIGRATIONS.length}`);
     });
   }
 
   private transaction<T>(work: () => T): T {
-    this.db.exec("BEGIN IMMEDIATE");
+    if (this.readOnly) {
+      throw new BackendError(`the records store ${this.path} is read-only`, { hint: "listing works; changes need write access to it" });
+    }
     try {
-      const result = work();
-      this.db.exec("COMMIT");
-      return result;
+      this.db.exec("BEGIN IMMEDIATE");
+      try {
+        const result = work();
+        this.db.exec("COMMIT");
+        return result;
+      } catch (err) {
+        // SQLite has already rolled back after some errors (SQLITE_FULL among them): a second
+        // ROLLBACK would fail and its "no transaction is active" would hide the real error.
+        if (this.db.isTransaction) {
+          try {
+            this.db.exec("ROLLBACK");
+          } catch {
+            // The original error is the one worth reporting.
+          }
+        }
+        throw err;
+      }
     } catch (err) {
-      this.db.exec("ROLLBACK");
-      throw err;
+      throw storeError(err, this.path);
+    }
+  }
+
+  private read<T>(work: () => T): T {
+    try {
+      return work();
+    } catch (err) {
+      throw storeError(err, this.path);
     }
   }
 
@@ -79,25 +170,27 @@ export class SqlitePersistence implements Persistence {
   private select<T>(table: string, columns: Record<string, string | undefined>): T[] {
     const where = Object.entries(columns).filter(([, v]) => v !== undefined);
     const sql = `SELECT doc FROM ${table}${where.length ? ` WHERE ${where.map(([c]) => `${c} = ?`).join(" AND ")}` : ""} ORDER BY id`;
-    return (this.db.prepare(sql).all(...where.map(([, v]) => v as string)) as Row[]).map((r) => JSON.parse(r.doc) as T);
+    return this.read(() => (this.db.prepare(sql).all(...where.map(([, v]) => v as string)) as Row[]).map((r) => JSON.parse(r.doc) as T));
   }
 
-  private upsert(table: string, columns: Record<string, string>, kind?: "volume" | "snapshot"): void {
+  /** Refuses a name another record of the backend holds (REPLACE would silently drop that row). */
+  private checkName(kind: RecordKind, columns: Record<string, string | number>): void {
+    if (kind === "connection") return;
+    const clash = this.db.prepare(`SELECT id FROM ${TABLES[kind]} WHERE backend = ? AND name = ? AND id != ?`).get(columns.backend, columns.name, columns.id);
+    if (clash) throw nameTaken(kind, String(columns.name), String(columns.backend));
+  }
+
+  private write(kind: RecordKind, columns: Record<string, string | number>): void {
     const names = Object.keys(columns);
-    const sql = `INSERT OR REPLACE INTO ${table} (${names.join(", ")}) VALUES (${names.map(() => "?").join(", ")})`;
-    try {
-      this.transaction(() => {
-        // REPLACE would silently drop another row holding the same (backend, name): look first.
-        if (kind) {
-          const clash = this.db.prepare(`SELECT id FROM ${table} WHERE backend = ? AND name = ? AND id != ?`).get(columns.backend, columns.name, columns.id);
-          if (clash) throw nameTaken(kind, columns.name, columns.backend);
-        }
-        this.db.prepare(sql).run(...Object.values(columns));
-      });
-    } catch (err) {
-      if (kind && /UNIQUE constraint failed/.test(String(err))) throw nameTaken(kind, columns.name, columns.backend);
-      throw err;
-    }
+    this.db.prepare(`INSERT OR REPLACE INTO ${TABLES[kind]} (${names.join(", ")}) VALUES (${names.map(() => "?").join(", ")})`).run(...Object.values(columns));
+  }
+
+  private upsert<K extends RecordKind>(kind: K, record: RecordTypes[K]): void {
+    const columns = columnsOf(kind, record);
+    this.transaction(() => {
+      this.checkName(kind, columns);
+      this.write(kind, columns);
+    });
   }
 
   private remove(table: string, column: string, value: string): void {
@@ -114,19 +207,38 @@ export class SqlitePersistence implements Persistence {
     return this.select("connections", { id: filter.id, volume_id: filter.volumeId, backend: filter.backend });
   }
   async getKeyValues(key?: string): Promise<KeyValueRecord[]> {
-    const rows = key === undefined
+    const rows = this.read(() => key === undefined
       ? this.db.prepare("SELECT key, value FROM key_values ORDER BY key").all()
-      : this.db.prepare("SELECT key, value FROM key_values WHERE key = ?").all(key);
+      : this.db.prepare("SELECT key, value FROM key_values WHERE key = ?").all(key));
     return (rows as unknown as KeyValueRecord[]).map((r) => ({ key: r.key, value: r.value }));
   }
+
+  async compareAndSetRecord<K extends RecordKind>(kind: K, record: RecordTypes[K], expected: number): Promise<boolean> {
+    const columns = columnsOf(kind, record);
+    return this.transaction(() => {
+      const row = this.db.prepare(`SELECT version, ${kind === "connection" ? "NULL AS name" : "name"} FROM ${TABLES[kind]} WHERE id = ?`).get(record.id) as
+        { version: number; name: string | null } | undefined;
+      if (expected === 0 ? row !== undefined : row?.version !== expected) return false;
+      if (!row || row.name !== columns.name) this.checkName(kind, columns);
+      this.write(kind, columns);
+      return true;
+    });
+  }
+  async compareAndDeleteRecord(kind: RecordKind, id: string, expected: number): Promise<boolean> {
+    return this.transaction(() => {
+      const result = this.db.prepare(`DELETE FROM ${TABLES[kind]} WHERE id = ? AND version = ?`).run(id, expected);
+      return Number(result.changes) === 1;
+    });
+  }
+
   async setVolume(v: VolumeRecord): Promise<void> {
-    this.upsert("volumes", { id: v.id, backend: v.backend, name: v.name, doc: JSON.stringify(v) }, "volume");
+    this.upsert("volume", v);
   }
   async setSnapshot(s: SnapshotRecord): Promise<void> {
-    this.upsert("snapshots", { id: s.id, backend: s.backend, name: s.name, volume_id: s.volumeId, doc: JSON.stringify(s) }, "snapshot");
+    this.upsert("snapshot", s);
   }
   async setConnection(c: ConnectionRecord): Promise<void> {
-    this.upsert("connections", { id: c.id, backend: c.backend, volume_id: c.volumeId, doc: JSON.stringify(c) });
+    this.upsert("connection", c);
   }
   async setKeyValue(kv: KeyValueRecord): Promise<void> {
     this.transaction(() => this.db.prepare("INSERT OR REPLACE INTO key_values (key, value) VALUES (?, ?)").run(kv.key, kv.value));
@@ -153,14 +265,30 @@ export class SqlitePersistence implements Persistence {
       return true;
     });
   }
+
+  async releaseReserve(): Promise<boolean> {
+    return this.reserve.release();
+  }
+  async restoreReserve(): Promise<void> {
+    if (!this.readOnly) this.reserve.ensure();
+  }
+
   async close(): Promise<void> {
     if (this.db.isOpen) this.db.close();
   }
 
   /** For tests and diagnostics: the schema version and journal mode in force. */
   info(): { userVersion: number; journalMode: string; migrations: number } {
-    const { user_version } = this.db.prepare("PRAGMA user_version").get() as { user_version: number };
     const { journal_mode } = this.db.prepare("PRAGMA journal_mode").get() as { journal_mode: string };
-    return { userVersion: user_version, journalMode: journal_mode, migrations: MIGRATIONS.length };
+    return { userVersion: this.schemaVersion(), journalMode: journal_mode, migrations: MIGRATIONS.length };
+  }
+}
+
+/** 0600 where it is not already; an owner who may not chmod still gets a working store. */
+function restrictMode(path: string): void {
+  try {
+    if ((statSync(path).mode & 0o777) !== 0o600) chmodSync(path, 0o600);
+  } catch (err) {
+    if (!isErrno(err, "EPERM", "EROFS", "EACCES")) throw err;
   }
 }

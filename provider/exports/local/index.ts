@@ -18,7 +18,7 @@ export function localConnector(): Record<string, unknown> {
  * kernel's nbd client where the host has one, else through nbdfuse and a loop device; `rbd`
  * through the kernel's rbd client where the host has one, else through rbd-fuse and a loop device.
  */
-export async function attachLocally(info: ConnectionInfo, opts: { readOnly: boolean }): Promise<string> {
+export async function attachLocally(info: ConnectionInfo, opts: { readOnly: boolean; name?: string }): Promise<string> {
   if (info.protocol === "local") {
     const path = info.data.device_path;
     if (typeof path !== "string") throw new InvalidInputError("connectionInfo.data.device_path", "is missing");

@@ -6,6 +6,7 @@ import { BackendError, InvalidInputError } from "../../util/errors";
 import { newId } from "../../util/ids";
 import { runtimeHome } from "../../util/paths";
 import { detachLoop, loopBackingFile } from "./loop";
+import { loopsOver } from "./loops-over";
 import { attachLoopOrUnmount, unmountFuse } from "./fuse";
 
 // Local attach of an NBD export where the kernel has no nbd module (this machine class):
@@ -17,7 +18,12 @@ function mountRoot(): string {
   return join(runtimeHome(), "nbdfuse");
 }
 
-export async function attachNbd(uri: string, opts: { readOnly: boolean }): Promise<string> {
+/** The FUSE mount of the attachment called `name` (a connection id), so a repair can find it. */
+export function nbdfuseDir(name: string): string {
+  return join(mountRoot(), name);
+}
+
+export async function attachNbd(uri: string, opts: { readOnly: boolean; name?: string }): Promise<string> {
   if (!/^nbds?:\/\//.test(uri)) throw new InvalidInputError("connectionInfo.data.uri", `not an NBD URI: ${JSON.stringify(uri)}`);
   // A new export shows up at the server within its poll interval (a second): try a few times.
   for (let attempt = 1; ; attempt++) {
@@ -30,8 +36,8 @@ export async function attachNbd(uri: string, opts: { readOnly: boolean }): Promi
   }
 }
 
-async function mountAndLoop(uri: string, opts: { readOnly: boolean }): Promise<string> {
-  const dir = join(mountRoot(), newId());
+async function mountAndLoop(uri: string, opts: { readOnly: boolean; name?: string }): Promise<string> {
+  const dir = nbdfuseDir(opts.name ?? newId());
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const pidfile = join(dir, "..", `${dir.split("/").pop()}.pid`);
   const file = join(dir, "disk");
@@ -46,6 +52,13 @@ async function mountAndLoop(uri: string, opts: { readOnly: boolean }): Promise<s
     throw new BackendError(`nbdfuse could not mount ${uri}: ${failed?.message ?? "timed out"}`, { hint: "is the export served (kindling nbd serve) and /dev/fuse present?" });
   }
   return attachLoopOrUnmount(file, opts, () => unmount(dir));
+}
+
+/** Releases what an attachment named `name` left: the loop device over its file, then the mount. */
+export async function releaseNbdfuse(name: string, keep: string[]): Promise<void> {
+  const dir = nbdfuseDir(name);
+  for (const device of await loopsOver(join(dir, "disk"))) if (!keep.includes(device)) await detachLoop(device);
+  if (existsSync(dir) || existsSync(`${dir}.pid`)) await unmount(dir);
 }
 
 function unmount(dir: string): Promise<void> {

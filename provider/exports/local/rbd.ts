@@ -8,6 +8,7 @@ import { newId } from "../../util/ids";
 import { runtimeHome } from "../../util/paths";
 import { run } from "../../util/run";
 import { detachLoop, loopBackingFile, refreshLoopSize } from "./loop";
+import { loopsOver } from "./loops-over";
 import { attachLoopOrUnmount, unmountFuse } from "./fuse";
 import { monHostSetting } from "../../drivers/rbd/ceph";
 
@@ -57,7 +58,12 @@ function writeClientFiles(dir: string, d: RbdData): string {
   return conf;
 }
 
-export async function attachRbd(data: Record<string, unknown>, opts: { readOnly: boolean }): Promise<string> {
+/** The rbd-fuse mount of the attachment called `name` (a connection id), so a repair can find it. */
+export function rbdFuseDir(name: string): string {
+  return join(mountRoot(), name);
+}
+
+export async function attachRbd(data: Record<string, unknown>, opts: { readOnly: boolean; name?: string }): Promise<string> {
   const d = rbdData(data);
   return kernelRbdAvailable() ? mapKernel(d, opts) : mountFuse(d, opts);
 }
@@ -74,8 +80,8 @@ async function mapKernel(d: RbdData, opts: { readOnly: boolean }): Promise<strin
   }
 }
 
-async function mountFuse(d: RbdData, opts: { readOnly: boolean }): Promise<string> {
-  const dir = join(mountRoot(), newId());
+async function mountFuse(d: RbdData, opts: { readOnly: boolean; name?: string }): Promise<string> {
+  const dir = rbdFuseDir(opts.name ?? newId());
   const mnt = join(dir, "mnt");
   mkdirSync(mnt, { recursive: true, mode: 0o700 });
   const conf = writeClientFiles(dir, d);
@@ -100,6 +106,13 @@ async function mountFuse(d: RbdData, opts: { readOnly: boolean }): Promise<strin
   child.stderr?.destroy();
   child.unref();
   return attachLoopOrUnmount(file, opts, () => unmount(dir));
+}
+
+/** Releases what an attachment named `name` left: the loop device over the image's file, then the mount. */
+export async function releaseRbdFuse(name: string, image: string, keep: string[]): Promise<void> {
+  const dir = rbdFuseDir(name);
+  for (const device of await loopsOver(join(dir, "mnt", image))) if (!keep.includes(device)) await detachLoop(device);
+  if (existsSync(dir)) await unmount(dir);
 }
 
 function unmount(dir: string): Promise<void> {

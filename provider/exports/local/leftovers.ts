@@ -1,0 +1,25 @@
+import type { ConnectionInfo } from "../../persistence/records";
+import { detachLoop } from "./loop";
+import { loopsOver } from "./loops-over";
+import { releaseNbdfuse } from "./nbdfuse";
+import { releaseRbdFuse } from "./rbd";
+
+// What an attach leaves on this host if it is cut short (kill -9 between making the device and
+// recording it), or what outlived its record: found from the connection info and the
+// attachment's name (its connection id), never from a record that was not written.
+
+/** Loop devices over the volume's own file (protocol local); other protocols go through a mount. */
+export async function devicesBacking(info: ConnectionInfo): Promise<string[]> {
+  if (info.protocol !== "local" || typeof info.data.device_path !== "string") return [];
+  return loopsOver(info.data.device_path);
+}
+
+/**
+ * Releases the devices (and FUSE mounts) made for the attachment `name`, or for any attachment
+ * of the volume when no name is given, except the devices in `keep` (which records hold).
+ */
+export async function releaseLeftovers(info: ConnectionInfo, name: string | undefined, keep: string[]): Promise<void> {
+  for (const device of await devicesBacking(info)) if (!keep.includes(device)) await detachLoop(device);
+  if (name && info.protocol === "nbd") await releaseNbdfuse(name, keep);
+  if (name && info.protocol === "rbd" && typeof info.data.image === "string") await releaseRbdFuse(name, info.data.image, keep);
+}

@@ -208,15 +208,6 @@ export class Connection extends Tracked<"connection"> {
     }
   }
 
-  /**
-   * True when the connection is still there once what a dead holder left is repaired (an
-   * attach that died before recording its device, a disconnect that died half way).
-   */
-  async settle(): Promise<boolean> {
-    if (!this.busy?.stale) return true;
-    return this.leased("repair", async () => true, { ifGone: () => false });
-  }
-
   protected async repair(previous: ConnectionRecord, lease: Lease | undefined): Promise<"kept" | "gone"> {
     if (lease?.operation === "attach" || lease?.operation === "disconnect") {
       const here = !lease.owner || lease.owner.host === hostname();

@@ -97,16 +97,6 @@ export class Snapshot extends Tracked<"snapshot"> {
     return "kept";
   }
 
-  /**
-   * True when the snapshot is still there once what a dead holder left is repaired. Used where
-   * a decision counts snapshots (a volume's delete), so a half-made one never blocks it forever.
-   */
-  async settle(): Promise<boolean> {
-    const busy = this.busy;
-    if (!(busy ? busy.stale : this.interrupted(this.record))) return true;
-    return this.leased("repair", async () => true, { ifGone: () => false });
-  }
-
   async save(): Promise<void> {
     await this.backend.persistence.setSnapshot(this.record);
   }

@@ -35,6 +35,8 @@ export abstract class Tracked<K extends RecordKind> {
   private writes: Promise<void> = Promise.resolve();
   /** The operation under way frees space (a delete): its record writes may spend the reserve. */
   private freeing = false;
+  /** What the lease taken for the operation under way found interrupted and repaired. */
+  protected repairedNow?: Lease;
 
   constructor(
     readonly backend: Backend,
@@ -184,6 +186,18 @@ export abstract class Tracked<K extends RecordKind> {
     });
   }
 
+  /**
+   * Repairs what a dead holder left, if anything; true when the object is still there after.
+   * Decisions that count objects (a volume's delete counts its snapshots and connections) settle
+   * them first, so a half-made one never blocks anything for good.
+   */
+  async settle(): Promise<boolean> {
+    if (this.gone) return false;
+    const busy = this.busy;
+    if (!(busy ? busy.stale : this.interrupted(this.record))) return true;
+    return this.leased("repair", async () => true, { ifGone: () => false });
+  }
+
   /** Records this new object as it is, with no operation under way. */
   protected insert(): Promise<void> {
     return this.backend.locks.run(this.id, async () => {
@@ -247,7 +261,8 @@ export abstract class Tracked<K extends RecordKind> {
   private async acquire(operation: string, intent?: Record<string, unknown>): Promise<boolean> {
     const settings = this.backend.leaseSettings;
     const deadline = Date.now() + settings.waitMs;
-    let pause = 20;
+    let pause = 10;
+    this.repairedNow = undefined;
     for (;;) {
       const current = await this.read();
       if (!current) {
@@ -285,6 +300,7 @@ export abstract class Tracked<K extends RecordKind> {
           this.markGone();
           return false;
         }
+        this.repairedNow = previous;
       }
       return true;
     }

@@ -198,6 +198,8 @@ export class Volume extends Tracked<"volume"> {
     const size = parseInput(sizeGiBSchema, sizeGiB, "sizeGiB");
     return this.leased("extend", async () => {
       this.requireUsable("extended");
+      // The same extend run again after it was cut short: the repair just finished it.
+      if (size === this.sizeGiB && this.repairedNow?.operation === "extend" && this.repairedNow.intent?.sizeGiB === size) return size * GiB;
       if (size <= this.sizeGiB) {
         throw new InvalidInputError("sizeGiB", `must be larger than the current size (${this.sizeGiB} GiB); volumes only grow`);
       }

@@ -1,3 +1,5 @@
+import { statfsSync } from "node:fs";
+import { dirname } from "node:path";
 import { BackendError, KindlingError, NoSpaceError, errorMessage, isErrno } from "../util/errors";
 
 /** SQLite's primary result codes that mean something to a user. */
@@ -12,7 +14,7 @@ export function storeError(err: unknown, location: string): unknown {
   const cause = err;
   const sqlite = sqliteCode(err);
   const detail = errorMessage(err);
-  if (sqlite === SQLITE.FULL || isErrno(err, "ENOSPC", "EDQUOT")) {
+  if (sqlite === SQLITE.FULL || isErrno(err, "ENOSPC", "EDQUOT") || (sqlite === SQLITE.IOERR && filesystemFull(location))) {
     return new NoSpaceError(`the records store ${location} has no space left (${detail})`, {
       hint: "free space on its filesystem; deleting volumes and snapshots still works",
       cause,
@@ -44,6 +46,22 @@ export function storeError(err: unknown, location: string): unknown {
   }
   if (sqlite === SQLITE.IOERR) return new BackendError(`the records store ${location} could not be read or written (${detail})`, { cause });
   return err;
+}
+
+/**
+ * SQLite reports some writes that failed for want of space (growing its shared-memory file)
+ * as plain I/O errors; a filesystem with next to nothing left says what they were.
+ */
+function filesystemFull(location: string): boolean {
+  for (const path of [location, dirname(location)]) {
+    try {
+      const fs = statfsSync(path);
+      return fs.bavail * fs.bsize < 256 * 1024;
+    } catch {
+      // not there: try its directory
+    }
+  }
+  return false;
 }
 
 function sqliteCode(err: unknown): number | undefined {

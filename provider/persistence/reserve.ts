@@ -33,6 +33,15 @@ export class SpaceReserve {
     }
   }
 
+  /** The reserve is there, whole. */
+  present(): boolean {
+    try {
+      return statSync(this.path).size >= this.bytes;
+    } catch {
+      return false;
+    }
+  }
+
   /** Frees the reserve's space; true when there was one. */
   release(): boolean {
     try {

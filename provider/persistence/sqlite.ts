@@ -1,12 +1,13 @@
-import { chmodSync, mkdirSync, statSync } from "node:fs";
+import { accessSync, chmodSync, constants as fsConstants, mkdirSync, statSync } from "node:fs";
 import { dirname } from "node:path";
+import { pathToFileURL } from "node:url";
 import { DatabaseSync } from "node:sqlite";
 import type { ConnectionFilter, Persistence, SnapshotFilter, VolumeFilter } from "./contract";
 import { versionOf, type ConnectionRecord, type KeyValueRecord, type RecordKind, type RecordTypes, type SnapshotRecord, type VolumeRecord } from "./records";
 import { nameTaken } from "./shared";
-import { storeError } from "./errors";
+import { isNoSpace, storeError } from "./errors";
 import { SpaceReserve } from "./reserve";
-import { BackendError, InvalidInputError, isErrno } from "../util/errors";
+import { BackendError, InvalidInputError, NoSpaceError, isErrno } from "../util/errors";
 
 /**
  * Schema changes, in order; `PRAGMA user_version` counts how many have run. Append only: a
@@ -58,6 +59,10 @@ export class SqlitePersistence implements Persistence {
   /** Opened read-only (a read-only mount, an immutable file): listing works, changes are refused. */
   readonly readOnly: boolean;
   private readonly reserve: SpaceReserve;
+  /** Opened on the reserve: until there is room again, only changes that free space are written. */
+  private lowOnSpace = false;
+  /** A change that frees space is being written (see releaseReserve). */
+  private freeing = false;
 
   constructor(readonly path: string) {
     this.location = path;
@@ -70,70 +75,95 @@ export class SqlitePersistence implements Persistence {
       if (!isErrno(err, "ENOENT")) throw storeError(err, path);
       mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     }
+    // On a full filesystem even opening fails (SQLite grows its shared-memory file). The reserve
+    // is there for that: it is spent to open, and the store then records only what frees space
+    // (deletes) until there is room again.
+    let opened: { db: DatabaseSync; readOnly: boolean };
     try {
-      this.db = new DatabaseSync(path, { timeout: 10_000 });
+      opened = this.open();
     } catch (err) {
-      throw storeError(err, path);
+      if (!isNoSpace(err) || !this.reserve.release()) throw err;
+      opened = this.open();
+      this.lowOnSpace = true;
     }
+    this.db = opened.db;
+    this.readOnly = opened.readOnly;
+  }
+
+  /** Opens the database, sets it up, and says whether it can be written. */
+  private open(): { db: DatabaseSync; readOnly: boolean } {
     try {
-      this.readOnly = !this.writable();
-      if (!this.readOnly) {
-        restrictMode(path); // records hold connection info
-        this.db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;");
-        this.migrate();
-        this.reserve.ensure();
-      } else {
-        this.checkSchema();
-      }
+      return this.setUp(new DatabaseSync(this.path, { timeout: 10_000 }), false);
     } catch (err) {
-      this.db.close();
-      throw storeError(err, path);
+      // A read-only mount: SQLite cannot make the files a WAL database needs beside it. Nothing
+      // can change the file there, so it is read as immutable (listing works, changes do not).
+      if (!readOnlyMedium(this.path)) throw storeError(err, this.path);
+      const url = pathToFileURL(this.path);
+      url.searchParams.set("immutable", "1");
+      try {
+        return this.setUp(new DatabaseSync(url, { readOnly: true }), true);
+      } catch (again) {
+        throw storeError(again, this.path);
+      }
     }
   }
 
-  /** SQLite opens a file it may not write read-only without a word; find out here. */
-  private writable(): boolean {
+  private setUp(db: DatabaseSync, immutable: boolean): { db: DatabaseSync; readOnly: boolean } {
     try {
-      this.db.exec("BEGIN IMMEDIATE");
-      this.db.exec("ROLLBACK");
-      return true;
+      const readOnly = immutable || !writable(db);
+      if (!readOnly) {
+        restrictMode(this.path); // records hold connection info
+        db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;");
+      }
+      const opened = { db, readOnly };
+      this.migrate(opened);
+      if (!readOnly) this.reserve.ensure();
+      return opened;
     } catch (err) {
-      if ((err as { errcode?: number }).errcode !== undefined && ((err as { errcode: number }).errcode & 0xff) === 8) return false;
+      db.close();
       throw err;
     }
   }
 
-  private schemaVersion(): number {
-    return (this.db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version;
+  private schemaVersion(db: DatabaseSync = this.db): number {
+    return (db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version;
   }
 
-  private checkSchema(): void {
-    const version = this.schemaVersion();
+  /** Runs the migrations this database has not seen, in one transaction; checks the version. */
+  private migrate({ db, readOnly }: { db: DatabaseSync; readOnly: boolean }): void {
+    const version = this.schemaVersion(db);
     if (version > MIGRATIONS.length) {
       throw new BackendError(`${this.path} has schema version ${version}, newer than this kindling knows (${MIGRATIONS.length})`, {
         hint: "upgrade kindling, or point it at another database",
       });
     }
-    if (version < MIGRATIONS.length && this.readOnly) {
+    if (version === MIGRATIONS.length) return;
+    if (readOnly) {
       throw new BackendError(`the records store ${this.path} is read-only and has schema version ${version}; this kindling needs ${MIGRATIONS.length}`, {
         hint: "open it once with write access so kindling can upgrade it",
       });
     }
-  }
-
-  /** Runs the migrations this database has not seen, in one transaction. */
-  private migrate(): void {
-    this.transaction(() => {
-      this.checkSchema();
-      const version = this.schemaVersion();
-      for (let v = version; v < MIGRATIONS.length; v++) this.db.exec(MIGRATIONS[v]);
-      if (version < MIGRATIONS.length) this.db.exec(`PRAGMA user_version = ${MIGRATIONS.length}`);
-    });
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      // Another process may have migrated it while this one waited for the lock.
+      const now = this.schemaVersion(db);
+      for (let v = now; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]);
+      if (now < MIGRATIONS.length) db.exec(`PRAGMA user_version = ${MIGRATIONS.length}`);
+      db.exec("COMMIT");
+    } catch (err) {
+      if (db.isTransaction) db.exec("ROLLBACK");
+      throw err;
+    }
   }
 
   private transaction<T>(work: () => T): T {
     if (this.readOnly) {
       throw new BackendError(`the records store ${this.path} is read-only`, { hint: "listing works; changes need write access to it" });
+    }
+    if (this.lowOnSpace && !this.freeing) {
+      throw new NoSpaceError(`the records store ${this.path} has no space left on its filesystem`, {
+        hint: "free space there; deleting volumes and snapshots still works",
+      });
     }
     try {
       this.db.exec("BEGIN IMMEDIATE");
@@ -267,10 +297,16 @@ export class SqlitePersistence implements Persistence {
   }
 
   async releaseReserve(): Promise<boolean> {
-    return this.reserve.release();
+    // Opened on the reserve, it is spent already: this change may use what it freed.
+    const spent = this.lowOnSpace || this.reserve.release();
+    if (spent) this.freeing = true;
+    return spent;
   }
   async restoreReserve(): Promise<void> {
-    if (!this.readOnly) this.reserve.ensure();
+    this.freeing = false;
+    if (this.readOnly) return;
+    this.reserve.ensure();
+    if (this.reserve.present()) this.lowOnSpace = false;
   }
 
   async close(): Promise<void> {
@@ -281,6 +317,29 @@ export class SqlitePersistence implements Persistence {
   info(): { userVersion: number; journalMode: string; migrations: number } {
     const { journal_mode } = this.db.prepare("PRAGMA journal_mode").get() as { journal_mode: string };
     return { userVersion: this.schemaVersion(), journalMode: journal_mode, migrations: MIGRATIONS.length };
+  }
+}
+
+/** SQLite opens a file it may not write read-only without a word; find out here. */
+function writable(db: DatabaseSync): boolean {
+  try {
+    db.exec("BEGIN IMMEDIATE");
+    db.exec("ROLLBACK");
+    return true;
+  } catch (err) {
+    const code = (err as { errcode?: number }).errcode;
+    if (code !== undefined && (code & 0xff) === 8) return false; // SQLITE_READONLY
+    throw err;
+  }
+}
+
+/** The database's directory cannot be written (a read-only mount, no permission). */
+function readOnlyMedium(path: string): boolean {
+  try {
+    accessSync(dirname(path), fsConstants.W_OK);
+    return false;
+  } catch (err) {
+    return isErrno(err, "EROFS", "EACCES", "EPERM");
   }
 }
 

@@ -194,6 +194,7 @@ export interface VolumeDriver {
    */
   connectionSecrets?(): Record<string, string>;
 
+  /** A device of the size the records hold (`sizeGiB`, a snapshot's `volumeSizeGiB`). */
   open(target: OpenTarget, opts: { readOnly: boolean }): Promise<BlockDevice>;
 
   /** Releases what setup made (credential files); the backend calls it on close. */

@@ -1,4 +1,4 @@
-import { constants, type BigIntStats } from "node:fs";
+import { constants, type BigIntStats, type Stats } from "node:fs";
 import { lstat, open, realpath, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { InvalidInputError, BackendError, isErrno } from "../../util/errors";
@@ -54,24 +54,30 @@ async function openBackingFile(file: string): Promise<FileHandle> {
     if (isErrno(err, "ENOENT")) throw new BackendError(`${file} does not exist`, { hint: "the volume's file was removed; delete the volume" });
     throw err;
   });
-  if (!entry.isFile()) throw notRegular(file, entry.isSymbolicLink() ? "a symbolic link" : entry.isDirectory() ? "a directory" : "not a regular file");
+  if (!entry.isFile()) throw notRegular(file, entry);
   let handle: FileHandle;
   try {
+    // O_NONBLOCK: a fifo swapped in after the look must not hang the open.
     handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     if (isErrno(err, "ELOOP")) throw notRegular(file, "a symbolic link");
     throw err;
   }
-  if (!(await handle.stat()).isFile()) {
+  const opened = await handle.stat();
+  if (!opened.isFile()) {
     await handle.close();
-    throw notRegular(file, "not a regular file");
+    throw notRegular(file, opened);
   }
   return handle;
 }
 
-function notRegular(file: string, what: string): BackendError {
-  const tail = what === "a symbolic link" ? "; kindling never follows links to attach a file" : "";
-  return new BackendError(`${file} is ${what === "not a regular file" ? what : `${what}, not a regular file`}${tail}`, {
+function notRegular(file: string, entry: Stats | string): BackendError {
+  const what = typeof entry === "string" ? entry
+    : entry.isSymbolicLink() ? "a symbolic link"
+    : entry.isDirectory() ? "a directory"
+    : entry.isFIFO() ? "a fifo"
+    : "a special file";
+  return new BackendError(`${file} is ${what}, not a regular file; kindling never follows links to attach a file`, {
     hint: "only a volume's own file can be attached",
   });
 }

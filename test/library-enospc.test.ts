@@ -111,6 +111,31 @@ describe("a full filesystem", () => {
     assertSpaceGivenBack(free);
   });
 
+  test("a device opened while a failing extend has grown the file has the recorded size: no reads past the real end (D1)", async (t) => {
+    if (needsRoot(t)) return;
+    const file = full.location as string;
+    let settled = false;
+    const outcome = full.extend(2).then(() => undefined, (e: unknown) => e).finally(() => (settled = true));
+    // The extend grows the file first, then writes zeroes until the space runs out and gives the
+    // growth back. A client connecting in between (an NBD export opening the device) was told
+    // the grown size, and its reads past the rolled-back end returned other memory.
+    while (!settled && statSync(file).size <= GiB) await new Promise((r) => setImmediate(r));
+    assert.equal(settled, false, "the device is opened while the file is grown");
+    const device = await full.open({ readOnly: true });
+    try {
+      assert.ok((await outcome) instanceof NoSpaceError, "the extend ran out of space");
+      assert.equal(statSync(file).size, GiB, "and was rolled back");
+      assert.equal(device.size, GiB, "the device has the size the records hold, not the grown file's");
+      const buffer = Buffer.alloc(MiB, "OTHER-TENANT-DATA-");
+      assert.equal(await device.pread(buffer, GiB - MiB), MiB);
+      assert.ok(buffer.equals(Buffer.alloc(MiB)), "the thick volume's last MiB reads as its zeroes");
+    } finally {
+      await device.close();
+    }
+    assert.equal((await backend.getVolume("full")).status, "available");
+    await assertRecordsMatchFiles();
+  });
+
   test("clone that runs out of space midway: NO_SPACE, no partial file, no record", async (t) => {
     if (needsRoot(t)) return;
     const free = freeBytes(fs.mountpoint);

@@ -108,9 +108,14 @@ export interface BlockDeviceCapabilities {
  * this, so every backend gets them for free.
  */
 export interface BlockDevice {
+  /** The size the records hold for the volume or snapshot, not what the storage happens to have. */
   readonly size: number;
   readonly readOnly: boolean;
   readonly capabilities: BlockDeviceCapabilities;
+  /**
+   * Fills the whole buffer and returns its length, never a short count: what the storage does
+   * not hold inside `size` (past a file's end) reads as zeroes, never as the buffer's old bytes.
+   */
   pread(buffer: Buffer, offset: number): Promise<number>;
   pwrite(buffer: Buffer, offset: number, opts?: { fua?: boolean }): Promise<void>;
   flush(): Promise<void>;
@@ -158,7 +163,12 @@ export interface VolumeDriver {
   createVolume(volume: DriverVolume, opts?: OperationOptions): Promise<ModelUpdate>;
   /** A missing volume is success. */
   deleteVolume(volume: DriverVolume): Promise<void>;
-  /** Grow only; the library has already refused a shrink. */
+  /**
+   * Grow only; the library has already refused a shrink. `volume.sizeGiB` is the size the
+   * records hold (the old size). Idempotent: a re-run after an interrupted extend (the storage
+   * already at the new size) finishes it, thick provisioning included. On failure, only what
+   * this call added is given back.
+   */
   extendVolume(volume: DriverVolume, newSizeGiB: number): Promise<void>;
   cloneVolume(volume: DriverVolume, source: DriverVolume, opts?: OperationOptions): Promise<ModelUpdate>;
   createSnapshot(snapshot: DriverSnapshot, volume: DriverVolume, opts?: OperationOptions): Promise<ModelUpdate>;
@@ -184,6 +194,7 @@ export interface VolumeDriver {
    */
   connectionSecrets?(): Record<string, string>;
 
+  /** A device of the size the records hold (`sizeGiB`, a snapshot's `volumeSizeGiB`). */
   open(target: OpenTarget, opts: { readOnly: boolean }): Promise<BlockDevice>;
 
   /** Releases what setup made (credential files); the backend calls it on close. */

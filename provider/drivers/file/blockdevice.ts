@@ -1,22 +1,29 @@
-import { close, fdatasync, fstat, open, read, write } from "node:fs";
+import { fdatasync, fstat, read, write, type Stats } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
 import type { BlockDevice, BlockDeviceCapabilities, Extent } from "../contract";
 import { checkRange, checkWritable } from "../ranges";
 import { fileExtents } from "./extents";
+import { descriptorPath, openPoolFile, type PoolObject } from "./poolfile";
 import { run } from "../../util/run";
 
 // The callback forms of fs, wrapped by hand: on the NBD hot path they cost far less per call
-// than fs.promises' FileHandle methods.
+// than fs.promises' FileHandle methods. They work on the descriptor of the FileHandle that
+// owns it (and closes it).
 const call = <T>(fn: (done: (err: NodeJS.ErrnoException | null, value: T) => void) => void) =>
   new Promise<T>((resolve, reject) => fn((err, value) => (err ? reject(err) : resolve(value))));
 
-/** A raw file as a block device. Snapshots and read-only exports open it with O_RDONLY. */
+/**
+ * A raw file as a block device. Snapshots and read-only exports open it read-only. The device
+ * has the size the records hold, which the file may not have (a file shortened behind
+ * kindling's back, an extend rolled back while the device was open): what lies past the file's
+ * end reads as zeroes, never as whatever the caller's buffer held before.
+ */
 export class FileBlockDevice implements BlockDevice {
   readonly capabilities: BlockDeviceCapabilities;
   private closed = false;
 
   private constructor(
-    private readonly path: string,
-    private readonly fd: number,
+    private readonly handle: FileHandle,
     readonly size: number,
     readonly readOnly: boolean,
   ) {
@@ -31,15 +38,28 @@ export class FileBlockDevice implements BlockDevice {
     };
   }
 
-  static async open(path: string, readOnly: boolean): Promise<FileBlockDevice> {
-    const fd = await call<number>((done) => open(path, readOnly ? "r" : "r+", done));
+  /**
+   * Opens `path` (never through a link; see poolfile.ts) as a device of `size` bytes; without
+   * a size, the file's size now. `owner` names the volume or snapshot in errors.
+   */
+  static async open(path: string, readOnly: boolean, opts: { size?: number; owner?: PoolObject } = {}): Promise<FileBlockDevice> {
+    const handle = await openPoolFile(path, readOnly ? "read" : "write", opts.owner);
     try {
-      const { size } = await call<import("node:fs").Stats>((done) => fstat(fd, done));
-      return new FileBlockDevice(path, fd, size, readOnly);
+      return FileBlockDevice.over(handle, opts.size ?? (await handle.stat()).size, readOnly);
     } catch (err) {
-      await call<void>((done) => close(fd, (e) => done(e, undefined)));
+      await handle.close();
       throw err;
     }
+  }
+
+  /** A device over a file already open; closing the device closes the handle. */
+  static over(handle: FileHandle, size: number, readOnly: boolean): FileBlockDevice {
+    if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`device size ${size} is not a byte count`);
+    return new FileBlockDevice(handle, size, readOnly);
+  }
+
+  private get fd(): number {
+    return this.handle.fd;
   }
 
   private check(offset: number, length: number): void {
@@ -50,6 +70,11 @@ export class FileBlockDevice implements BlockDevice {
     checkWritable(this.readOnly);
   }
 
+  private async fileSize(): Promise<number> {
+    return (await call<Stats>((done) => fstat(this.fd, done))).size;
+  }
+
+  /** Always fills the whole buffer: bytes past the file's end read as zeroes. */
   async pread(buffer: Buffer, offset: number): Promise<number> {
     this.check(offset, buffer.length);
     let done = 0;
@@ -58,7 +83,9 @@ export class FileBlockDevice implements BlockDevice {
       if (n === 0) break;
       done += n;
     }
-    return done;
+    // The file ends before the device does; the caller's buffer may be recycled memory.
+    if (done < buffer.length) buffer.fill(0, done);
+    return buffer.length;
   }
 
   async pwrite(buffer: Buffer, offset: number, opts: { fua?: boolean } = {}): Promise<void> {
@@ -79,25 +106,28 @@ export class FileBlockDevice implements BlockDevice {
     this.checkWritable();
     this.check(offset, length);
     if (length === 0) return;
-    await run("fallocate", ["--punch-hole", "--keep-size", "--offset", String(offset), "--length", String(length), this.path]);
+    await run("fallocate", ["--punch-hole", "--keep-size", "--offset", String(offset), "--length", String(length), descriptorPath(this.handle)]);
   }
 
   async zero(offset: number, length: number, opts: { mayTrim?: boolean } = {}): Promise<void> {
     this.checkWritable();
     this.check(offset, length);
-    if (length === 0) return;
+    // Past the file's end already reads as zeroes; zeroing there would allocate blocks beyond
+    // the end (--keep-size) that nothing can ever read.
+    const inFile = Math.min(length, (await this.fileSize()) - offset);
+    if (inFile <= 0) return;
     const mode = opts.mayTrim ? ["--punch-hole", "--keep-size"] : ["--zero-range", "--keep-size"];
-    await run("fallocate", [...mode, "--offset", String(offset), "--length", String(length), this.path]);
+    await run("fallocate", [...mode, "--offset", String(offset), "--length", String(inFile), descriptorPath(this.handle)]);
   }
 
   async extents(offset: number, length: number): Promise<Extent[]> {
     this.check(offset, length);
-    return fileExtents(this.path, offset, length);
+    return fileExtents(descriptorPath(this.handle), offset, length);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await call<void>((done) => close(this.fd, (e) => done(e, undefined)));
+    await this.handle.close();
   }
 }

@@ -1,7 +1,7 @@
 import { constants as fsConstants } from "node:fs";
-import { access, chmod, copyFile, mkdir, open, readdir, stat, statfs, truncate, unlink } from "node:fs/promises";
+import { access, copyFile, lstat, mkdir, readdir, stat, statfs, unlink, type FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
-import { join, resolve, sep } from "node:path";
+import { dirname, join, resolve, sep } from "node:path";
 import type {
   BackendStats, BlockDevice, DriverSnapshot, DriverVolume, Inspection, ModelUpdate, OpenTarget,
   OperationOptions, PoolStats, VolumeDriver,
@@ -11,7 +11,11 @@ import { copyDevice } from "../copy";
 import { validateQosSpecs } from "../qos";
 import { fileExtraSpecsSchema, type FileConfig } from "./config";
 import { FileBlockDevice } from "./blockdevice";
-import { BackendError, InvalidInputError, NoSpaceError, NotFoundError, errorMessage, isErrno } from "../../util/errors";
+import { fileExtents } from "./extents";
+import {
+  assertStillNamed, createPoolFile, descriptorPath, notRegularFile, openPoolFile, poolEntry, removeIfOurs, type PoolObject,
+} from "./poolfile";
+import { BackendError, InvalidInputError, NoSpaceError, errorMessage, isErrno } from "../../util/errors";
 import { isId } from "../../util/names";
 import { run } from "../../util/run";
 import { GiB, MiB, bytesToGiB, gibToBytes } from "../../util/sizes";
@@ -48,6 +52,13 @@ export class FileDriver implements VolumeDriver {
         await mkdir(dir, { recursive: true, mode: 0o750 });
         await access(dir, fsConstants.W_OK | fsConstants.R_OK);
       } catch (err) {
+        // EEXIST: the path is a file; ENOTDIR: one of the directories above it is.
+        if (isErrno(err, "EEXIST", "ENOTDIR")) {
+          const field = this.config.pools ? `pools.${pool}` : "path";
+          throw new InvalidInputError(field, `${await firstNonDirectory(dir)} is not a directory`, {
+            hint: "point the backend at a directory, or at a path where one can be made",
+          });
+        }
         throw new BackendError(`pool ${pool}: directory ${dir} is not usable: ${errorMessage(err)}`, {
           hint: "create it, or fix its permissions, or point the backend at another directory",
           cause: err,
@@ -87,6 +98,15 @@ export class FileDriver implements VolumeDriver {
     return this.pathOf("snapshot", snapshot.pool, snapshot.id);
   }
 
+  /** A volume's or snapshot's file and what it belongs to (for errors naming it). */
+  private volumeFile(volume: DriverVolume): PoolFileRef {
+    return { path: this.volumePath(volume), owner: { kind: "volume", id: volume.id, pool: volume.pool }, size: gibToBytes(volume.sizeGiB) };
+  }
+
+  private snapshotFile(snapshot: DriverSnapshot): PoolFileRef {
+    return { path: this.snapshotPath(snapshot), owner: { kind: "snapshot", id: snapshot.id, pool: snapshot.pool }, size: gibToBytes(snapshot.volumeSizeGiB) };
+  }
+
   async stats(): Promise<BackendStats> {
     const pools: PoolStats[] = [];
     for (const [pool, dir] of this.pools) pools.push(await this.poolStats(pool, dir));
@@ -117,7 +137,9 @@ export class FileDriver implements VolumeDriver {
     for (const entry of await readdir(dir)) {
       if (!entry.startsWith("volume-")) continue;
       try {
-        const st = await stat(join(dir, entry));
+        // lstat: a link in the pool must not count whatever it points to.
+        const st = await lstat(join(dir, entry));
+        if (!st.isFile()) continue;
         provisioned += st.size;
         allocated += st.blocks * 512;
         volumes++;
@@ -163,38 +185,40 @@ export class FileDriver implements VolumeDriver {
   }
 
   async createVolume(volume: DriverVolume): Promise<ModelUpdate> {
-    const path = this.volumePath(volume);
-    await this.makeFile(path, volume.sizeGiB, volume.extraSpecs.preallocation);
-    return { location: path };
-  }
-
-  /** A new file of the size, preallocated as asked; removed again if that fails. */
-  private async makeFile(path: string, sizeGiB: number, preallocation = "off"): Promise<void> {
-    const handle = await open(path, "wx", 0o600);
-    await handle.close();
+    const file = this.volumeFile(volume);
+    const handle = await createPoolFile(file.path, file.owner);
     try {
-      await truncate(path, gibToBytes(sizeGiB));
-      await this.preallocate(path, 0, gibToBytes(sizeGiB), preallocation);
+      await handle.truncate(file.size);
+      await this.preallocate(handle, 0, file.size, volume.extraSpecs.preallocation ?? "off");
+      await assertStillNamed(file.path, handle, file.owner);
     } catch (err) {
-      await unlink(path).catch(() => undefined);
-      throw this.spaceError(err, `creating a ${sizeGiB} GiB volume`);
+      await removeIfOurs(file.path, handle);
+      throw this.spaceError(err, `creating a ${volume.sizeGiB} GiB volume`);
+    } finally {
+      await handle.close();
     }
+    return { location: file.path };
   }
 
-  private async preallocate(path: string, offset: number, length: number, mode: string): Promise<void> {
+  /**
+   * Thick provisioning of [offset, offset+length). `falloc` reserves the blocks (harmless over
+   * data); `full` writes zeroes, but only into the holes of the range: a re-run over a range
+   * a client may already have written must never overwrite its data.
+   */
+  private async preallocate(handle: FileHandle, offset: number, length: number, mode: string): Promise<void> {
+    if (length <= 0) return;
     if (mode === "falloc") {
-      await run("fallocate", ["--keep-size", "--offset", String(offset), "--length", String(length), path]);
+      await run("fallocate", ["--keep-size", "--offset", String(offset), "--length", String(length), descriptorPath(handle)]);
     } else if (mode === "full") {
-      const handle = await open(path, "r+");
-      try {
-        const zeroes = Buffer.alloc(4 * MiB);
-        for (let at = offset; at < offset + length; at += zeroes.length) {
-          await handle.write(zeroes, 0, Math.min(zeroes.length, offset + length - at), at);
+      const zeroes = Buffer.alloc(4 * MiB);
+      for (const extent of await fileExtents(descriptorPath(handle), offset, length)) {
+        if (!extent.hole) continue;
+        const end = extent.offset + extent.length;
+        for (let at = extent.offset; at < end; at += zeroes.length) {
+          await handle.write(zeroes, 0, Math.min(zeroes.length, end - at), at);
         }
-        await handle.datasync();
-      } finally {
-        await handle.close();
       }
+      await handle.datasync();
     }
   }
 
@@ -205,112 +229,102 @@ export class FileDriver implements VolumeDriver {
   }
 
   async deleteVolume(volume: DriverVolume): Promise<void> {
-    await unlink(this.volumePath(volume)).catch((err) => {
+    await this.removeFile(this.volumeFile(volume));
+  }
+
+  /** unlink: a link in the pool goes, never what it points to. A directory is left alone. */
+  private async removeFile(file: PoolFileRef): Promise<void> {
+    await unlink(file.path).catch((err) => {
+      if (isErrno(err, "EISDIR")) throw notRegularFile(file.path, file.owner, "a directory");
       if (!isErrno(err, "ENOENT")) throw err;
     });
   }
 
+  /**
+   * Grows the file to the new size and preallocates [recorded size, new size) as the volume's
+   * specs ask. Idempotent: a run killed mid-way leaves the file grown and the preallocation
+   * unfinished, and the next run, finding the file already at (or past) the new size, finishes
+   * the preallocation instead of returning early. A file past the new size stays as it is:
+   * shrinking it could drop data written there.
+   */
   async extendVolume(volume: DriverVolume, newSizeGiB: number): Promise<void> {
-    const path = this.volumePath(volume);
-    const { size } = await this.statOrMissing(path, "volume", volume.id);
+    const file = this.volumeFile(volume);
     const newSize = gibToBytes(newSizeGiB);
-    if (newSize <= size) return;
+    const handle = await openPoolFile(file.path, "write", file.owner);
     try {
-      await truncate(path, newSize);
-      await this.preallocate(path, size, newSize - size, volume.extraSpecs.preallocation ?? "off");
-    } catch (err) {
-      // Give back what was added so the file matches the size the records still hold.
-      await truncate(path, size).catch(() => undefined);
-      throw this.spaceError(err, `extending to ${newSizeGiB} GiB`);
-    }
-  }
-
-  private async statOrMissing(path: string, kind: string, id: string) {
-    try {
-      return await stat(path);
-    } catch (err) {
-      if (isErrno(err, "ENOENT")) throw new NotFoundError(`${kind} file for`, id, { hint: "the file was removed outside kindling; delete the record" });
-      throw err;
+      const { size: atEntry } = await handle.stat();
+      // From the recorded size, or from the file's end when the file is shorter than that.
+      const from = Math.min(file.size, atEntry);
+      try {
+        if (atEntry < newSize) await handle.truncate(newSize);
+        await this.preallocate(handle, from, newSize - from, volume.extraSpecs.preallocation ?? "off");
+        await assertStillNamed(file.path, handle, file.owner);
+      } catch (err) {
+        // Give back only what this call added, so the file is as the records still hold it.
+        if (atEntry < newSize) await handle.truncate(atEntry).catch(() => undefined);
+        throw this.spaceError(err, `extending to ${newSizeGiB} GiB`);
+      }
+    } finally {
+      await handle.close();
     }
   }
 
   async cloneVolume(volume: DriverVolume, source: DriverVolume, opts: OperationOptions = {}): Promise<ModelUpdate> {
-    const path = this.volumePath(volume);
-    await this.copyInto(this.volumePath(source), path, volume.sizeGiB, opts, "cloning");
-    return { location: path };
+    const file = this.volumeFile(volume);
+    await this.copyInto(this.volumeFile(source), file, 0o600, opts, "cloning");
+    return { location: file.path };
   }
 
   async createSnapshot(snapshot: DriverSnapshot, volume: DriverVolume, opts: OperationOptions = {}): Promise<ModelUpdate> {
-    const path = this.snapshotPath(snapshot);
-    await this.copyInto(this.volumePath(volume), path, volume.sizeGiB, opts, "taking a snapshot");
+    const file = this.snapshotFile(snapshot);
     // Snapshots never change; the mode says so to anything else that opens the file.
-    await chmod(path, 0o400);
-    return { location: path };
+    await this.copyInto(this.volumeFile(volume), file, 0o400, opts, "taking a snapshot");
+    return { location: file.path };
   }
 
   async deleteSnapshot(snapshot: DriverSnapshot): Promise<void> {
-    await unlink(this.snapshotPath(snapshot)).catch((err) => {
-      if (!isErrno(err, "ENOENT")) throw err;
-    });
+    await this.removeFile(this.snapshotFile(snapshot));
   }
 
   async createVolumeFromSnapshot(volume: DriverVolume, snapshot: DriverSnapshot, opts: OperationOptions = {}): Promise<ModelUpdate> {
-    const path = this.volumePath(volume);
-    await this.copyInto(this.snapshotPath(snapshot), path, volume.sizeGiB, opts, "creating a volume from a snapshot");
-    return { location: path };
+    const file = this.volumeFile(volume);
+    await this.copyInto(this.snapshotFile(snapshot), file, 0o600, opts, "creating a volume from a snapshot");
+    return { location: file.path };
   }
 
   /**
-   * Copies `from` to a new file `to` (reflink first, else sparse copy), then grows it to
-   * `sizeGiB`. On any failure the new file is removed, so nothing half made is left.
+   * Copies the first `from.size` bytes of `from` (the size its records hold) into a new file
+   * `to` of `to.size` bytes: a reflink first, else a sparse copy. The source is read through
+   * its descriptor and the target is created exclusively and worked on through its own, so
+   * neither name is followed anywhere. On any failure the new file is removed: nothing half
+   * made is left.
    */
-  private async copyInto(from: string, to: string, sizeGiB: number, opts: OperationOptions, doing: string): Promise<void> {
-    const source = await this.statOrMissing(from, "source", from);
+  private async copyInto(from: PoolFileRef, to: PoolFileRef, mode: number, opts: OperationOptions, doing: string): Promise<void> {
+    const source = await openPoolFile(from.path, "read", from.owner);
     try {
-      const cloned = await this.reflink(from, to);
-      if (!cloned) {
-        if (this.config.copyMode === "reflink") {
-          throw new BackendError(`the filesystem under ${to} cannot reflink`, { hint: "use copyMode auto or copy, or a filesystem with reflink (XFS, btrfs)" });
-        }
-        await this.sparseCopy(from, to, source.size, opts);
-      } else {
-        opts.onProgress?.({ done: source.size, total: source.size });
-      }
-      await chmod(to, 0o600);
-      if (gibToBytes(sizeGiB) > source.size) await truncate(to, gibToBytes(sizeGiB));
-    } catch (err) {
-      // EEXIST: the exclusive create found a file that is not ours (another volume's or
-      // snapshot's); removing it would lose that object's data.
-      if (!isErrno(err, "EEXIST")) await unlink(to).catch(() => undefined);
-      throw this.spaceError(err, doing);
-    }
-  }
-
-  /** True when the copy was made by reflink; false when the filesystem cannot. */
-  private async reflink(from: string, to: string): Promise<boolean> {
-    if (this.config.copyMode === "copy") return false;
-    try {
-      await copyFile(from, to, fsConstants.COPYFILE_EXCL | fsConstants.COPYFILE_FICLONE_FORCE);
-      return true;
-    } catch (err) {
-      if (isErrno(err, ...NO_REFLINK)) {
-        await unlink(to).catch(() => undefined);
-        logger().debug({ from, to, code: (err as NodeJS.ErrnoException).code }, "no reflink, copying");
-        return false;
-      }
-      throw err;
-    }
-  }
-
-  private async sparseCopy(from: string, to: string, size: number, opts: OperationOptions): Promise<void> {
-    const created = await open(to, "wx", 0o600);
-    await created.close();
-    await truncate(to, size);
-    const source = await FileBlockDevice.open(from, true);
-    try {
-      const target = await FileBlockDevice.open(to, false);
+      const target = await createPoolFile(to.path, to.owner);
       try {
-        await copyDevice(source, target, { onProgress: opts.onProgress });
+        const cloned = await this.reflink(source, target);
+        if (!cloned) {
+          if (this.config.copyMode === "reflink") {
+            throw new BackendError(`the filesystem under ${to.path} cannot reflink`, { hint: "use copyMode auto or copy, or a filesystem with reflink (XFS, btrfs)" });
+          }
+          await target.truncate(to.size);
+          // Devices over the handles, not closed here: the handles are closed below.
+          await copyDevice(FileBlockDevice.over(source, from.size, true), FileBlockDevice.over(target, to.size, false), { onProgress: opts.onProgress });
+        } else {
+          opts.onProgress?.({ done: from.size, total: from.size });
+        }
+        // A reflink takes the source file's size, which may differ from what its records hold.
+        await target.truncate(to.size);
+        await target.chmod(mode);
+        // Another process may have deleted either while we copied: the copy would then be of
+        // a volume that is gone, or into a file nobody can reach.
+        await assertStillNamed(from.path, source, from.owner);
+        await assertStillNamed(to.path, target, to.owner);
+      } catch (err) {
+        await removeIfOurs(to.path, target);
+        throw this.spaceError(err, doing);
       } finally {
         await target.close();
       }
@@ -319,22 +333,35 @@ export class FileDriver implements VolumeDriver {
     }
   }
 
+  /** True when the copy was made by reflink; false when the filesystem cannot. */
+  private async reflink(source: FileHandle, target: FileHandle): Promise<boolean> {
+    if (this.config.copyMode === "copy") return false;
+    try {
+      // Both by descriptor path: the clone is of the file we hold into the file we made.
+      await copyFile(descriptorPath(source), descriptorPath(target), fsConstants.COPYFILE_FICLONE_FORCE);
+      return true;
+    } catch (err) {
+      if (isErrno(err, ...NO_REFLINK)) {
+        logger().debug({ code: (err as NodeJS.ErrnoException).code }, "no reflink, copying");
+        return false;
+      }
+      throw err;
+    }
+  }
+
   async inspect(volume: DriverVolume): Promise<Inspection> {
-    return this.inspectPath(this.volumePath(volume));
+    return this.inspectFile(this.volumeFile(volume));
   }
 
   async inspectSnapshot(snapshot: DriverSnapshot): Promise<Inspection> {
-    return this.inspectPath(this.snapshotPath(snapshot));
+    return this.inspectFile(this.snapshotFile(snapshot));
   }
 
-  private async inspectPath(path: string): Promise<Inspection> {
-    try {
-      const st = await stat(path);
-      return { exists: true, sizeBytes: st.size, sizeGiB: Math.ceil(st.size / GiB), allocatedBytes: st.blocks * 512, location: path };
-    } catch (err) {
-      if (isErrno(err, "ENOENT")) return { exists: false };
-      throw err;
-    }
+  /** What the pool holds under the name, without following a link (a link is refused). */
+  private async inspectFile(file: PoolFileRef): Promise<Inspection> {
+    const st = await poolEntry(file.path, file.owner);
+    if (!st) return { exists: false };
+    return { exists: true, sizeBytes: st.size, sizeGiB: Math.ceil(st.size / GiB), allocatedBytes: st.blocks * 512, location: file.path };
   }
 
   validateConnector(protocol: string, connector: Record<string, unknown>): void {
@@ -354,12 +381,14 @@ export class FileDriver implements VolumeDriver {
 
   async initializeConnection(volume: DriverVolume, protocol: string, connector: Record<string, unknown>, opts: { attachMode: "rw" | "ro" }): Promise<ConnectionInfo> {
     this.validateConnector(protocol, connector);
-    const path = this.volumePath(volume);
-    await this.statOrMissing(path, "volume", volume.id);
+    const file = this.volumeFile(volume);
+    // Opened, not just looked at: the checks every user of the file makes (attach makes them
+    // again on the file it gives the loop device).
+    await (await openPoolFile(file.path, "read", file.owner)).close();
     return {
       protocol: "local",
       data: {
-        device_path: path,
+        device_path: file.path,
         access_mode: opts.attachMode,
         volume_id: volume.id,
         ...(Object.keys(volume.qosSpecs).length ? { qos_specs: { ...volume.qosSpecs } } : {}),
@@ -371,8 +400,30 @@ export class FileDriver implements VolumeDriver {
     // Nothing is exported for a local file: the connection record is all there is.
   }
 
+  /** A device of the size the records hold, whatever the file's size (see FileBlockDevice). */
   async open(target: OpenTarget, opts: { readOnly: boolean }): Promise<BlockDevice> {
-    if (target.kind === "snapshot") return FileBlockDevice.open(this.snapshotPath(target.snapshot), true);
-    return FileBlockDevice.open(this.volumePath(target.volume), opts.readOnly);
+    const file = target.kind === "snapshot" ? this.snapshotFile(target.snapshot) : this.volumeFile(target.volume);
+    return FileBlockDevice.open(file.path, target.kind === "snapshot" || opts.readOnly, { size: file.size, owner: file.owner });
   }
+}
+
+/** A file in a pool: its path, what it belongs to, and the size the records hold. */
+interface PoolFileRef {
+  path: string;
+  owner: PoolObject;
+  size: number;
+}
+
+/** The first part of `dir` (from the root down) that exists and is not a directory. */
+async function firstNonDirectory(dir: string): Promise<string> {
+  const chain: string[] = [];
+  for (let p = dir; ; p = dirname(p)) {
+    chain.unshift(p);
+    if (dirname(p) === p) break;
+  }
+  for (const p of chain) {
+    const st = await stat(p).catch(() => undefined);
+    if (st && !st.isDirectory()) return p;
+  }
+  return dir;
 }

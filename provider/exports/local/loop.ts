@@ -1,5 +1,7 @@
-import { realpath } from "node:fs/promises";
-import { InvalidInputError, BackendError } from "../../util/errors";
+import { constants, type BigIntStats, type Stats } from "node:fs";
+import { lstat, open, realpath, type FileHandle } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { InvalidInputError, BackendError, isErrno } from "../../util/errors";
 import { run } from "../../util/run";
 
 // Local attach through the kernel's loop driver: the one block-device path every Linux host
@@ -18,13 +20,66 @@ function rootHint(err: unknown): never {
   throw err;
 }
 
-/** Attaches `file` to a free loop device and returns its path. */
+/**
+ * Attaches `file` to a free loop device and returns its path. The file is opened without
+ * following a link and must be a regular file: a volume's file replaced by a link must never
+ * give a device over whatever the link points to. losetup gets that descriptor's /proc path;
+ * it turns it back into the file's name and opens that, so the device is checked afterwards
+ * to hold the very file we opened (a swap in between is caught, and the device released).
+ */
 export async function attachLoop(file: string, opts: { readOnly: boolean }): Promise<string> {
-  const args = ["--find", "--show", "--nooverlap", ...(opts.readOnly ? ["--read-only"] : []), file];
-  const { stdout } = await run("losetup", args).catch(rootHint);
-  const device = stdout.trim();
-  checkDevice(device);
-  return device;
+  const handle = await openBackingFile(file);
+  try {
+    const held = await handle.stat({ bigint: true });
+    const args = ["--find", "--show", "--nooverlap", ...(opts.readOnly ? ["--read-only"] : []), `/proc/${process.pid}/fd/${handle.fd}`];
+    const { stdout } = await run("losetup", args).catch(rootHint);
+    const device = stdout.trim();
+    checkDevice(device);
+    const backing = await loopBacking(device);
+    if (!backing || !sameFile(backing, held)) {
+      await detachLoop(device);
+      throw new BackendError(`${file} was replaced while it was being attached; the loop device was released`, {
+        hint: "something outside kindling changes the files in the pool: find out what, then attach again",
+      });
+    }
+    return device;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The file to attach, opened read-only: never through a link, only a regular file. */
+async function openBackingFile(file: string): Promise<FileHandle> {
+  const entry = await lstat(file).catch((err) => {
+    if (isErrno(err, "ENOENT")) throw new BackendError(`${file} does not exist`, { hint: "the volume's file was removed; delete the volume" });
+    throw err;
+  });
+  if (!entry.isFile()) throw notRegular(file, entry);
+  let handle: FileHandle;
+  try {
+    // O_NONBLOCK: a fifo swapped in after the look must not hang the open.
+    handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (isErrno(err, "ELOOP")) throw notRegular(file, "a symbolic link");
+    throw err;
+  }
+  const opened = await handle.stat();
+  if (!opened.isFile()) {
+    await handle.close();
+    throw notRegular(file, opened);
+  }
+  return handle;
+}
+
+function notRegular(file: string, entry: Stats | string): BackendError {
+  const what = typeof entry === "string" ? entry
+    : entry.isSymbolicLink() ? "a symbolic link"
+    : entry.isDirectory() ? "a directory"
+    : entry.isFIFO() ? "a fifo"
+    : "a special file";
+  return new BackendError(`${file} is ${what}, not a regular file; kindling never follows links to attach a file`, {
+    hint: "only a volume's own file can be attached",
+  });
 }
 
 /** Releases a loop device; one already gone is fine. */
@@ -49,15 +104,51 @@ export async function loopBackingFile(device: string): Promise<string | undefine
   return result.exitCode === 0 && result.stdout.trim() ? result.stdout.trim() : undefined;
 }
 
+/** The file behind a loop device: its name (as the kernel shows it), inode and device. */
+interface LoopBacking {
+  file: string;
+  inode: bigint;
+  /** major:minor of the filesystem holding the file. */
+  majorMinor: string;
+}
+
+async function loopBacking(device: string): Promise<LoopBacking | undefined> {
+  checkDevice(device);
+  const result = await run("losetup", ["--json", "--output", "BACK-INO,BACK-MAJ:MIN,BACK-FILE", device], { reject: false });
+  if (result.exitCode !== 0) return undefined;
+  const [row] = (JSON.parse(result.stdout) as { loopdevices: Record<string, unknown>[] }).loopdevices;
+  // The inode from the text: a JSON number would lose the low digits of a 64-bit inode.
+  const inode = /"back-ino":\s*(\d+)/.exec(result.stdout)?.[1];
+  if (!row || inode === undefined || typeof row["back-file"] !== "string" || typeof row["back-maj:min"] !== "string") return undefined;
+  return { inode: BigInt(inode), majorMinor: row["back-maj:min"].trim(), file: row["back-file"] };
+}
+
+/** glibc's major()/minor() of a dev_t, as losetup prints them. */
+function majorMinor(dev: bigint): string {
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & 0xfffff000n);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & 0xffffff00n);
+  return `${major}:${minor}`;
+}
+
+function sameFile(backing: LoopBacking, stats: BigIntStats): boolean {
+  return backing.inode === stats.ino && backing.majorMinor === majorMinor(stats.dev);
+}
+
 /**
  * True when `device` is now backed by `file`. Loop device numbers are reused as soon as they
  * are free, so a device path kept in a record (a stale handle, a record from before a reboot)
  * may name a device that now serves another volume or another program.
  */
 export async function loopBacks(device: string, file: string): Promise<boolean> {
-  const backing = await loopBackingFile(device);
+  const backing = await loopBacking(device);
   if (backing === undefined) return false;
-  const canonical = (p: string) => realpath(p).catch(() => p);
-  // losetup shows "<path> (deleted)" when the file was unlinked while attached.
-  return (await canonical(backing.replace(/ \(deleted\)$/, ""))) === (await canonical(file));
+  // The name itself is never followed: a link put in the file's place names some other file.
+  const entry = await lstat(file, { bigint: true }).catch(() => undefined);
+  if (entry?.isFile() && sameFile(backing, entry)) return true;
+  // The file was unlinked while attached (and maybe something else put in its place): losetup
+  // shows "<path> (deleted)", with the path as it was when attached (directories resolved).
+  const deleted = / \(deleted\)$/.exec(backing.file);
+  if (!deleted) return false;
+  const directory = await realpath(dirname(file)).catch(() => dirname(file));
+  return backing.file.slice(0, deleted.index) === join(directory, basename(file));
 }

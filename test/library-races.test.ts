@@ -178,7 +178,7 @@ describe("a snapshot of a volume still being cloned (defect D5)", () => {
   test("waits for the clone and holds all of its data", async (t) => {
     if (needsRoot(t)) return;
     // ext4 on a loop device: no reflink, so the clone is a copy that takes a while.
-    fs = makeFilesystem("ext4", 3072);
+    fs = makeFilesystem("ext4", 4096); // the volume, its clone and the snapshot: 3 GiB of data
     const pool = join(fs.mountpoint, "volumes");
     const configFile = join(fs.mountpoint, "k.json");
     writeFileSync(configFile, JSON.stringify({ backends: { local: { driver: "file", path: pool } } }));

@@ -1,6 +1,6 @@
 import type { BlockDevice, DriverVolume, Inspection, ModelUpdate, Progress } from "../drivers/contract";
 import type { ConnectionInfo, Lease, VolumeRecord, VolumeStatus } from "../persistence/records";
-import { InUseError, InvalidInputError, KindlingError, NotFoundError } from "../util/errors";
+import { InUseError, InvalidInputError, KindlingError, NotFoundError, UnsafeFileError } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { parseInput } from "../util/validate";
 import { sizeGiBSchema } from "../util/names";
@@ -365,10 +365,13 @@ export class Volume extends Tracked<"volume"> {
     }, { freeing: true });
   }
 
-  /** How this host reaches the volume's storage (a file path, an image), without recording anything. */
+  /**
+   * How this host reaches the volume's storage (a file path, an image), recording nothing.
+   * None when the storage is gone, or is something kindling never attaches (a link in a pool).
+   */
   private async localInfo(): Promise<ConnectionInfo | undefined> {
     return this.backend.driver.initializeConnection(this.toDriver(), this.backend.driver.attachProtocol as string, localConnector(), { attachMode: "ro" })
-      .catch((err) => (err instanceof NotFoundError ? undefined : Promise.reject(err)));
+      .catch((err) => (err instanceof NotFoundError || err instanceof UnsafeFileError ? undefined : Promise.reject(err)));
   }
 
   /** Devices on this host backed by the volume that no connection record keeps (`keep`). */

@@ -63,6 +63,9 @@ export class BackendError extends KindlingError {
   }
 }
 
+/** Something not a regular file (a link, a fifo, a directory) where a pool file belongs: refused, never followed. */
+export class UnsafeFileError extends BackendError {}
+
 /** The storage ran out of space; whatever was half made has been removed. */
 export class NoSpaceError extends BackendError {
   constructor(message: string, opts: { command?: string; stderr?: string; hint?: string; cause?: unknown } = {}) {

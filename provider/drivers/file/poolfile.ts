@@ -1,6 +1,6 @@
 import { constants, type BigIntStats, type Stats } from "node:fs";
 import { lstat, open, unlink, type FileHandle } from "node:fs/promises";
-import { BackendError, NotFoundError, isErrno } from "../../util/errors";
+import { BackendError, NotFoundError, UnsafeFileError, isErrno } from "../../util/errors";
 
 // Anyone who can write in a pool directory could put a symbolic link (or a fifo, a directory,
 // a device) where a volume's file belongs, and kindling runs as root: following it would
@@ -33,10 +33,10 @@ function entryKind(stats: Stats | BigIntStats): string {
 }
 
 /** The refusal for a pool entry that is not a regular file. */
-export function notRegularFile(path: string, owner: PoolObject | undefined, what: string): BackendError {
+export function notRegularFile(path: string, owner: PoolObject | undefined, what: string): UnsafeFileError {
   const link = what === "a symbolic link";
   const kind = owner?.kind ?? "object";
-  return new BackendError(
+  return new UnsafeFileError(
     `${who(owner)}${path} is ${what}, not a regular file; ${link ? "kindling never follows links in a pool" : "kindling uses only regular files in a pool"}`,
     {
       hint: link

@@ -1,6 +1,5 @@
 import type { ConnectionInfo } from "../../persistence/records";
-import { detachLoop } from "./loop";
-import { loopsOver } from "./loops-over";
+import { detachLoop, loopsBacking } from "./loop";
 import { releaseNbdfuse } from "./nbdfuse";
 import { releaseRbdFuse } from "./rbd";
 
@@ -11,7 +10,7 @@ import { releaseRbdFuse } from "./rbd";
 /** Loop devices over the volume's own file (protocol local); other protocols go through a mount. */
 export async function devicesBacking(info: ConnectionInfo): Promise<string[]> {
   if (info.protocol !== "local" || typeof info.data.device_path !== "string") return [];
-  return loopsOver(info.data.device_path);
+  return loopsBacking(info.data.device_path);
 }
 
 /**

@@ -152,3 +152,22 @@ export async function loopBacks(device: string, file: string): Promise<boolean> 
   const directory = await realpath(dirname(file)).catch(() => dirname(file));
   return backing.file.slice(0, deleted.index) === join(directory, basename(file));
 }
+
+/**
+ * Every loop device now over `file` (by inode and filesystem, never by following its name: a
+ * link put in a pool names some other program's file). None when nothing is at `file`.
+ */
+export async function loopsBacking(file: string): Promise<string[]> {
+  const entry = await lstat(file, { bigint: true }).catch(() => undefined);
+  if (!entry?.isFile()) return [];
+  const result = await run("losetup", ["--list", "--raw", "--noheadings", "--output", "NAME,BACK-INO,BACK-MAJ:MIN"], { reject: false });
+  if (result.exitCode !== 0) return [];
+  const devices: string[] = [];
+  for (const line of result.stdout.split("\n")) {
+    // --raw escapes the padding losetup puts in MAJ:MIN ("\x20\x20254:0").
+    const [name, inode, majMin] = line.trim().split(/\s+/).map((field) => field.replaceAll("\\x20", ""));
+    if (!name || !LOOP_DEVICE.test(name) || !/^\d+$/.test(inode ?? "") || !majMin) continue;
+    if (sameFile({ file, inode: BigInt(inode), majorMinor: majMin }, entry)) devices.push(name);
+  }
+  return devices;
+}

@@ -5,8 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { BackendError, InvalidInputError } from "../../util/errors";
 import { newId } from "../../util/ids";
 import { runtimeHome } from "../../util/paths";
-import { detachLoop, loopBackingFile } from "./loop";
-import { loopsOver } from "./loops-over";
+import { detachLoop, loopBackingFile, loopsBacking } from "./loop";
 import { attachLoopOrUnmount, unmountFuse } from "./fuse";
 
 // Local attach of an NBD export where the kernel has no nbd module (this machine class):
@@ -57,7 +56,7 @@ async function mountAndLoop(uri: string, opts: { readOnly: boolean; name?: strin
 /** Releases what an attachment named `name` left: the loop device over its file, then the mount. */
 export async function releaseNbdfuse(name: string, keep: string[]): Promise<void> {
   const dir = nbdfuseDir(name);
-  for (const device of await loopsOver(join(dir, "disk"))) if (!keep.includes(device)) await detachLoop(device);
+  for (const device of await loopsBacking(join(dir, "disk"))) if (!keep.includes(device)) await detachLoop(device);
   if (existsSync(dir) || existsSync(`${dir}.pid`)) await unmount(dir);
 }
 

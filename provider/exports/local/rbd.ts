@@ -7,8 +7,7 @@ import { BackendError, InvalidInputError } from "../../util/errors";
 import { newId } from "../../util/ids";
 import { runtimeHome } from "../../util/paths";
 import { run } from "../../util/run";
-import { detachLoop, loopBackingFile, refreshLoopSize } from "./loop";
-import { loopsOver } from "./loops-over";
+import { detachLoop, loopBackingFile, loopsBacking, refreshLoopSize } from "./loop";
 import { attachLoopOrUnmount, unmountFuse } from "./fuse";
 import { monHostSetting } from "../../drivers/rbd/ceph";
 
@@ -111,7 +110,7 @@ async function mountFuse(d: RbdData, opts: { readOnly: boolean; name?: string })
 /** Releases what an attachment named `name` left: the loop device over the image's file, then the mount. */
 export async function releaseRbdFuse(name: string, image: string, keep: string[]): Promise<void> {
   const dir = rbdFuseDir(name);
-  for (const device of await loopsOver(join(dir, "mnt", image))) if (!keep.includes(device)) await detachLoop(device);
+  for (const device of await loopsBacking(join(dir, "mnt", image))) if (!keep.includes(device)) await detachLoop(device);
   if (existsSync(dir)) await unmount(dir);
 }
 

@@ -1,5 +1,4 @@
 import { EventEmitter } from "node:events";
-import { resolve } from "node:path";
 import type { BackendStats, DriverModule, Progress, VolumeDriver } from "../drivers/contract";
 import { driverModule, driverNames } from "../drivers/registry";
 import { openPersistence } from "../persistence";
@@ -12,6 +11,7 @@ import { KeyedMutex } from "../util/locks";
 import { parseInput } from "../util/validate";
 import { newId, now } from "../util/ids";
 import { connectorSchema, createVolumeSchema, type CreateVolumeOptions } from "./schemas";
+import { resolvePaths } from "./config-paths";
 import { Volume } from "./volume";
 import { Snapshot } from "./snapshot";
 import { Connection } from "./connection";
@@ -82,7 +82,7 @@ export class Backend extends EventEmitter {
     }
     this.module = module;
     this.driverName = module.driverName;
-    const resolved = opts.baseDir ? resolvePaths(driverConfig, module.pathFields, opts.baseDir) : driverConfig;
+    const resolved = resolvePaths(driverConfig, module.pathFields, opts.baseDir, prefix);
     this.settings = parseInput(module.configSchema, resolved, prefix) as Record<string, unknown>;
     this.driver = module.create(this.name, this.settings);
     if (persistence !== undefined && !opts.persistence) {
@@ -265,17 +265,4 @@ export class Backend extends EventEmitter {
     this.starting = undefined;
     this.driver.close?.();
   }
-}
-
-/** The driver's path settings, given relative, resolve against the config file's directory. */
-function resolvePaths(config: Record<string, unknown>, fields: readonly string[], baseDir: string): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...config };
-  const resolved = (v: unknown) => (typeof v === "string" ? resolve(baseDir, v) : v);
-  for (const key of fields) {
-    const value = out[key];
-    // A map of paths (the file driver's pools) resolves value by value.
-    out[key] = value && typeof value === "object" ? Object.fromEntries(Object.entries(value).map(([k, v]) => [k, resolved(v)])) : resolved(value);
-    if (value === undefined) delete out[key];
-  }
-  return out;
 }

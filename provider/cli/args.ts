@@ -1,4 +1,5 @@
 import { InvalidInputError } from "../util/errors";
+import { RESERVED_KEYS, reservedKey, reservedKeyRule } from "../util/names";
 
 // Parsing of command-line values. Each error names the flag, so `--size 1.5` says `--size`.
 
@@ -12,13 +13,17 @@ export function parseSize(flag: string, value: string | undefined): number {
   return size;
 }
 
-/** `K=V` pairs of a repeated flag, as a map; a repeated key is an error. */
+/**
+ * `K=V` pairs of a repeated flag, as a map; a repeated key is an error, and so is a reserved
+ * key (`__proto__` would otherwise vanish into the map's prototype: the map has none).
+ */
 export function parsePairs(flag: string, values: string[] | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
+  const out: Record<string, string> = Object.create(null);
   for (const item of values ?? []) {
     const at = item.indexOf("=");
     if (at <= 0) throw new InvalidInputError(flag, `expected KEY=VALUE, got ${JSON.stringify(item)}`);
     const key = item.slice(0, at);
+    if (RESERVED_KEYS.includes(key)) throw new InvalidInputError(flag, reservedKeyRule(key));
     if (Object.hasOwn(out, key)) throw new InvalidInputError(flag, `${key} is given twice`);
     out[key] = item.slice(at + 1);
   }
@@ -35,6 +40,8 @@ export function parseJsonObject(flag: string, value: string | undefined): Record
     throw new InvalidInputError(flag, "must be a JSON object, e.g. '{\"host\":\"node1\"}'");
   }
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new InvalidInputError(flag, "must be a JSON object");
+  const reserved = reservedKey(parsed);
+  if (reserved !== undefined) throw new InvalidInputError(flag, reservedKeyRule(reserved));
   return parsed as Record<string, unknown>;
 }
 

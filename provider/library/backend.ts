@@ -1,5 +1,4 @@
 import { EventEmitter } from "node:events";
-import { resolve } from "node:path";
 import type { BackendStats, DriverModule, Progress, VolumeDriver } from "../drivers/contract";
 import { driverModule, driverNames } from "../drivers/registry";
 import { openPersistence } from "../persistence";
@@ -11,11 +10,12 @@ import { logger } from "../util/log";
 import { isNoSpace } from "../persistence/errors";
 import { DEFAULT_LEASE_SETTINGS, type LeaseSettings } from "./lease";
 import { setupOnFirstUse } from "./driver-setup";
-import { isId, nameSchema } from "../util/names";
+import { isId, nameSchema, normalizeId } from "../util/names";
 import { KeyedMutex } from "../util/locks";
 import { parseInput } from "../util/validate";
 import { newId, now } from "../util/ids";
 import { connectorSchema, createVolumeSchema, type CreateVolumeOptions } from "./schemas";
+import { resolvePaths } from "./config-paths";
 import { Volume } from "./volume";
 import { Snapshot } from "./snapshot";
 import { Connection } from "./connection";
@@ -94,7 +94,7 @@ export class Backend extends EventEmitter {
     }
     this.module = module;
     this.driverName = module.driverName;
-    const resolved = opts.baseDir ? resolvePaths(driverConfig, module.pathFields, opts.baseDir) : driverConfig;
+    const resolved = resolvePaths(driverConfig, module.pathFields, opts.baseDir, prefix);
     this.settings = parseInput(module.configSchema, resolved, prefix) as Record<string, unknown>;
     // Setup (which may reach a storage cluster) runs when the driver is first needed, so
     // records-only work (listing, showing records) never waits on the storage.
@@ -237,7 +237,7 @@ export class Backend extends EventEmitter {
   /** A volume by id (in any case) or by name. */
   async getVolume(ref: string): Promise<Volume> {
     await this.ready();
-    const byId = looksLikeId(ref) ? await this.persistence.getVolumes({ backend: this.name, id: ref.toLowerCase() }) : [];
+    const byId = isId(ref) ? await this.persistence.getVolumes({ backend: this.name, id: normalizeId(ref) }) : [];
     const found = byId.length ? byId : await this.persistence.getVolumes({ backend: this.name, name: ref });
     if (!found.length) throw new NotFoundError("volume", ref, { hint: `list volumes with \`kindling volume list --backend ${this.name}\`` });
     return new Volume(this, found[0]);
@@ -246,7 +246,7 @@ export class Backend extends EventEmitter {
   /** A snapshot by id (in any case) or by name. */
   async getSnapshot(ref: string): Promise<Snapshot> {
     await this.ready();
-    const byId = looksLikeId(ref) ? await this.persistence.getSnapshots({ backend: this.name, id: ref.toLowerCase() }) : [];
+    const byId = isId(ref) ? await this.persistence.getSnapshots({ backend: this.name, id: normalizeId(ref) }) : [];
     const found = byId.length ? byId : await this.persistence.getSnapshots({ backend: this.name, name: ref });
     if (!found.length) throw new NotFoundError("snapshot", ref, { hint: `list snapshots with \`kindling snapshot list --backend ${this.name}\`` });
     return new Snapshot(this, found[0]);
@@ -304,20 +304,3 @@ export class Backend extends EventEmitter {
   }
 }
 
-/** The driver's path settings, given relative, resolve against the config file's directory. */
-function resolvePaths(config: Record<string, unknown>, fields: readonly string[], baseDir: string): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...config };
-  const resolved = (v: unknown) => (typeof v === "string" ? resolve(baseDir, v) : v);
-  for (const key of fields) {
-    const value = out[key];
-    // A map of paths (the file driver's pools) resolves value by value.
-    out[key] = value && typeof value === "object" ? Object.fromEntries(Object.entries(value).map(([k, v]) => [k, resolved(v)])) : resolved(value);
-    if (value === undefined) delete out[key];
-  }
-  return out;
-}
-
-/** Ids are lower case in the records; a user may type or paste them in either case. */
-function looksLikeId(ref: string): boolean {
-  return isId(ref.toLowerCase());
-}

@@ -9,6 +9,7 @@ import { nameSchema } from "../util/names";
 import { parseInput } from "../util/validate";
 import { dataHome } from "../util/paths";
 import { Backend } from "./backend";
+import { expandPersistenceHome } from "./config-paths";
 
 /**
  * The configuration file: backends by name, and optionally one persistence for all of them.
@@ -96,11 +97,15 @@ export class BackendSet {
  */
 export async function openBackends(loaded: LoadedConfig): Promise<BackendSet> {
   const { config, baseDir } = loaded;
+  // `~` in a persistence path is the home directory, as in a backend's own paths.
+  const expanded = <T extends Record<string, unknown>>(name: string, entry: T): T =>
+    entry.persistence === undefined ? entry : { ...entry, persistence: expandPersistenceHome(entry.persistence, `backends.${name}.persistence`) };
   const build = (persistence?: Persistence) =>
     new Map(Object.entries(config.backends).map(([name, entry]) =>
-      [name, new Backend({ ...entry, name }, { persistence, baseDir, fieldPrefix: `backends.${name}` })]));
+      [name, new Backend({ ...expanded(name, entry), name }, { persistence, baseDir, fieldPrefix: `backends.${name}` })]));
   build(); // validation only: throws on the first bad entry
-  const shared = config.persistence ? await openPersistence(config.persistence as PersistenceConfig, { baseDir }) : undefined;
+  const sharedConfig = config.persistence && expandPersistenceHome(config.persistence, "persistence");
+  const shared = sharedConfig ? await openPersistence(sharedConfig as PersistenceConfig, { baseDir }) : undefined;
   const set = new BackendSet(build(shared), shared);
   try {
     for (const backend of set.backends.values()) await backend.ready();

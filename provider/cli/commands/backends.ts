@@ -1,5 +1,5 @@
 import type { Context } from "../context";
-import { table } from "../output";
+import { NAME_COLUMN_WIDTH, table } from "../output";
 
 /** kindling backends: what the configuration defines. */
 export async function backends(ctx: Context): Promise<void> {
@@ -9,5 +9,5 @@ export async function backends(ctx: Context): Promise<void> {
   });
   ctx.out.result({ source: ctx.loaded.source, backends: rows }, () =>
     `configuration: ${ctx.loaded.source}\n` +
-    table(["NAME", "DRIVER", "POOLS", "PERSISTENCE"], rows.map((r) => [r.name, r.driver, r.pools.join(","), r.persistence])));
+    table(["NAME", "DRIVER", "POOLS", "PERSISTENCE"], rows.map((r) => [r.name, r.driver, r.pools.join(","), r.persistence]), { maxWidths: { NAME: NAME_COLUMN_WIDTH } }));
 }

@@ -1,12 +1,12 @@
 import type { Snapshot } from "../../library/snapshot";
 import { arg, type Context } from "../context";
-import { fields, table } from "../output";
+import { NAME_COLUMN_WIDTH, fields, printable, table } from "../output";
 import { progressBar } from "../progress";
 
 export async function snapshotCreate(ctx: Context): Promise<void> {
   const volume = await ctx.backend().getVolume(arg(ctx, 0, "VOL"));
   const name = arg(ctx, 1, "NAME");
-  const bar = progressBar(`snapshot of ${volume.name}`);
+  const bar = progressBar(`snapshot of ${printable(volume.name)}`);
   let snapshot: Snapshot;
   try {
     snapshot = await volume.createSnapshot({ name, description: ctx.values.description }, bar);
@@ -22,7 +22,7 @@ export async function snapshotList(ctx: Context): Promise<void> {
   const snapshots = await backend.snapshots(volumeId);
   ctx.out.result(snapshots.map((s) => s.dump()), () =>
     snapshots.length
-      ? table(["NAME", "ID", "VOLUME", "SIZE GiB", "STATUS", "CREATED"], snapshots.map((s) => [s.name, s.id, s.volumeId, s.volumeSizeGiB, s.status, s.createdAt]))
+      ? table(["NAME", "ID", "VOLUME", "SIZE GiB", "STATUS", "CREATED"], snapshots.map((s) => [s.name, s.id, s.volumeId, s.volumeSizeGiB, s.status, s.createdAt]), { maxWidths: { NAME: NAME_COLUMN_WIDTH } })
       : "no snapshots");
 }
 

@@ -1,5 +1,5 @@
 import type { Context } from "../context";
-import { table } from "../output";
+import { NAME_COLUMN_WIDTH, table } from "../output";
 
 /** kindling stats [--refresh]: Cinder-style stats, per pool. */
 export async function stats(ctx: Context): Promise<void> {
@@ -10,5 +10,6 @@ export async function stats(ctx: Context): Promise<void> {
     table(
       ["POOL", "TOTAL GiB", "FREE GiB", "PROVISIONED GiB", "VOLUMES", "THIN", "OVERSUB"],
       s.pools.map((p) => [p.pool_name, p.total_capacity_gb, p.free_capacity_gb, p.provisioned_capacity_gb, p.total_volumes, String(p.thin_provisioning_support), p.max_over_subscription_ratio]),
+      { maxWidths: { POOL: NAME_COLUMN_WIDTH } },
     ));
 }

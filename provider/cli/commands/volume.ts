@@ -2,13 +2,14 @@ import type { Volume } from "../../library/volume";
 import { InvalidInputError } from "../../util/errors";
 import { parsePairs, parseSize } from "../args";
 import { arg, type Context } from "../context";
-import { fields, table } from "../output";
+import { NAME_COLUMN_WIDTH, fields, printable, table } from "../output";
 import { progressBar } from "../progress";
 
 function volumeRows(volumes: Volume[]) {
   return table(
     ["NAME", "ID", "SIZE GiB", "STATUS", "POOL", "SOURCE"],
     volumes.map((v) => [v.name, v.id, v.sizeGiB, v.status, v.pool, v.snapshotId ? `snapshot ${v.snapshotId}` : v.sourceVolumeId ? `volume ${v.sourceVolumeId}` : ""]),
+    { maxWidths: { NAME: NAME_COLUMN_WIDTH, POOL: NAME_COLUMN_WIDTH } },
   );
 }
 
@@ -26,7 +27,7 @@ export async function volumeCreate(ctx: Context): Promise<void> {
   const extraSpecs = parsePairs("--spec", v.spec);
   const qosSpecs = parsePairs("--qos", v.qos);
   const metadata = parsePairs("--meta", v.meta);
-  const bar = progressBar(`creating ${name}`);
+  const bar = progressBar(`creating ${printable(name)}`);
   let volume: Volume;
   try {
     if (v["from-snapshot"] !== undefined) {
@@ -78,7 +79,7 @@ export async function volumeClone(ctx: Context): Promise<void> {
   const source = await ctx.backend().getVolume(arg(ctx, 0, "VOL"));
   const name = arg(ctx, 1, "NAME");
   const sizeGiB = ctx.values.size === undefined ? undefined : parseSize("--size", ctx.values.size);
-  const bar = progressBar(`cloning ${source.name}`);
+  const bar = progressBar(`cloning ${printable(source.name)}`);
   let clone: Volume;
   try {
     clone = await source.clone({ name, sizeGiB, description: ctx.values.description }, bar);

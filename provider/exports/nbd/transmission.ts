@@ -207,13 +207,14 @@ export class Transmission {
   }
 
   /**
-   * `length` bytes of the export at `offset`, and nothing else. The buffer starts zeroed, not
-   * recycled: a device that fills less than it was asked (a file shortened behind the server's
-   * back stops at its end) must never let other memory, such as another export's data, reach
-   * the client. What the device did not fill reads as zeroes, as a file's hole would.
+   * `length` bytes of the export at `offset`, and nothing else. The buffer is recycled memory
+   * (zeroing every read up front would cost the hot path dearly), so whatever the device did
+   * not fill by its own count is zeroed here: a file shortened behind the server's back stops
+   * at its end, and the memory after that may hold another export's data. Past the end reads
+   * as zeroes, as a file's hole would. A count the device cannot have read is EIO.
    */
   private async readExactly(offset: number, length: number): Promise<Buffer> {
-    const data = Buffer.alloc(length);
+    const data = Buffer.allocUnsafe(length);
     const got: unknown = await this.device.pread(data, offset);
     if (typeof got !== "number" || !Number.isInteger(got) || got < 0 || got > length) {
       throw new CommandError(Errno.EIO, `the device reported ${String(got)} bytes read of ${length}`);

@@ -5,7 +5,7 @@ import { ExportTable, type ExportSource } from "./exports";
 import { handshake } from "./handshake";
 import { Limiter } from "./qos";
 import { SocketReader } from "../../util/nbd/reader";
-import { Transmission, transmissionFlags } from "./transmission";
+import { Transmission } from "./transmission";
 import type { TlsSettings } from "./tls";
 
 export interface ServerOptions {
@@ -57,11 +57,6 @@ export class NbdServer {
   /** Connections being served now. */
   get connections(): number {
     return this.live.size;
-  }
-
-  /** Connections that chose `source` (negotiating or transmitting). */
-  connectionsOf(source: ExportSource): number {
-    return [...this.live].filter((client) => client.source === source).length;
   }
 
   /** Limits are per export, shared by its connections. */

@@ -1,8 +1,9 @@
 // The NBD protocol scenarios of notes/nbd.md section 6, each with the spec's answer, driven by
 // a bare client that can send what real clients never would.
 import assert from "node:assert/strict";
-import { truncateSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, readlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
 import type { BlockDevice } from "../provider/drivers/contract";
 import { FileBlockDevice } from "../provider/drivers/file/blockdevice";
@@ -26,6 +27,59 @@ function failingInside(device: BlockDevice, from: number, to: number): BlockDevi
       return typeof value === "function" ? value.bind(target) : value;
     },
   });
+}
+
+/**
+ * A real file device that fills only the first half of each read, scribbles over the rest and
+ * says it read half: a device the server must not trust with what lies past its count.
+ */
+function fillingHalf(device: BlockDevice): BlockDevice {
+  return new Proxy(device, {
+    get(target, prop, receiver) {
+      if (prop === "pread") {
+        return async (buffer: Buffer, offset: number) => {
+          const half = Math.floor(buffer.length / 2);
+          const got = await target.pread(buffer.subarray(0, half), offset);
+          buffer.fill(0xee, got);
+          return got;
+        };
+      }
+      const value = Reflect.get(target, prop, receiver);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+/** A real file device that claims more bytes than it was asked for. */
+function overReporting(device: BlockDevice): BlockDevice {
+  return new Proxy(device, {
+    get(target, prop, receiver) {
+      if (prop === "pread") return async (buffer: Buffer, offset: number) => (await target.pread(buffer, offset)) + 1;
+      const value = Reflect.get(target, prop, receiver);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+/** How many descriptors this process has open on `path`. */
+function openFds(path: string): number {
+  let n = 0;
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`) === path) n++;
+    } catch {
+      // closed while we looked
+    }
+  }
+  return n;
+}
+
+async function until(check: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if (check()) return;
+    await sleep(50);
+  }
+  assert.fail(`timed out waiting for ${what}`);
 }
 
 describe("NBD protocol", () => {
@@ -338,5 +392,136 @@ describe("NBD protocol", () => {
     assert.equal((await d.optionReplies())[0].type, Reply.ERR_UNKNOWN);
     c.close();
     d.close();
+  });
+});
+
+describe("NBD: a client gets the export's bytes and the device it was told about", () => {
+  let dir: string;
+  let server: NbdServer;
+  let port: number;
+  const file = (name: string) => join(dir, name);
+
+  before(async () => {
+    dir = tempDir();
+    for (const name of ["shrinking", "grown", "a", "b", "marked"]) {
+      writeFileSync(file(name), Buffer.alloc(0));
+      truncateSync(file(name), 4 * MiB);
+    }
+    writeFileSync(file("marked"), Buffer.alloc(4 * MiB, 0x6b));
+    server = new NbdServer({ port: 0 });
+    for (const name of ["shrinking", "grown", "a", "b"]) server.exports.set({ name, readOnly: false, open: () => FileBlockDevice.open(file(name), false) });
+    server.exports.set({ name: "half", readOnly: true, open: async () => fillingHalf(await FileBlockDevice.open(file("marked"), true)) });
+    server.exports.set({ name: "over", readOnly: true, open: async () => overReporting(await FileBlockDevice.open(file("marked"), true)) });
+    ({ port } = await server.listen());
+  });
+  after(async () => {
+    await server.close();
+    removeDir(dir);
+  });
+
+  test("D1: a file shortened after the client connected reads as zeroes past its new end, over simple and structured replies", async () => {
+    writeFileSync(file("shrinking"), Buffer.alloc(4 * MiB, 0x5c));
+    const simple = await RawClient.connect(port);
+    await simple.go("shrinking", { structured: false });
+    const structured = await RawClient.connect(port);
+    await structured.go("shrinking");
+    truncateSync(file("shrinking"), MiB);
+    for (const length of [512, 3000, 4096, 65536]) {
+      // Straddling the new end: the part before it is the file's, the rest zeroes.
+      const offset = MiB - 256;
+      const expected = Buffer.concat([Buffer.alloc(256, 0x5c), Buffer.alloc(length - 256)]);
+      simple.request(Cmd.READ, { offset: BigInt(offset), length });
+      const r = await simple.simpleReply(length);
+      assert.equal(r.error, 0);
+      assert.ok(r.data.equals(expected), `simple read of ${length}`);
+      structured.request(Cmd.READ, { offset: BigInt(offset), length });
+      const [chunk] = (await structured.structuredReply()).chunks;
+      assert.equal(chunk.type, Chunk.OFFSET_DATA);
+      assert.ok(chunk.data.subarray(8).equals(expected), `structured read of ${length}`);
+      structured.request(Cmd.READ, { offset: BigInt(2 * MiB), length });
+      assert.equal((await structured.structuredReply()).chunks[0].type, Chunk.OFFSET_HOLE, "wholly past the end: a hole");
+    }
+    simple.close();
+    structured.close();
+  });
+
+  test("D1: what a device leaves past the count it returns never reaches the client; a count larger than asked is EIO", async () => {
+    for (const structured of [false, true]) {
+      const c = await RawClient.connect(port);
+      await c.go("half", { structured });
+      c.request(Cmd.READ, { offset: 0n, length: 8192 });
+      const expected = Buffer.concat([Buffer.alloc(4096, 0x6b), Buffer.alloc(4096)]);
+      const data = structured ? (await c.structuredReply()).chunks[0].data.subarray(8) : (await c.simpleReply(8192)).data;
+      assert.ok(data.equals(expected), `the device's half, then zeroes (${structured ? "structured" : "simple"})`);
+      c.close();
+      const o = await RawClient.connect(port);
+      await o.go("over", { structured });
+      o.request(Cmd.READ, { offset: 0n, length: 4096 });
+      if (structured) assert.equal((await o.structuredReply()).chunks[0].data.readUInt32BE(0), Errno.EIO);
+      else assert.equal((await o.simpleReply()).error, Errno.EIO);
+      o.close();
+    }
+  });
+
+  test("INFO then GO describe one device, and it is the one the transmission uses", async () => {
+    const c = await RawClient.connect(port);
+    await c.greet();
+    c.option(Option.INFO, infoRequest("grown", []));
+    const sizeOf = (replies: Array<{ type: number; data: Buffer }>) => replies.find((r) => r.type === Reply.INFO && r.data.readUInt16BE(0) === Info.EXPORT)?.data.readBigUInt64BE(2);
+    assert.equal(sizeOf(await c.optionReplies()), BigInt(4 * MiB));
+    truncateSync(file("grown"), 8 * MiB);
+    c.option(Option.GO, infoRequest("grown", []));
+    assert.equal(sizeOf(await c.optionReplies()), BigInt(4 * MiB), "GO says what INFO said");
+    c.request(Cmd.READ, { offset: BigInt(4 * MiB), length: 512 });
+    assert.equal((await c.simpleReply()).error, Errno.EINVAL, "and the transmission holds to it");
+    c.close();
+    const fresh = await RawClient.connect(port);
+    assert.equal((await fresh.go("grown", { structured: false })).size, BigInt(8 * MiB), "a new connection sees the new size");
+    fresh.close();
+  });
+
+  test("the device opened for INFO is closed when the client aborts or picks another export", async () => {
+    const c = await RawClient.connect(port);
+    await c.greet();
+    c.option(Option.INFO, infoRequest("a", []));
+    await c.optionReplies();
+    assert.equal(openFds(file("a")), 1, "INFO opened a's device");
+    c.option(Option.GO, infoRequest("b", []));
+    await c.optionReplies();
+    assert.equal(openFds(file("a")), 0, "closed when the client chose b");
+    assert.equal(openFds(file("b")), 1);
+    c.close();
+    await until(() => openFds(file("b")) === 0, "b's device to close with the connection");
+    const d = await RawClient.connect(port);
+    await d.greet();
+    d.option(Option.INFO, infoRequest("a", []));
+    await d.optionReplies();
+    d.option(Option.ABORT);
+    await d.optionReplies();
+    await until(() => openFds(file("a")) === 0, "a's device to close after ABORT");
+    d.close();
+  });
+
+  test("closeSource ends the connections of one export only; what they had acknowledged is in the file", async () => {
+    const a = await RawClient.connect(port);
+    await a.go("a", { structured: false });
+    const b = await RawClient.connect(port);
+    await b.go("b", { structured: false });
+    const source = server.exports.get("a");
+    assert.ok(source);
+    a.request(Cmd.WRITE, { cookie: 7n, offset: 0n, payload: Buffer.alloc(4096, 0x11) });
+    assert.equal((await a.simpleReply()).error, 0);
+    server.exports.delete("a");
+    assert.equal(await server.closeSource(source), 1, "one connection served it");
+    assert.equal(await a.closed(), true, "it is closed");
+    assert.ok(readFileSync(file("a")).subarray(0, 4096).equals(Buffer.alloc(4096, 0x11)));
+    b.request(Cmd.READ, { cookie: 8n, offset: 0n, length: 512 });
+    assert.equal((await b.simpleReply(512)).error, 0, "another export's client goes on");
+    b.close();
+    const late = await RawClient.connect(port);
+    await late.greet();
+    late.option(Option.GO, infoRequest("a", []));
+    assert.equal((await late.optionReplies())[0].type, Reply.ERR_UNKNOWN);
+    late.close();
   });
 });

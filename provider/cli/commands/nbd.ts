@@ -13,11 +13,13 @@ function parseListen(value: string | undefined): { host: string; port: number } 
 
 /**
  * kindling nbd serve [--listen HOST:PORT] [--tls-cert F --tls-key F | --tls-psk F]: serves the exports recorded in persistence until
- * SIGTERM or SIGINT, then drains in-flight requests, flushes and releases its locks.
+ * SIGTERM or SIGINT, then drains in-flight requests, flushes, and gives back its writer locks
+ * and export claims. An export whose connection is removed meanwhile is closed the same way.
  */
 export async function nbdServe(ctx: Context): Promise<void> {
   const { host, port } = parseListen(ctx.values.listen);
-  // A writer lock whose server stopped renewing it this long ago is taken over (a crash).
+  // A writer lock (or, from another host, an export claim) whose server stopped renewing it this
+  // long ago counts as abandoned (a crash).
   const stale = Number(process.env.KINDLING_NBD_LOCK_STALE_SECONDS ?? 15);
   if (!(stale > 0)) throw new InvalidInputError("KINDLING_NBD_LOCK_STALE_SECONDS", "must be a positive number of seconds");
   const v = ctx.values;

@@ -1,5 +1,7 @@
 import type { Socket } from "node:net";
+import type { BlockDevice } from "../../drivers/contract";
 import type { ExportSource, ExportTable } from "./exports";
+import { transmissionFlags } from "./transmission";
 import { SocketReader } from "../../util/nbd/reader";
 import { upgrade, type TlsSettings } from "./tls";
 import {
@@ -12,24 +14,29 @@ export interface HandshakeResult {
   socket: Socket;
   reader: SocketReader;
   source: ExportSource;
+  /** The device the client was told about (size, flags): the one transmission must use. */
+  device: BlockDevice;
+  readOnly: boolean;
   structured: boolean;
   allocationContext: boolean;
-  /** EXPORT_NAME ends with size, flags and (without NO_ZEROES) 124 zero bytes, not a GO. */
-  viaExportName: boolean;
-  noZeroes: boolean;
 }
 
-/** The transmission flags of an export, given what was negotiated. */
-export type FlagsFor = (source: ExportSource, structured: boolean) => Promise<{ size: number; flags: number }>;
+/**
+ * Gives the device of an export for this connection. The caller owns it: it keeps one device
+ * per connection (opened again only when the client turns to another export) and closes it.
+ */
+export type OpenExport = (source: ExportSource) => Promise<BlockDevice>;
 
 class Closed extends Error {}
 
 /**
- * The fixed-newstyle option phase. Resolves with the export the client chose, or undefined when
- * the client aborted or broke the protocol (the socket is closed then). Every option gets an
- * answer; an unknown one ERR_UNSUP with its data consumed, so the client keeps in sync.
+ * The fixed-newstyle option phase. Resolves with the export the client chose and its open
+ * device, or undefined when the client aborted or broke the protocol (the socket is closed
+ * then). Every option gets an answer; an unknown one ERR_UNSUP with its data consumed, so the
+ * client keeps in sync. What INFO, GO and EXPORT_NAME report comes from the device that will
+ * serve the transmission, so the size and flags a client was told are the ones it gets.
  */
-export async function handshake(socket: Socket, reader: SocketReader, exports: ExportTable, describe: FlagsFor, tls?: TlsSettings): Promise<HandshakeResult | undefined> {
+export async function handshake(socket: Socket, reader: SocketReader, exports: ExportTable, open: OpenExport, tls?: TlsSettings): Promise<HandshakeResult | undefined> {
   const greeting = Buffer.alloc(18);
   greeting.writeBigUInt64BE(NBDMAGIC, 0);
   greeting.writeBigUInt64BE(IHAVEOPT, 8);
@@ -57,6 +64,11 @@ export async function handshake(socket: Socket, reader: SocketReader, exports: E
     socket.write(data.length ? Buffer.concat([header, data]) : header);
   };
   const text = (s: string) => Buffer.from(s, "utf8");
+  const describe = async (source: ExportSource) => {
+    const device = await open(source);
+    const readOnly = source.readOnly || device.readOnly;
+    return { device, readOnly, size: device.size, flags: transmissionFlags(device, readOnly, structured) };
+  };
 
   try {
     for (;;) {
@@ -77,7 +89,14 @@ export async function handshake(socket: Socket, reader: SocketReader, exports: E
         case Option.EXPORT_NAME: {
           const source = exports.get(data.toString("utf8"));
           if (!source) throw new Closed("unknown export"); // EXPORT_NAME cannot answer an error
-          return { socket, reader, source, structured, allocationContext: allocationContext && metaExport === source.name, viaExportName: true, noZeroes };
+          const described = await describe(source).catch((err: Error) => {
+            throw new Closed(`export cannot be opened: ${err.message}`);
+          });
+          const tail = Buffer.alloc(10 + (noZeroes ? 0 : 124));
+          tail.writeBigUInt64BE(BigInt(described.size), 0);
+          tail.writeUInt16BE(described.flags, 8);
+          socket.write(tail);
+          return { socket, reader, source, device: described.device, readOnly: described.readOnly, structured, allocationContext: allocationContext && metaExport === source.name };
         }
         case Option.ABORT:
           reply(option, Reply.ACK);
@@ -125,9 +144,9 @@ export async function handshake(socket: Socket, reader: SocketReader, exports: E
             reply(option, Reply.ERR_UNKNOWN, text(`no export named ${JSON.stringify(request.name)}`));
             break;
           }
-          let described: { size: number; flags: number };
+          let described: Awaited<ReturnType<typeof describe>>;
           try {
-            described = await describe(source, structured);
+            described = await describe(source);
           } catch (err) {
             reply(option, Reply.ERR_UNKNOWN, text(`export ${request.name} cannot be opened: ${(err as Error).message}`));
             break;
@@ -159,7 +178,7 @@ export async function handshake(socket: Socket, reader: SocketReader, exports: E
           reply(option, Reply.INFO, sizes);
           reply(option, Reply.ACK);
           if (option === Option.GO) {
-            return { socket, reader, source, structured, allocationContext: allocationContext && metaExport === request.name, viaExportName: false, noZeroes };
+            return { socket, reader, source, device: described.device, readOnly: described.readOnly, structured, allocationContext: allocationContext && metaExport === request.name };
           }
           break;
         }

@@ -5,7 +5,7 @@ import { ExportTable, type ExportSource } from "./exports";
 import { handshake } from "./handshake";
 import { Limiter } from "./qos";
 import { SocketReader } from "../../util/nbd/reader";
-import { Transmission, transmissionFlags } from "./transmission";
+import { Transmission } from "./transmission";
 import type { TlsSettings } from "./tls";
 
 export interface ServerOptions {
@@ -16,6 +16,17 @@ export interface ServerOptions {
   tls?: TlsSettings;
 }
 
+/** One client connection and what it holds. */
+interface Client {
+  socket: Socket;
+  /** The export it asked for (INFO, GO or EXPORT_NAME), and the device opened for it. */
+  source?: ExportSource;
+  device?: BlockDevice;
+  transmission?: Transmission;
+  /** Resolves once the connection is over: socket destroyed, device closed. */
+  finished: Promise<void>;
+}
+
 /**
  * kindling's NBD server: fixed-newstyle handshake, structured replies, base:allocation, and
  * any number of exports, each a BlockDevice opened per connection. Binds 127.0.0.1 unless told.
@@ -23,8 +34,10 @@ export interface ServerOptions {
 export class NbdServer {
   readonly exports: ExportTable;
   private readonly server: Server;
-  private readonly live = new Set<{ socket: Socket; transmission?: Transmission; device?: BlockDevice }>();
+  private readonly live = new Set<Client>();
   private readonly limiters = new Map<ExportSource, Limiter>();
+  /** Sources whose clients were closed: a client still negotiating must not start on them. */
+  private readonly retired = new WeakSet<ExportSource>();
 
   constructor(private readonly opts: ServerOptions = {}) {
     this.exports = opts.exports ?? new ExportTable();
@@ -57,50 +70,85 @@ export class NbdServer {
     return limiter.active ? limiter : undefined;
   }
 
+  /**
+   * The device for a client's chosen export: the one it already has when it asks about the same
+   * export again (INFO, then GO), else a new one, the previous one closed.
+   */
+  private async deviceFor(client: Client, source: ExportSource): Promise<BlockDevice> {
+    if (this.retired.has(source)) throw new Error("the export was removed");
+    if (client.source === source && client.device) return client.device;
+    const previous = client.device;
+    client.device = undefined;
+    client.source = source;
+    await previous?.close().catch(() => undefined);
+    const device = await source.open();
+    // The export may have been removed, or the client gone, while the device opened.
+    if (this.retired.has(source) || client.source !== source || client.socket.destroyed) {
+      await device.close().catch(() => undefined);
+      throw new Error("the export was removed");
+    }
+    client.device = device;
+    return device;
+  }
+
   private async serve(socket: Socket): Promise<void> {
     socket.setNoDelay(true);
-    const entry: { socket: Socket; transmission?: Transmission; device?: BlockDevice } = { socket };
-    this.live.add(entry);
+    let finish!: () => void;
+    const client: Client = { socket, finished: new Promise<void>((resolve) => (finish = resolve)) };
+    this.live.add(client);
     const reader = new SocketReader(socket);
     try {
-      const agreed = await handshake(socket, reader, this.exports, async (source, structured) => {
-        const device = await source.open();
-        try {
-          return { size: device.size, flags: transmissionFlags(device, source.readOnly, structured) };
-        } finally {
-          await device.close();
-        }
-      }, this.opts.tls);
+      const agreed = await handshake(socket, reader, this.exports, (source) => this.deviceFor(client, source), this.opts.tls);
       if (!agreed) return;
-      socket = agreed.socket;
-      entry.socket = socket;
-      const device = await agreed.source.open();
-      entry.device = device;
-      const readOnly = agreed.source.readOnly || device.readOnly;
-      const flags = transmissionFlags(device, readOnly, agreed.structured);
-      if (agreed.viaExportName) {
-        const tail = Buffer.alloc(10 + (agreed.noZeroes ? 0 : 124));
-        tail.writeBigUInt64BE(BigInt(device.size), 0);
-        tail.writeUInt16BE(flags, 8);
-        socket.write(tail);
-      }
-      const transmission = new Transmission(socket, agreed.reader, device, {
-        readOnly,
+      client.socket = agreed.socket;
+      if (this.retired.has(agreed.source) || client.device !== agreed.device || agreed.socket.destroyed) return;
+      const transmission = new Transmission(agreed.socket, agreed.reader, agreed.device, {
+        readOnly: agreed.readOnly,
         structured: agreed.structured,
         allocationContext: agreed.allocationContext,
         limiter: this.limiterFor(agreed.source),
       });
-      entry.transmission = transmission;
+      client.transmission = transmission;
       await transmission.run();
-      if (!readOnly) await device.flush().catch(() => undefined);
+      if (!agreed.readOnly) await agreed.device.flush().catch(() => undefined);
     } catch (err) {
       logger().debug({ err: (err as Error).message }, "nbd connection ended with an error");
     } finally {
-      await entry.device?.close().catch(() => undefined);
-      this.live.delete(entry);
-      socket.end();
-      socket.destroy();
+      await client.device?.close().catch(() => undefined);
+      client.device = undefined;
+      this.live.delete(client);
+      client.socket.end();
+      client.socket.destroy();
+      finish();
     }
+  }
+
+  /**
+   * Ends one connection cleanly: no new requests are read, those in flight are answered, writes
+   * are flushed, the replies are sent, and the socket is closed. Resolves once it is all over.
+   */
+  private async shut(client: Client): Promise<void> {
+    if (client.transmission) {
+      client.transmission.stop();
+      await client.transmission.drain();
+      if (client.device && !client.device.readOnly) await client.device.flush().catch(() => undefined);
+      await endGracefully(client.socket);
+    }
+    client.socket.destroy();
+    await client.finished;
+  }
+
+  /**
+   * Closes every connection serving `source` (see `shut`), and keeps clients still negotiating
+   * from starting on it. The caller removes the export from the table first, so no new client
+   * can choose it. What those clients wrote and saw acknowledged is durable when this resolves.
+   */
+  async closeSource(source: ExportSource): Promise<number> {
+    this.retired.add(source);
+    const clients = [...this.live].filter((client) => client.source === source);
+    await Promise.all(clients.map((client) => this.shut(client)));
+    this.limiters.delete(source);
+    return clients.length;
   }
 
   /**
@@ -110,13 +158,26 @@ export class NbdServer {
   async close(): Promise<void> {
     // server.close() calls back only once every connection is gone, so it is awaited last.
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    const draining = [...this.live].map(async (entry) => {
-      entry.transmission?.stop();
-      await entry.transmission?.drain();
-      if (entry.device && !entry.device.readOnly) await entry.device.flush().catch(() => undefined);
-      entry.socket.destroy();
-    });
-    await Promise.all(draining);
+    await Promise.all([...this.live].map((client) => this.shut(client)));
     await closed;
   }
+}
+
+/**
+ * Half-closes a socket once what was written to it has gone out, so the last replies reach the
+ * client before the close. A client that stops reading cannot hold the server: after a short
+ * wait the socket is closed anyway.
+ */
+function endGracefully(socket: Socket, waitMs = 2000): Promise<void> {
+  if (socket.destroyed) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(done, waitMs);
+    socket.once("finish", done);
+    socket.once("close", done);
+    socket.end();
+  });
 }

@@ -73,6 +73,8 @@ export class Transmission {
     try {
       while (!this.closing) {
         const header = await this.reader.read(28);
+        // Stopped while waiting: a request that was never started is never answered either.
+        if (this.closing) break;
         if (header.readUInt32BE(0) !== REQUEST_MAGIC) break; // out of sync: hard disconnect
         const request: Request = {
           flags: header.readUInt16BE(4),
@@ -92,6 +94,7 @@ export class Transmission {
           payload = await this.reader.read(request.length);
         }
         while (this.inFlight >= MAX_IN_FLIGHT) await new Promise<void>((resolve) => this.idle.push(resolve));
+        if (this.closing) break;
         this.inFlight++;
         void this.handle(request, payload).finally(() => {
           this.inFlight--;
@@ -111,7 +114,7 @@ export class Transmission {
     while (this.inFlight > 0) await new Promise<void>((resolve) => this.idle.push(resolve));
   }
 
-  /** Stops reading new requests (server shutdown); in-flight ones still finish. */
+  /** Stops taking new requests (shutdown, export removed); in-flight ones still finish. */
   stop(): void {
     this.closing = true;
   }
@@ -174,14 +177,14 @@ export class Transmission {
     const { offset, length } = this.check(request, Errno.EINVAL);
     if (length > MAX_PAYLOAD) throw new CommandError(Errno.EINVAL, "read larger than the maximum payload");
     await this.opts.limiter?.take("read", length);
-    const data = Buffer.allocUnsafe(length);
     if (!this.opts.structured) {
       // A simple reply commits to the data once its header is sent: read first, then answer.
-      await this.device.pread(data, offset);
+      const data = await this.readExactly(offset, length);
       return this.send(this.simpleHeader(request, 0), data);
     }
+    let data: Buffer;
     try {
-      await this.device.pread(data, offset);
+      data = await this.readExactly(offset, length);
     } catch (err) {
       // The error of a structured read says where it happened.
       const message = Buffer.from(err instanceof Error ? err.message.slice(0, 1024) : "read failed");
@@ -201,6 +204,23 @@ export class Transmission {
     const head = Buffer.alloc(8);
     head.writeBigUInt64BE(BigInt(offset), 0);
     return this.send(this.chunkHeader(request, Chunk.OFFSET_DATA, CHUNK_DONE, 8 + length), head, data);
+  }
+
+  /**
+   * `length` bytes of the export at `offset`, and nothing else. The buffer is recycled memory
+   * (zeroing every read up front would cost the hot path dearly), so whatever the device did
+   * not fill by its own count is zeroed here: a file shortened behind the server's back stops
+   * at its end, and the memory after that may hold another export's data. Past the end reads
+   * as zeroes, as a file's hole would. A count the device cannot have read is EIO.
+   */
+  private async readExactly(offset: number, length: number): Promise<Buffer> {
+    const data = Buffer.allocUnsafe(length);
+    const got: unknown = await this.device.pread(data, offset);
+    if (typeof got !== "number" || !Number.isInteger(got) || got < 0 || got > length) {
+      throw new CommandError(Errno.EIO, `the device reported ${String(got)} bytes read of ${length}`);
+    }
+    if (got < length) data.fill(0, got);
+    return data;
   }
 
   private async blockStatus(request: Request): Promise<void> {

@@ -50,7 +50,8 @@ describe("kindling command", () => {
     const snap = ok(k("--backend", "local", "--json", "snapshot", "create", "db data", "before")).json();
     assert.equal(snap.volumeSizeGiB, 2);
     assert.equal(ok(k("--backend", "local", "--json", "snapshot", "list", "db data")).json().length, 1);
-    assert.equal(ok(k("--backend", "local", "--json", "snapshot", "show", "before")).json().actual.exists, true);
+    assert.equal(ok(k("--backend", "local", "--json", "snapshot", "show", "before", "--refresh")).json().actual.exists, true);
+    assert.equal(ok(k("--backend", "local", "--json", "snapshot", "show", "before")).json().actual, undefined, "records only without --refresh");
     const restored = ok(k("--backend", "local", "--json", "volume", "create", "restored", "--from-snapshot", "before", "--size", "3")).json();
     assert.equal(restored.snapshotId, snap.id);
     assert.equal(restored.sizeGiB, 3);

@@ -4,7 +4,7 @@ import { parseArgs } from "node:util";
 import { loadConfig, openBackends } from "../library/config";
 import { BackendError, KindlingError, errorMessage, type ErrorCode } from "../util/errors";
 import type { Context, Values } from "./context";
-import { output } from "./output";
+import { output, printable } from "./output";
 import { backends } from "./commands/backends";
 import { stats } from "./commands/stats";
 import { volumeClone, volumeCreate, volumeDelete, volumeExtend, volumeList, volumeShow } from "./commands/volume";
@@ -19,10 +19,11 @@ const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
   stats [--refresh]                          capacity stats per pool
   volume create NAME --size GIB [--pool P] [--from-snapshot SNAP | --from-volume VOL]
                 [--spec K=V]... [--qos K=V]... [--meta K=V]... [--description TEXT]
-  volume list | show VOL | delete VOL
+  volume list | show VOL [--refresh] | delete VOL
+                                             show --refresh adds what the storage holds
   volume extend VOL --size GIB
   volume clone VOL NAME [--size GIB]
-  snapshot create VOL NAME | list [VOL] | show SNAP | delete SNAP
+  snapshot create VOL NAME | list [VOL] | show SNAP [--refresh] | delete SNAP
   attach VOL [--read-only]                   prints the block device path
   detach VOL
   connect VOL|SNAP --protocol P [--connector JSON] [--mode rw|ro] [--show-secrets]
@@ -78,13 +79,13 @@ const COMMANDS: Record<string, Command> = {
   stats: { run: stats, options: ["refresh"], args: [0, 0] },
   "volume create": { run: volumeCreate, options: ["size", "pool", "from-snapshot", "from-volume", "spec", "qos", "meta", "description"], args: [1, 1] },
   "volume list": { run: volumeList, options: [], args: [0, 0] },
-  "volume show": { run: volumeShow, options: [], args: [1, 1] },
+  "volume show": { run: volumeShow, options: ["refresh"], args: [1, 1] },
   "volume delete": { run: volumeDelete, options: [], args: [1, 1] },
   "volume extend": { run: volumeExtend, options: ["size"], args: [1, 1] },
   "volume clone": { run: volumeClone, options: ["size", "description"], args: [2, 2] },
   "snapshot create": { run: snapshotCreate, options: ["description"], args: [2, 2] },
   "snapshot list": { run: snapshotList, options: [], args: [0, 1] },
-  "snapshot show": { run: snapshotShow, options: [], args: [1, 1] },
+  "snapshot show": { run: snapshotShow, options: ["refresh"], args: [1, 1] },
   "snapshot delete": { run: snapshotDelete, options: [], args: [1, 1] },
   attach: { run: attach, options: ["read-only"], args: [1, 1] },
   detach: { run: detach, options: [], args: [1, 1] },
@@ -172,17 +173,22 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** Errors quote what they were given (names, paths): shown, never acted on by a terminal. */
+function say(text: string): void {
+  process.stderr.write(`${printable(text, { keepNewlines: true })}\n`);
+}
+
 function report(err: unknown): number {
   if (err instanceof UsageError) {
-    process.stderr.write(`kindling: ${err.message}\n`);
+    say(`kindling: ${err.message}`);
     return EXIT.USAGE;
   }
   if (err instanceof KindlingError) {
-    process.stderr.write(`kindling: ${err.message}\n`);
-    if (err instanceof BackendError && err.stderr && !err.message.includes(err.stderr.trim())) process.stderr.write(`${err.stderr.trim()}\n`);
+    say(`kindling: ${err.message}`);
+    if (err instanceof BackendError && err.stderr && !err.message.includes(err.stderr.trim())) say(err.stderr.trim());
     return EXIT[err.code];
   }
-  process.stderr.write(`kindling: ${errorMessage(err)}\n`);
+  say(`kindling: ${errorMessage(err)}`);
   if (process.env.KINDLING_DEBUG) console.error(err);
   return 1;
 }

@@ -15,7 +15,7 @@ import { KeyedMutex } from "../util/locks";
 import { parseInput } from "../util/validate";
 import { newId, now } from "../util/ids";
 import { connectorSchema, createVolumeSchema, type CreateVolumeOptions } from "./schemas";
-import { resolvePaths } from "./config-paths";
+import { expandPersistenceHome, resolvePaths } from "./config-paths";
 import { Volume } from "./volume";
 import { Snapshot } from "./snapshot";
 import { Connection } from "./connection";
@@ -101,7 +101,8 @@ export class Backend extends EventEmitter {
     this.driver = setupOnFirstUse(module.create(this.name, this.settings));
     this.leaseSettings = { ...DEFAULT_LEASE_SETTINGS, ...opts.leases };
     if (persistence !== undefined && !opts.persistence) {
-      this.persistenceConfig = parseInput(persistenceConfigSchema, persistence, `${prefix}.persistence`);
+      // A program's backend (a Pulumi resource's) may name its records with `~` too.
+      this.persistenceConfig = parseInput(persistenceConfigSchema, expandPersistenceHome(persistence, `${prefix}.persistence`), `${prefix}.persistence`);
     }
     this.persistenceStore = opts.persistence;
     this.ownsPersistence = !opts.persistence;

@@ -5,7 +5,7 @@ import { openPersistence } from "../persistence";
 import type { Persistence } from "../persistence/contract";
 import { persistenceConfigSchema, type PersistenceConfig } from "../persistence/config";
 import { InvalidInputError, errorMessage } from "../util/errors";
-import { nameSchema } from "../util/names";
+import { nameSchema, withoutReservedKeys } from "../util/names";
 import { parseInput } from "../util/validate";
 import { dataHome } from "../util/paths";
 import { Backend } from "./backend";
@@ -17,9 +17,9 @@ import { expandPersistenceHome } from "./config-paths";
  */
 export const configFileSchema = z.strictObject({
   persistence: persistenceConfigSchema.optional(),
-  backends: z
+  backends: withoutReservedKeys(z
     .record(nameSchema, z.looseObject({ driver: z.string({ error: "is required (e.g. \"file\")" }) }))
-    .refine((b) => Object.keys(b).length > 0, "must name at least one backend"),
+    .refine((b) => Object.keys(b).length > 0, "must name at least one backend")),
 });
 
 export type ConfigFile = z.infer<typeof configFileSchema>;

@@ -1,6 +1,7 @@
 import type { Snapshot } from "../../library/snapshot";
 import { arg, type Context } from "../context";
 import { NAME_COLUMN_WIDTH, fields, printable, table } from "../output";
+import { statusText } from "../status";
 import { progressBar } from "../progress";
 
 export async function snapshotCreate(ctx: Context): Promise<void> {
@@ -22,14 +23,16 @@ export async function snapshotList(ctx: Context): Promise<void> {
   const snapshots = await backend.snapshots(volumeId);
   ctx.out.result(snapshots.map((s) => s.dump()), () =>
     snapshots.length
-      ? table(["NAME", "ID", "VOLUME", "SIZE GiB", "STATUS", "CREATED"], snapshots.map((s) => [s.name, s.id, s.volumeId, s.volumeSizeGiB, s.status, s.createdAt]), { maxWidths: { NAME: NAME_COLUMN_WIDTH } })
+      ? table(["NAME", "ID", "VOLUME", "SIZE GiB", "STATUS", "CREATED"], snapshots.map((s) => [s.name, s.id, s.volumeId, s.volumeSizeGiB, statusText(s), s.createdAt]), { maxWidths: { NAME: NAME_COLUMN_WIDTH } })
       : "no snapshots");
 }
 
+/** The record and what holds it now; with --refresh also what the backend really holds. */
 export async function snapshotShow(ctx: Context): Promise<void> {
   const snapshot = await ctx.backend().getSnapshot(arg(ctx, 0, "SNAP"));
-  const actual = await snapshot.inspect();
-  ctx.out.result({ ...snapshot.dump(), actual }, () => fields({ ...snapshot.dump(), actual }));
+  const actual = ctx.values.refresh ? await snapshot.inspect() : undefined;
+  const { lease: _lease, ...record } = snapshot.dump();
+  ctx.out.result({ ...snapshot.dump(), busy: snapshot.busy, actual }, () => fields({ ...record, status: statusText(snapshot), actual }));
 }
 
 export async function snapshotDelete(ctx: Context): Promise<void> {

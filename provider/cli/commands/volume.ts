@@ -4,11 +4,12 @@ import { parsePairs, parseSize } from "../args";
 import { arg, type Context } from "../context";
 import { NAME_COLUMN_WIDTH, fields, printable, table } from "../output";
 import { progressBar } from "../progress";
+import { statusText } from "../status";
 
 function volumeRows(volumes: Volume[]) {
   return table(
     ["NAME", "ID", "SIZE GiB", "STATUS", "POOL", "SOURCE"],
-    volumes.map((v) => [v.name, v.id, v.sizeGiB, v.status, v.pool, v.snapshotId ? `snapshot ${v.snapshotId}` : v.sourceVolumeId ? `volume ${v.sourceVolumeId}` : ""]),
+    volumes.map((v) => [v.name, v.id, v.sizeGiB, statusText(v), v.pool, v.snapshotId ? `snapshot ${v.snapshotId}` : v.sourceVolumeId ? `volume ${v.sourceVolumeId}` : ""]),
     { maxWidths: { NAME: NAME_COLUMN_WIDTH, POOL: NAME_COLUMN_WIDTH } },
   );
 }
@@ -52,14 +53,18 @@ export async function volumeList(ctx: Context): Promise<void> {
   ctx.out.result(volumes.map((v) => v.dump()), () => (volumes.length ? volumeRows(volumes) : "no volumes"));
 }
 
-/** Shows the record, what the backend really holds, and the volume's snapshots and connections. */
+/**
+ * Shows the record with the volume's snapshots and connections, and what holds it now; with
+ * --refresh also what the backend really holds (the records alone never wait on the storage).
+ */
 export async function volumeShow(ctx: Context): Promise<void> {
   const volume = await ctx.backend().getVolume(arg(ctx, 0, "VOL"));
-  const actual = await volume.inspect();
+  const actual = ctx.values.refresh ? await volume.inspect() : undefined;
   const snapshots = (await volume.snapshots()).map((s) => ({ id: s.id, name: s.name, status: s.status }));
   const connections = (await volume.connections()).map((c) => ({ id: c.id, protocol: c.protocol, devicePath: c.devicePath, attachMode: c.attachMode }));
-  const value = { ...volume.dump(), actual, snapshots, connections };
-  ctx.out.result(value, () => fields({ ...volume.dump(), actual, snapshots: snapshots.map((s) => s.name), connections }));
+  const value = { ...volume.dump(), busy: volume.busy, actual, snapshots, connections };
+  const { lease: _lease, ...record } = volume.dump();
+  ctx.out.result(value, () => fields({ ...record, status: statusText(volume), actual, snapshots: snapshots.map((s) => s.name), connections }));
 }
 
 export async function volumeDelete(ctx: Context): Promise<void> {

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { nameSchema } from "../../util/names";
+import { nameSchema, withoutReservedKeys } from "../../util/names";
 
 /** A `file` backend: raw sparse files in one directory, or one directory per pool. */
 export const fileConfigSchema = z
@@ -8,7 +8,7 @@ export const fileConfigSchema = z
     /** One pool, named after the backend. */
     path: z.string().min(1, "must be a directory path").optional(),
     /** Several pools: pool name -> directory. */
-    pools: z.record(nameSchema, z.string().min(1, "must be a directory path")).optional(),
+    pools: withoutReservedKeys(z.record(nameSchema, z.string().min(1, "must be a directory path"))).optional(),
     /** Percent of each pool's capacity kept free (Cinder's reserved_percentage). */
     reservedPercentage: z.number().int().min(0).max(100).default(0),
     /** How far provisioned sizes may exceed the real capacity (Cinder's default is 20). */

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { nameSchema } from "../../util/names";
+import { nameSchema, withoutReservedKeys } from "../../util/names";
 
 /** Ceph pool names kindling accepts: the characters Ceph tools take without quoting. */
 export const cephPoolSchema = z
@@ -16,7 +16,7 @@ export const rbdConfigSchema = z
     /** One Ceph pool; the kindling pool takes its name. */
     pool: cephPoolSchema.optional(),
     /** Several pools: kindling pool name -> Ceph pool name. */
-    pools: z.record(nameSchema, cephPoolSchema).optional(),
+    pools: withoutReservedKeys(z.record(nameSchema, cephPoolSchema)).optional(),
     /** A ceph.conf to read (monitors, and a keyring when no key is given). */
     cephConf: z.string().min(1, "must be a file path").optional(),
     /** Monitors, "host:port[,host:port...]", when there is no ceph.conf. */

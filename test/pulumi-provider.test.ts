@@ -1,4 +1,5 @@
-// The provider's check and diff on their own: what preview decides before anything runs.
+// The provider on its own: what check and diff decide before anything runs (what preview shows),
+// and what create takes up again after an interrupted run.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";

@@ -38,6 +38,16 @@ export function defaultBackend(): BackendArgs {
 
 type Specs = pulumi.Input<Record<string, pulumi.Input<string>>>;
 
+/**
+ * Volumes and snapshots are replaced delete-first unless the program says otherwise. A
+ * replacement the engine forces without asking the provider (`pulumi up --replace`, the
+ * `replacementTrigger` option) would otherwise be made first, under the same name, which
+ * names being unique per backend refuse.
+ */
+function deleteFirst(opts: pulumi.CustomResourceOptions | undefined): pulumi.CustomResourceOptions {
+  return { ...opts, deleteBeforeReplace: opts?.deleteBeforeReplace ?? true };
+}
+
 /** Identity of a resource in its stack; lets a create interrupted by a crash be found again. */
 function owner(name: string): { resourceName: string; ownerKey: string } {
   return { resourceName: name, ownerKey: `${pulumi.getProject()}/${pulumi.getStack()}/${name}` };
@@ -50,9 +60,12 @@ export interface VolumeArgs {
   /** Default: the resource name and a short stable suffix. */
   name?: pulumi.Input<string>;
   pool?: pulumi.Input<string>;
-  /** Create from this snapshot (changing it replaces the volume). */
+  /**
+   * Create from this snapshot. It matters only at creation: a later change is recorded and
+   * leaves the volume and its data as they are (to re-create it, `pulumi up --replace`).
+   */
   snapshotId?: pulumi.Input<string>;
-  /** Create as a clone of this volume (changing it replaces the volume). */
+  /** Create as a clone of this volume; like snapshotId, it matters only at creation. */
   sourceVolumeId?: pulumi.Input<string>;
   extraSpecs?: Specs;
   qosSpecs?: Specs;
@@ -78,7 +91,7 @@ export class Volume extends pulumi.dynamic.Resource {
       volumeProvider,
       name,
       { volumeId: undefined, name: undefined, status: undefined, backendName: undefined, location: undefined, createdAt: undefined, dump: undefined, ...args, backend: guarded(args.backend), ...owner(name) },
-      opts,
+      deleteFirst(opts),
       "kindling",
       "Volume",
     );
@@ -107,7 +120,7 @@ export class Snapshot extends pulumi.dynamic.Resource {
       snapshotProvider,
       name,
       { snapshotId: undefined, name: undefined, volumeSizeGiB: undefined, status: undefined, createdAt: undefined, dump: undefined, ...args, backend: guarded(args.backend), ...owner(name) },
-      opts,
+      deleteFirst(opts),
       "kindling",
       "Snapshot",
     );

@@ -111,16 +111,20 @@ describe("Pulumi resources through the engine", () => {
     project.program(resources());
   });
 
-  test("4. changing snapshotId replaces the volume", () => {
+  test("4. changing snapshotId records the new source in place; the volume and its data stay", async () => {
     const before = project.outputs();
+    const backend = await Backend.open(backendConfig());
+    await writeAt(await backend.getVolume(before.restored.id), PATTERN, 8192);
     restoredFrom = "@snap2.snapshotId";
     project.program(resources());
-    assert.equal(project.previewSteps().restored, "replace");
+    assert.equal(project.previewSteps().restored, "update");
     project.up();
     const after = project.outputs();
-    assert.notEqual(after.restored.id, before.restored.id);
-    assert.equal(cli("volume", "show", after.restored.id).snapshotId, after.snap2.id);
-    assert.equal(kindling(["--config", config, "volume", "show", before.restored.id]).code, 3, "the old one is gone");
+    assert.equal(after.restored.id, before.restored.id);
+    assert.deepEqual(await readAt(await backend.getVolume(after.restored.id), PATTERN.length, 8192), PATTERN);
+    assert.equal(project.stateResources().restored.outputs.snapshotId, after.snap2.id);
+    assert.equal(cli("volume", "show", after.restored.id).snapshotId, after.snap.id, "the record keeps where the data came from");
+    await backend.close();
   });
 
   test("5. extended by hand: preview --refresh --expect-no-changes fails; refresh records the real size", () => {

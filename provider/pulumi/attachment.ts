@@ -50,7 +50,13 @@ export async function check(_olds: Partial<AttachmentInputs>, news: Record<strin
 export async function diff(_id: string, olds: AttachmentOutputs, news: AttachmentInputs) {
   const keys = ["volumeId", "protocol", "connector", "mode", "attachLocally"] as const;
   const replaces = replacedBy(olds, news, [...keys]);
-  return { changes: replaces.length > 0 || changedIn(olds, news, [...keys, "backend"]), replaces, deleteBeforeReplace: true };
+  return {
+    changes: replaces.length > 0 || changedIn(olds, news, [...keys, "backend"]),
+    replaces,
+    // Only backend settings such as credentials change in place, and the connection stays.
+    stables: replaces.length ? [] : ["connectionId"],
+    deleteBeforeReplace: true,
+  };
 }
 
 export async function create(inputs: AttachmentInputs): Promise<{ id: string; outs: AttachmentOutputs }> {

@@ -5,9 +5,10 @@
 // Why it exists: the Go module proxy reachable here serves the `pulumi` CLI (pkg/v3) but not the
 // module of Pulumi's Go language host, so kindling ships this small host to drive the real
 // engine with ordinary `pulumi up` in a project directory.
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
+import { engineAddressFromArgs, exitWithEngine, watchEngine } from "./engine-watch";
 
 /* eslint-disable @typescript-eslint/no-require-imports */
 const languageGrpc = require("@pulumi/pulumi/proto/language_grpc_pb");
@@ -17,22 +18,34 @@ const pluginProto = require("@pulumi/pulumi/proto/plugin_pb");
 type Callback = (err: grpc.ServiceError | null, value?: unknown) => void;
 type Call = { request: any };
 
-/** The engine's address: the last positional argument (flags such as -root=... come first). */
-function engineFromArgs(argv: string[]): string {
-  const positionals = argv.filter((a) => !a.startsWith("-"));
-  return positionals[positionals.length - 1] ?? "";
-}
-
 function sdkVersion(): string {
   return (require("@pulumi/pulumi/package.json") as { version: string }).version;
 }
 
 class NodeLanguageHost {
-  constructor(private engineAddress: string) {}
+  /** Programs running now; they can do nothing once the engine is gone. */
+  private readonly programs = new Set<ChildProcess>();
+
+  constructor(private engineAddress: string) {
+    this.watch();
+  }
 
   handshake(call: Call, callback: Callback): void {
-    if (call.request.getEngineAddress()) this.engineAddress = call.request.getEngineAddress();
+    if (call.request.getEngineAddress()) {
+      this.engineAddress = call.request.getEngineAddress();
+      this.watch();
+    }
     callback(null, new languageProto.LanguageHandshakeResponse());
+  }
+
+  /** Exits with the engine, as Pulumi's own language hosts do, ending the programs it runs. */
+  private watch(): void {
+    watchEngine(this.engineAddress, {
+      onGone: (address) => {
+        for (const program of this.programs) program.kill("SIGTERM");
+        exitWithEngine(address);
+      },
+    });
   }
 
   // Plugins come from the program's packages; kindling's resources are dynamic and need none
@@ -105,8 +118,13 @@ class NodeLanguageHost {
         PULUMI_CONFIG_SECRET_KEYS: JSON.stringify(req.getConfigsecretkeysList()),
       },
     });
-    child.on("error", (err) => callback(null, runResponse(`could not start node: ${err.message}`)));
+    this.programs.add(child);
+    child.on("error", (err) => {
+      this.programs.delete(child);
+      callback(null, runResponse(`could not start node: ${err.message}`));
+    });
     child.on("exit", (code, signal) => {
+      this.programs.delete(child);
       // Exit code 32 means the program already reported its error through the engine.
       const bail = code === 32;
       const error = code === 0 || bail ? "" : `Program exited with non-zero exit code: ${code ?? signal}`;
@@ -123,7 +141,7 @@ function runResponse(error: string, bail = false): unknown {
 }
 
 function main(): void {
-  const host = new NodeLanguageHost(engineFromArgs(process.argv.slice(2)));
+  const host = new NodeLanguageHost(engineAddressFromArgs(process.argv.slice(2)));
   const server = new grpc.Server({ "grpc.max_receive_message_length": 400 * 1024 * 1024 });
   const impl: Record<string, unknown> = {};
   for (const method of ["handshake", "getRequiredPlugins", "getRequiredPackages", "getPluginInfo", "about", "getProgramDependencies", "installDependencies", "run"]) {

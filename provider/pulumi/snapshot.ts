@@ -6,10 +6,11 @@ import { newId } from "../util/ids";
 import { plain } from "./plain";
 import { backendFor } from "./backends";
 import { checkBackend, checkProperties, defaultName } from "./check";
-import { changedIn, replacedBy } from "./diffs";
+import { changedIn, replacedBy, sameName } from "./diffs";
 import { partialFailure } from "./failures";
 import { snapshotInputsSchema, type SnapshotInputs } from "./inputs";
 import { forgetOwner, ownedId, recordOwner } from "./ownership";
+import { stableOutputs } from "./stables";
 
 export interface SnapshotOutputs extends SnapshotInputs {
   snapshotId: string;
@@ -20,6 +21,9 @@ export interface SnapshotOutputs extends SnapshotInputs {
 }
 
 const INPUT_KEYS = Object.keys(snapshotInputsSchema.shape);
+
+/** Outputs an in-place update never changes (see stables.ts); the id comes first. */
+const STABLE_KEYS = ["snapshotId", "volumeSizeGiB", "createdAt"] as const;
 
 function outputs(inputs: SnapshotInputs, snapshot: Snapshot): SnapshotOutputs {
   return plain({
@@ -43,13 +47,26 @@ export async function check(olds: Partial<SnapshotInputs>, news: Record<string, 
   const inputs = { ...news } as SnapshotInputs;
   inputs.name ??= olds.name ?? defaultName(inputs.resourceName, inputs.ownerKey);
   checkBackend(inputs.backend, failures);
+  if (!failures.length) {
+    Object.assign(inputs, await stableOutputs(olds, inputs, STABLE_KEYS, async (opened) => {
+      const id = await ownedId(opened, "snapshot", inputs.ownerKey);
+      return id ? outputs(inputs, await opened.getSnapshot(id)) : undefined;
+    }));
+  }
   return { inputs, failures };
 }
 
+/** A snapshot of another volume is another snapshot; its name and descriptions change in place. */
 export async function diff(_id: string, olds: SnapshotOutputs, news: SnapshotInputs) {
   const replaces = replacedBy(olds, news, ["volumeId"]);
   const inPlace = changedIn(olds, news, ["name", "description", "metadata", "backend", "volumeId"]);
-  return { changes: replaces.length > 0 || inPlace, replaces, deleteBeforeReplace: replaces.length > 0 && olds.name === news.name };
+  return {
+    changes: replaces.length > 0 || inPlace,
+    replaces,
+    // The engine ignores this today; check carries these outputs instead (see stables.ts).
+    stables: replaces.length ? [] : [...STABLE_KEYS],
+    deleteBeforeReplace: replaces.length > 0 && sameName(olds, news),
+  };
 }
 
 export async function create(inputs: SnapshotInputs): Promise<{ id: string; outs: SnapshotOutputs }> {
@@ -57,8 +74,11 @@ export async function create(inputs: SnapshotInputs): Promise<{ id: string; outs
   const previous = await ownedId(backend, "snapshot", inputs.ownerKey);
   if (previous) {
     const found = await backend.getSnapshot(previous).catch(missing);
-    if (found?.status === "available") return { id: found.id, outs: outputs(inputs, found) };
-    if (found) await found.delete();
+    // As for volumes: another name or volume means the snapshot this one replaces, not a leftover.
+    if (found && found.name === inputs.name && found.volumeId === inputs.volumeId) {
+      if (found.status === "available") return { id: found.id, outs: outputs(inputs, found) };
+      await found.delete();
+    }
   }
   const volume = await backend.getVolume(inputs.volumeId);
   const id = newId();
@@ -87,7 +107,7 @@ export async function read(id: string, props: SnapshotOutputs) {
   if (!inspection.exists) return {};
   const record = await backend.getSnapshot(id).catch(() => undefined);
   const outs = record ? outputs(props, record) : props;
-  const inputs = Object.fromEntries(INPUT_KEYS.filter((k) => k in outs).map((k) => [k, outs[k as keyof SnapshotOutputs]]));
+  const inputs = Object.fromEntries([...INPUT_KEYS, ...STABLE_KEYS].filter((k) => k in outs).map((k) => [k, outs[k as keyof SnapshotOutputs]]));
   return { id, props: plain(outs), inputs: plain(inputs) };
 }
 

@@ -6,10 +6,11 @@ import { newId } from "../util/ids";
 import { plain } from "./plain";
 import { backendFor } from "./backends";
 import { checkBackend, checkProperties, checkWith, defaultName, type CheckFailure } from "./check";
-import { changedIn, replacedBy } from "./diffs";
+import { changedIn, replacedBy, sameName } from "./diffs";
 import { partialFailure } from "./failures";
 import { isUnknown, volumeInputsSchema, type VolumeInputs } from "./inputs";
 import { forgetOwner, ownedId, recordOwner } from "./ownership";
+import { stableOutputs } from "./stables";
 
 export interface VolumeOutputs extends VolumeInputs {
   volumeId: string;
@@ -21,6 +22,9 @@ export interface VolumeOutputs extends VolumeInputs {
 }
 
 const INPUT_KEYS = Object.keys(volumeInputsSchema.shape);
+
+/** Outputs an in-place update never changes (see stables.ts); the id comes first. */
+const STABLE_KEYS = ["volumeId", "backendName", "createdAt", "location"] as const;
 
 function outputs(inputs: VolumeInputs, volume: Volume): VolumeOutputs {
   return plain({
@@ -57,20 +61,31 @@ export async function check(olds: Partial<VolumeInputs>, news: Record<string, un
       failures.push({ property: "pool", reason: `pool: backend ${backend.name} has no pool ${JSON.stringify(inputs.pool)}; pools: ${backend.poolNames().join(", ")}` });
     }
   }
+  if (!failures.length) {
+    Object.assign(inputs, await stableOutputs(olds, inputs, STABLE_KEYS, async (opened) => {
+      const id = await ownedId(opened, "volume", inputs.ownerKey);
+      return id ? outputs(inputs, await opened.getVolume(id)) : undefined;
+    }));
+  }
   return { inputs, failures };
 }
 
 export async function diff(_id: string, olds: VolumeOutputs, news: VolumeInputs) {
   // A shrink is refused by check (against the recorded size) and by update; diff runs during
   // refresh too, where throwing would stop the refresh that is about to record the real size.
-  const replaces = replacedBy(olds, news, ["pool", "snapshotId", "sourceVolumeId"]);
-  // `adopt` matters only when the volume is created; resourceName and ownerKey never change it.
+  const replaces = replacedBy(olds, news, ["pool"]);
+  // The source (snapshotId, sourceVolumeId) mattered only when the data was copied: a new
+  // value is recorded in place and the volume keeps its data, even when the old snapshot is
+  // gone and a new one stands in its place. `adopt` too matters only at creation;
+  // resourceName and ownerKey never change the volume.
   const inPlace = changedIn(olds, news, ["sizeGiB", "name", "description", "metadata", "qosSpecs", "extraSpecs", "backend", "pool", "snapshotId", "sourceVolumeId"]);
   return {
     changes: replaces.length > 0 || inPlace,
     replaces,
+    // The engine ignores this today; check carries these outputs instead (see stables.ts).
+    stables: replaces.length ? [] : [...STABLE_KEYS],
     // Names are unique per backend: a replacement keeping its name must go first.
-    deleteBeforeReplace: replaces.length > 0 && olds.name === news.name,
+    deleteBeforeReplace: replaces.length > 0 && sameName(olds, news),
   };
 }
 
@@ -81,8 +96,13 @@ export async function create(inputs: VolumeInputs): Promise<{ id: string; outs: 
   const previous = await ownedId(backend, "volume", inputs.ownerKey);
   if (previous) {
     const found = await backend.getVolume(previous).catch((err) => (err instanceof NotFoundError ? undefined : Promise.reject(err)));
-    if (found?.status === "available" || found?.status === "in-use") return { id: found.id, outs: outputs(inputs, found) };
-    if (found) await found.delete(); // half made when the last run was killed: start again
+    // Only a volume of this name is what an interrupted create of this resource made. Under
+    // another name it is the volume this one replaces, made before that one is deleted: handing
+    // it back would have the engine delete the volume it was just given.
+    if (found && found.name === inputs.name) {
+      if (found.status === "available" || found.status === "in-use") return { id: found.id, outs: outputs(inputs, found) };
+      await found.delete(); // half made when the last run was killed: start again
+    }
   }
   const id = newId();
   await recordOwner(backend, "volume", inputs.ownerKey, id);
@@ -140,10 +160,11 @@ export async function read(id: string, props: VolumeOutputs) {
     sizeGiB: inspection.sizeGiB ?? props.sizeGiB,
     location: inspection.location ?? props.location,
   };
-  const inputs = Object.fromEntries(INPUT_KEYS.filter((k) => k in outs).map((k) => [k, outs[k as keyof VolumeOutputs]]));
+  const inputs = Object.fromEntries([...INPUT_KEYS, ...STABLE_KEYS].filter((k) => k in outs).map((k) => [k, outs[k as keyof VolumeOutputs]]));
   return { id, props: plain(outs), inputs: plain(inputs) };
 }
 
+/** Grows the volume and updates its record; a new source is only recorded (see diff). */
 export async function update(id: string, olds: VolumeOutputs, news: VolumeInputs) {
   const backend = await backendOf(news.backend);
   const volume = await backend.getVolume(id);

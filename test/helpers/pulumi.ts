@@ -25,7 +25,7 @@ const resolve = (value) => {
 const secretBackend = (backend) => spec.secret ? { ...backend, persistence: { ...backend.persistence, options: { ...backend.persistence.options, token: pulumi.secret(spec.secret) } } } : backend;
 for (const r of spec.resources) {
   const args = { backend: secretBackend(spec.backend), ...resolve(r.args) };
-  made[r.name] = new kindling[r.type](r.name, args);
+  made[r.name] = new kindling[r.type](r.name, args, r.opts && resolve(r.opts));
 }
 module.exports = Object.fromEntries(Object.entries(made).map(([name, r]) => [name, {
   id: { Volume: r.volumeId, Snapshot: r.snapshotId, Attachment: r.connectionId }[spec.resources.find((x) => x.name === name).type],
@@ -37,6 +37,8 @@ export interface Resource {
   type: "Volume" | "Snapshot" | "Attachment";
   name: string;
   args: Record<string, unknown>;
+  /** Resource options, such as `{ ignoreChanges: ["snapshotId"] }`; "@name.output" refers as in args. */
+  opts?: Record<string, unknown>;
 }
 
 export interface ProjectOptions {
@@ -143,6 +145,8 @@ export class Project {
     const steps = JSON.parse(r.stdout).steps as Array<{ op: string; urn: string }>;
     const out: Record<string, string> = {};
     for (const s of steps) {
+      // With --refresh every resource has a refresh step first; what matters is the one after.
+      if (s.op === "refresh") continue;
       const name = s.urn.split("::").pop() as string;
       // A replacement shows as several steps; "replace" is the one that names it.
       if (!out[name] || s.op === "replace") out[name] = s.op;

@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/.tools/node/bin:$(PATH)
 
 SOURCES := $(shell find provider sdk test bench -name '*.ts' 2>/dev/null)
 
-.PHONY: setup deps node modules build engine examples schema demo demo-down tour test bench clean
+.PHONY: setup deps node modules build engine examples schema demo demo-down tour test soak bench clean
 
 setup: deps node modules build engine examples
 
@@ -53,6 +53,10 @@ tour: setup
 
 test: setup
 	node --test --test-concurrency=1 --test-timeout=300000 --test-reporter=spec 'dist/test/**/*.test.js'
+
+# The multi-process soak of `make test` (random operations, random kill -9s), for five minutes.
+soak: setup
+	KINDLING_SOAK_SECONDS=$${KINDLING_SOAK_SECONDS:-300} node --test --test-timeout=0 --test-reporter=spec dist/test/soak.test.js
 
 bench: setup
 	node dist/bench/snapshot-clone.js

@@ -41,9 +41,10 @@ describe("kindling command", () => {
 
     const list = ok(k("--backend", "local", "--json", "volume", "list")).json();
     assert.deepEqual(list.map((v: { id: string }) => v.id), [created.id]);
-    const shown = ok(k("--backend", "local", "--json", "volume", "show", "db data")).json();
+    const shown = ok(k("--backend", "local", "--json", "volume", "show", "db data", "--refresh")).json();
     assert.equal(shown.id, created.id);
-    assert.equal(shown.actual.sizeBytes, GiB);
+    assert.equal(shown.actual.sizeBytes, GiB, "--refresh asks the storage");
+    assert.equal(ok(k("--backend", "local", "--json", "volume", "show", "db data")).json().actual, undefined, "records only without --refresh");
     assert.equal(ok(k("--backend", "local", "--json", "volume", "show", created.id)).json().name, "db data", "by id too");
 
     assert.equal(ok(k("--backend", "local", "--json", "volume", "extend", "db data", "--size", "2")).json().sizeGiB, 2);

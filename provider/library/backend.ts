@@ -253,6 +253,17 @@ export class Backend extends EventEmitter {
     return new Snapshot(this, found[0]);
   }
 
+  /**
+   * Repairs every object of this backend that a dead process left mid-operation (each one would
+   * be repaired anyway by the next operation on it), and every connection it left half made.
+   * For checks and tools; nothing else needs it.
+   */
+  async settle(): Promise<void> {
+    for (const volume of await this.volumes()) await volume.settle();
+    for (const snapshot of await this.snapshots()) await snapshot.settle();
+    for (const connection of await this.connections()) await connection.settle();
+  }
+
   /** Throws an InvalidInputError naming the connector field at fault. */
   validateConnector(protocol: string, connector: unknown): void {
     const parsed = parseInput(connectorSchema, connector, "connector");

@@ -188,8 +188,9 @@ export class Snapshot extends Tracked<"snapshot"> {
     return this.backend.driver.inspectSnapshot(this.toDriver());
   }
 
-  /** Read-only byte access to the snapshot's data. */
+  /** Read-only byte access to the snapshot's data (once it is whole). */
   async open(): Promise<BlockDevice> {
+    if (this.status !== "available") throw new InvalidInputError("snapshot", `snapshot ${this.name} is ${this.status}, not available; it cannot be opened`);
     return this.backend.driver.open({ kind: "snapshot", snapshot: this.toDriver() }, { readOnly: true });
   }
 

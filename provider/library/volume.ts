@@ -118,8 +118,25 @@ export class Volume extends Tracked<"volume"> {
         }
       }
       await this.change({ status: back, previousStatus: undefined });
+      return "kept";
     }
+    // The dead holder may have been between a connection's record and the volume's status (a
+    // connect, a disconnect, an attach): settle the connections and say again what they make.
+    await this.settledConnections();
+    await this.connectionsChanged();
     return "kept";
+  }
+
+  /** Repairs what a dead holder left of the volume and of its connections; true when it is still there. */
+  override async settle(): Promise<boolean> {
+    if (!(await super.settle())) return false;
+    if ((await this.connections()).some((c) => c.busy?.stale)) {
+      await this.leased("repair", async () => {
+        await this.settledConnections();
+        await this.connectionsChanged();
+      }, { ifGone: () => undefined });
+    }
+    return !this.gone;
   }
 
   /** Writes this object's record to persistence (used by `load(..., { save: true })`). */
@@ -385,8 +402,14 @@ export class Volume extends Tracked<"volume"> {
     return this.backend.driver.inspect(this.toDriver());
   }
 
-  /** Byte-level access through the driver. */
+  /**
+   * Byte-level access through the driver. Not while the volume is being made or deleted: its
+   * data is not whole, and a copy still being made would overwrite what was written.
+   */
   async open(opts: { readOnly?: boolean } = {}): Promise<BlockDevice> {
+    if (this.status === "creating" || this.status === "deleting" || this.status === "error_deleting" || this.status === "deleted") {
+      throw new InvalidInputError("volume", `volume ${this.name} is ${this.status}; it cannot be opened`);
+    }
     return this.backend.driver.open({ kind: "volume", volume: this.toDriver() }, { readOnly: opts.readOnly ?? false });
   }
 

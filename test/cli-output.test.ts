@@ -83,7 +83,8 @@ describe("kindling refuses input that looks harmless", () => {
     const listed = ok(k("--json", "volume", "list")).json();
     assert.deepEqual(listed.map((v: { id: string; status: string }) => [v.id, v.status]), [[given.toLowerCase(), "available"]]);
     assert.equal(ok(k("--json", "volume", "show", given.toLowerCase())).json().name, "upper");
-    assert.equal(ok(k("volume", "delete", given.toLowerCase())).stdout, "deleted volume upper\n");
+    assert.equal(ok(k("--json", "volume", "show", given)).json().name, "upper", "found by its id in either case");
+    assert.equal(ok(k("volume", "delete", given)).stdout, "deleted volume upper\n");
     assert.deepEqual(ok(k("--json", "volume", "list")).json(), [], "no error record left behind");
   });
 

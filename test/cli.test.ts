@@ -135,6 +135,16 @@ describe("kindling command", () => {
     r = kindling(["--config", bad, "backends"], { env });
     assert.match(r.stderr, /backends\.local\.driver: unknown driver "lvm"/);
     assert.ok(!existsSync(join(dir, "v")));
+    // A JSON key "__proto__" is an own key to JSON.parse but vanishes in a plain object: refused, not lost.
+    writeFileSync(bad, '{"backends": {"__proto__": {"driver": "file", "path": "v"}}}');
+    r = kindling(["--config", bad, "backends"], { env });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /backends\.__proto__: "__proto__" cannot be a key/);
+    writeFileSync(bad, '{"backends": {"local": {"driver": "file", "pools": {"fast": "a", "__proto__": "b"}}}}');
+    r = kindling(["--config", bad, "backends"], { env });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /backends\.local\.pools\.__proto__: "__proto__" cannot be a key/);
+    assert.ok(!existsSync(join(dir, "a")) && !existsSync(join(dir, "b")));
   });
 
   test("configuration precedence: --config, $KINDLING_CONFIG, ./kindling.json, embedded default", () => {

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { existsSync, statSync } from "node:fs";
 import { unlink } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
-import { Backend, ConflictError, InUseError, InvalidInputError, NotFoundError } from "../provider/library";
+import { Backend, ConflictError, InUseError, InvalidInputError, NotFoundError, type Persistence } from "../provider/library";
 import { GiB } from "../provider/util/sizes";
 import { loopBackingFile } from "../provider/exports/local/loop";
 import { fileBackend, readAt, writeAt } from "./helpers/backends";
@@ -13,7 +13,8 @@ import { PATTERN, listTree, needsRoot, removeDir } from "./helpers/env";
 describe("refusals", () => {
   let backend: Backend;
   let dir: string;
-  before(async () => ({ backend, dir } = await fileBackend("sqlite")));
+  let persistence: Persistence;
+  before(async () => ({ backend, dir, persistence } = await fileBackend("sqlite")));
   after(async () => {
     try {
       // Whatever a failed test left connected must not keep a loop device.
@@ -122,6 +123,33 @@ describe("refusals", () => {
     assert.equal((await backend.getVolume(volume.id)).status, "available");
     await assert.rejects(volume.clone({ sizeGiB: 1 }), (e: unknown) => e instanceof InvalidInputError && e.field === "sizeGiB");
     await volume.delete();
+  });
+
+  test("the status machine: a volume that is not available or in-use is not copied, grown, connected or opened", async () => {
+    const volume = await backend.createVolume({ sizeGiB: 1, name: "broken" });
+    for (const status of ["error", "creating", "deleting"] as const) {
+      // As a failed create or another process would leave it (a live lease would make callers wait).
+      const [record] = await persistence.getVolumes({ id: volume.id });
+      await persistence.setVolume({ ...record, status, lease: undefined, version: (record.version ?? 1) + 1 });
+      const handle = await backend.getVolume(volume.id);
+      if (status === "error") {
+        for (const [what, attempt] of [
+          ["snapshot", () => handle.createSnapshot({ name: "x" })],
+          ["clone", () => handle.clone({ name: "x" })],
+          ["extend", () => handle.extend(2)],
+          ["connect", () => handle.connect("local")],
+        ] as Array<[string, () => Promise<unknown>]>) {
+          await assert.rejects(attempt(), (e: unknown) => e instanceof InvalidInputError && e.field === "volume" && /is error/.test(e.message), what);
+        }
+        assert.deepEqual(await backend.snapshots(volume.id), []);
+        assert.equal((await backend.volumes()).length, 1, "nothing was made");
+      } else {
+        await assert.rejects(handle.open(), (e: unknown) => e instanceof InvalidInputError && new RegExp(`is ${status}`).test(e.message), `open while ${status}`);
+      }
+    }
+    // An error volume (and one left creating by nobody alive) can always be deleted.
+    await (await backend.getVolume(volume.id)).delete();
+    await assert.rejects(backend.getVolume(volume.id), NotFoundError);
   });
 
   test("names are unique per backend", async () => {

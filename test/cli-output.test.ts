@@ -9,7 +9,7 @@ import { after, before, describe, test } from "node:test";
 import { NAME_COLUMN_WIDTH, cut, displayWidth, fields, printable, table } from "../provider/cli/output";
 import { Backend } from "../provider/library";
 import { SqlitePersistence } from "../provider/persistence/sqlite";
-import { KINDLING, kindling, type CliResult } from "./helpers/cli";
+import { KINDLING, kindling, ok } from "./helpers/cli";
 import { listTree, removeDir, tempDir } from "./helpers/env";
 
 const ESC = "\u001b";
@@ -19,10 +19,6 @@ describe("kindling refuses input that looks harmless", () => {
   let config: string;
   let env: Record<string, string>;
   const k = (...args: string[]) => kindling(["--config", config, ...args], { env });
-  const ok = (r: CliResult) => {
-    assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}`);
-    return r;
-  };
   /** Every record's name, read from the records database directly (quicker than a command). */
   const recordNames = async () => {
     const persistence = new SqlitePersistence(join(dir, "state", "kindling.db"));
@@ -167,10 +163,6 @@ describe("kindling's text output never sends a terminal raw control sequences", 
   let config: string;
   let env: Record<string, string>;
   const k = (...args: string[]) => kindling(["--config", config, ...args], { env });
-  const ok = (r: CliResult) => {
-    assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}`);
-    return r;
-  };
   /** Characters a terminal acts on or hides, none of which may reach it raw. */
   const raw = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/u;
 

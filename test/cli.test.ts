@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { GiB } from "../provider/util/sizes";
-import { kindling, type CliResult } from "./helpers/cli";
+import { kindling, ok } from "./helpers/cli";
 import { deviceSize, listTree, needsRoot, removeDir, sh, tempDir } from "./helpers/env";
 
 describe("kindling command", () => {
@@ -12,10 +12,6 @@ describe("kindling command", () => {
   let config: string;
   let env: Record<string, string>;
   const k = (...args: string[]) => kindling(["--config", config, ...args], { env });
-  const ok = (r: CliResult) => {
-    assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}`);
-    return r;
-  };
 
   before(() => {
     dir = tempDir();

@@ -7,11 +7,12 @@ import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { Backend } from "../provider/library";
-import { GiB, MiB } from "../provider/util/sizes";
-import { allocatedBytes, needsRoot, removeDir, sh, tempDir, writeDevice } from "./helpers/env";
+import { GiB } from "../provider/util/sizes";
+import { allocatedBytes, needsRoot, removeDir, sh, tempDir } from "./helpers/env";
 import { KINDLING, kindling } from "./helpers/cli";
 import { detachLoopsUnder, loopDevices, recordsVersusStorage } from "./helpers/consistency";
-import { makeFilesystem, type LoopFilesystem } from "./helpers/filesystems";
+import type { LoopFilesystem } from "./helpers/filesystems";
+import { bigVolumeBackend } from "./helpers/big-volume";
 
 function start(configFile: string, args: string[], env: Record<string, string> = {}): { child: ChildProcess; exited: Promise<number | null> } {
   const child = spawn(KINDLING, ["--config", configFile, ...args], { stdio: "ignore", env: { ...process.env, ...env } });
@@ -37,17 +38,10 @@ describe("kill -9 mid-clone (defect D5)", () => {
 
   test("the half-made clone is rolled back by the next operation; nothing is made from it", async (t) => {
     if (needsRoot(t)) return;
-    fs = makeFilesystem("ext4", 3072); // no reflink: the clone is a copy that takes a while
-    const pool = join(fs.mountpoint, "volumes");
-    const configFile = join(fs.mountpoint, "k.json");
-    writeFileSync(configFile, JSON.stringify({ backends: { local: { driver: "file", path: pool } } }));
-    const k = (args: string[]) => kindling(["--config", configFile, ...args]);
-    assert.equal(k(["volume", "create", "big", "--size", "1"]).code, 0);
-    const backend = await Backend.open({ name: "local", driver: "file", path: pool });
+    const setup = await bigVolumeBackend(3072);
+    fs = setup.fs;
+    const { pool, configFile, k, backend } = setup;
     try {
-      const big = await backend.getVolume("big");
-      const chunk = Buffer.alloc(4 * MiB, 0x5a);
-      for (let at = 0; at < GiB; at += chunk.length) writeDevice(big.location as string, chunk, at);
       const clone = start(configFile, ["volume", "clone", "big", "bigc"]);
       const seen = await until(async () => (await backend.volumes()).some((v) => v.name === "bigc" && v.status === "creating"));
       clone.child.kill("SIGKILL");

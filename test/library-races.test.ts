@@ -9,11 +9,11 @@ import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, test } from "node:test";
 import { Backend } from "../provider/library";
-import { GiB, MiB } from "../provider/util/sizes";
-import { needsRoot, removeDir, tempDir, writeDevice } from "./helpers/env";
+import { needsRoot, removeDir, tempDir } from "./helpers/env";
 import { KINDLING, kindling } from "./helpers/cli";
 import { detachLoopsUnder, loopDevices, recordsVersusStorage } from "./helpers/consistency";
-import { makeFilesystem, type LoopFilesystem } from "./helpers/filesystems";
+import type { LoopFilesystem } from "./helpers/filesystems";
+import { bigVolumeBackend } from "./helpers/big-volume";
 
 const execFileAsync = promisify(execFile);
 const WORKER = resolve(__dirname, "helpers", "race-worker.js");
@@ -177,19 +177,10 @@ describe("a snapshot of a volume still being cloned (defect D5)", () => {
 
   test("waits for the clone and holds all of its data", async (t) => {
     if (needsRoot(t)) return;
-    // ext4 on a loop device: no reflink, so the clone is a copy that takes a while.
-    fs = makeFilesystem("ext4", 4096); // the volume, its clone and the snapshot: 3 GiB of data
-    const pool = join(fs.mountpoint, "volumes");
-    const configFile = join(fs.mountpoint, "k.json");
-    writeFileSync(configFile, JSON.stringify({ backends: { local: { driver: "file", path: pool } } }));
-    const k = (args: string[]) => kindling(["--config", configFile, ...args]);
-    assert.equal(k(["volume", "create", "big", "--size", "1"]).code, 0);
-    const backend = await Backend.open({ name: "local", driver: "file", path: pool });
+    const setup = await bigVolumeBackend(4096); // the volume, its clone and the snapshot: 3 GiB of data
+    fs = setup.fs;
+    const { pool, configFile, k, backend, big } = setup;
     try {
-      const big = await backend.getVolume("big");
-      // Data all the way to the end, so a copy cut short shows as zeroes at the end.
-      const chunk = Buffer.alloc(4 * MiB, 0x5a);
-      for (let at = 0; at < GiB; at += chunk.length) writeDevice(big.location as string, chunk, at);
       const digest = (path: string) => createHash("sha256").update(readFileSync(path)).digest("hex");
       const expected = digest(big.location as string);
 

@@ -251,6 +251,34 @@ print(json.dumps({"reads": reads, "nonzero": nonzero, "leaked": leaked, "errors"
     });
   }
 
+  test("D7: while a (stopped) server still serves the export, delete is refused; once the server closes it, delete works", async () => {
+    const { config, cli, start } = await setup();
+    cli("volume", "create", "held", "--size", "1");
+    cli("connect", "held", "--protocol", "nbd");
+    const d = await start();
+    const client = writer(`${d.uri}/held`);
+    try {
+      await client.started();
+      // A server that cannot act (stopped, overloaded): it still holds the file and its clients.
+      d.child.kill("SIGSTOP");
+      const disconnected = kindling(["--config", config, "disconnect", "held"]);
+      assert.equal(disconnected.code, 0, "the connection record goes");
+      const refused = kindling(["--config", config, "volume", "delete", "held"]);
+      assert.equal(refused.code, 4, `delete is refused while the export is served: ${refused.stderr}`);
+      assert.match(refused.stderr, /still served over NBD by /);
+      assert.ok(refused.stderr.includes(String(d.child.pid)), "naming the server");
+      d.child.kill("SIGCONT");
+      await until(() => client.done(), "the server to close the client");
+      // Its claim goes right after the client's socket: then the delete goes through.
+      await until(() => kindling(["--config", config, "volume", "delete", "held"]).code === 0, "the delete to go through");
+      assert.equal(kindling(["--config", config, "volume", "show", "held"]).code, 3);
+    } finally {
+      d.child.kill("SIGCONT");
+      client.kill();
+      await d.stop();
+    }
+  });
+
   test("a lost writer lock (taken over by another owner) closes the export's connections; the server takes the lock again once it is free", async () => {
     const { cli, start, library } = await setup();
     const volume = cli("volume", "create", "lost", "--size", "1");

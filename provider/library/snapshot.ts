@@ -2,7 +2,6 @@ import type { BlockDevice, DriverSnapshot, Inspection, Progress } from "../drive
 import type { Lease, SnapshotRecord, SnapshotStatus, VolumeRecord } from "../persistence/records";
 import { InUseError, InvalidInputError, KindlingError, NotFoundError } from "../util/errors";
 import { newId, now } from "../util/ids";
-import { settleFailedCreate } from "./rollback";
 import { parseInput } from "../util/validate";
 import { liveClaims } from "./export-claims";
 import { describeProcess } from "../util/owner";
@@ -71,19 +70,10 @@ export class Snapshot extends Tracked<"snapshot"> {
       updatedAt: now(),
     };
     const snapshot = new Snapshot(backend, record);
-    await snapshot.created("create", async () => {
-      try {
-        const update = await backend.driver.createSnapshot(snapshot.toDriver(), volume.toDriver(), backend.progressFor("snapshot", id, opts.onProgress));
-        await snapshot.change({ status: "available", location: update.location }, { release: true });
-      } catch (err) {
-        await settleFailedCreate("snapshot", id, {
-          inspect: () => backend.driver.inspectSnapshot(snapshot.toDriver()),
-          forget: () => snapshot.forget(),
-          markError: () => snapshot.change({ status: "error" }),
-        });
-        throw err;
-      }
-    });
+    await snapshot.make(
+      () => backend.driver.createSnapshot(snapshot.toDriver(), volume.toDriver(), backend.progressFor("snapshot", id, opts.onProgress)),
+      () => backend.driver.inspectSnapshot(snapshot.toDriver()),
+    );
     return snapshot;
   }
 

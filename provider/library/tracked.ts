@@ -6,6 +6,8 @@ import { now } from "../util/ids";
 import { logger } from "../util/log";
 import { describeProcess } from "../util/owner";
 import { describeLease, isOwnLease, leaseState, newLease } from "./lease";
+import type { Inspection } from "../drivers/contract";
+import { settleFailedCreate } from "./rollback";
 import type { Backend } from "./backend";
 
 /** Another holder's operation on an object, as `list` and `show` report it. */
@@ -223,6 +225,28 @@ export abstract class Tracked<K extends RecordKind> {
       this.held = lease;
       this.lost = undefined;
       return this.holding(work);
+    });
+  }
+
+  /**
+   * Records this new volume or snapshot as "creating" (holding its lease), runs the driver's
+   * create-like call and marks it available. On failure the shared rollback decides: the
+   * record goes when the backend holds nothing, else it stays as "error" for a delete.
+   */
+  protected make(create: () => Promise<{ location?: string }>, inspect: () => Promise<Inspection>): Promise<void> {
+    return this.created("create", async () => {
+      try {
+        const update = await create();
+        const location = update.location ?? (this.record as { location?: string }).location;
+        await this.change({ status: "available", location } as unknown as Partial<RecordTypes[K]>, { release: true });
+      } catch (err) {
+        await settleFailedCreate(this.kind as "volume" | "snapshot", this.id, {
+          inspect,
+          forget: () => this.forget(),
+          markError: () => this.change({ status: "error" } as unknown as Partial<RecordTypes[K]>),
+        });
+        throw err;
+      }
     });
   }
 

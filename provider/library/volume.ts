@@ -10,7 +10,6 @@ import { localConnector, refreshLocalSize } from "../exports/local";
 import { devicesBacking, releaseLeftovers } from "../exports/local/leftovers";
 import { liveClaims } from "./export-claims";
 import { describeProcess } from "../util/owner";
-import { settleFailedCreate } from "./rollback";
 import { Tracked } from "./tracked";
 import type { Backend } from "./backend";
 import {
@@ -79,19 +78,7 @@ export class Volume extends Tracked<"volume"> {
    */
   static async build(backend: Backend, record: VolumeRecord, create: (v: DriverVolume) => Promise<ModelUpdate>): Promise<Volume> {
     const volume = new Volume(backend, record);
-    await volume.created("create", async () => {
-      try {
-        const update = await create(volume.toDriver());
-        await volume.change({ status: "available", location: update.location ?? record.location }, { release: true });
-      } catch (err) {
-        await settleFailedCreate("volume", record.id, {
-          inspect: () => backend.driver.inspect(volume.toDriver()),
-          forget: () => volume.forget(),
-          markError: () => volume.change({ status: "error" }),
-        });
-        throw err;
-      }
-    });
+    await volume.make(() => create(volume.toDriver()), () => backend.driver.inspect(volume.toDriver()));
     return volume;
   }
 

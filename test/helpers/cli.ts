@@ -1,3 +1,4 @@
+import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { resolve } from "node:path";
 
@@ -23,4 +24,10 @@ export function kindling(args: string[], opts: { env?: Record<string, string>; c
     stderr: result.stderr,
     json: () => JSON.parse(result.stdout),
   };
+}
+
+/** A command that must succeed: its result, or a failed assertion with its exit code and stderr. */
+export function ok(r: CliResult): CliResult {
+  if (r.code !== 0) throw new assert.AssertionError({ message: `exit ${r.code}: ${r.stderr}`, actual: r.code, expected: 0, operator: "===" });
+  return r;
 }

@@ -19,9 +19,23 @@ export interface LeaseSettings {
  */
 export const DEFAULT_LEASE_SETTINGS: LeaseSettings = { staleMs: 60_000, heartbeatMs: 10_000, waitMs: 300_000 };
 
+/**
+ * The leases this process holds now. One of ours that is not here was left behind (a release
+ * that could not be written): nobody works under it, so it must not make this very process
+ * wait for itself.
+ */
+const heldHere = new Set<string>();
+
 export function newLease(operation: string, intent?: Record<string, unknown>): Lease {
   const at = now();
-  return { token: randomUUID(), owner: thisProcess(), operation, ...(intent ? { intent } : {}), takenAt: at, heartbeat: at };
+  const lease = { token: randomUUID(), owner: thisProcess(), operation, ...(intent ? { intent } : {}), takenAt: at, heartbeat: at };
+  heldHere.add(lease.token);
+  return lease;
+}
+
+/** This process no longer works under the lease (given back, lost, or its object gone). */
+export function dropLease(lease: Lease | undefined): void {
+  if (lease) heldHere.delete(lease.token);
 }
 
 /**
@@ -32,6 +46,7 @@ export function leaseState(lease: Lease, staleMs: number): "live" | "dead" | "st
   const owner = lease.owner;
   const state = owner ? processState(owner) : "dead";
   if (state === "dead") return "dead";
+  if (sameProcess(owner, thisProcess()) && !heldHere.has(lease.token)) return "dead";
   if (state === "alive") return "live"; // a process here that runs is never judged by the clock
   const age = Date.now() - Date.parse(lease.heartbeat);
   return Number.isFinite(age) && age <= staleMs ? "live" : "stale";

@@ -5,7 +5,7 @@ import { ConflictError, InUseError, KindlingError, errorMessage } from "../util/
 import { now } from "../util/ids";
 import { logger } from "../util/log";
 import { describeProcess } from "../util/owner";
-import { describeLease, isOwnLease, leaseState, newLease } from "./lease";
+import { describeLease, dropLease, isOwnLease, leaseState, newLease } from "./lease";
 import type { Inspection } from "../drivers/contract";
 import { settleFailedCreate } from "./rollback";
 import type { Backend } from "./backend";
@@ -102,6 +102,12 @@ export abstract class Tracked<K extends RecordKind> {
     return run;
   }
 
+  /** This handle no longer holds its lease. */
+  private letGo(): void {
+    dropLease(this.held);
+    this.held = undefined;
+  }
+
   private assertHeld(): void {
     if (this.lost) throw this.lost;
     if (!this.held) throw new Error(`${this.describe()}: a change outside an operation (a kindling bug)`);
@@ -115,7 +121,7 @@ export abstract class Tracked<K extends RecordKind> {
       if (opts.release) delete next.lease;
       if (!(await this.write(() => this.store.compareAndSetRecord(this.kind, next, this.version)))) throw await this.lostLease();
       this.record = next;
-      if (opts.release) this.held = undefined;
+      if (opts.release) this.letGo();
     });
   }
 
@@ -131,14 +137,14 @@ export abstract class Tracked<K extends RecordKind> {
       // Removing a record (a delete, a rolled back create) must work on a full filesystem.
       const removed = await this.write(() => this.store.compareAndDeleteRecord(this.kind, this.id, this.version), true);
       if (!removed) throw await this.lostLease();
-      this.held = undefined;
+      this.letGo();
       this.markGone();
     });
   }
 
   private async lostLease(): Promise<Error> {
     const current = await this.read();
-    this.held = undefined;
+    this.letGo();
     const by = current?.lease ? describeLease(current.lease) : current ? "another process" : "a delete elsewhere";
     return new ConflictError(`${this.describe()} was changed by ${by} while this process held its lease`, {
       hint: "this process was taken for gone (was it stopped or suspended?); check the object and run the operation again",
@@ -217,7 +223,12 @@ export abstract class Tracked<K extends RecordKind> {
     return this.backend.locks.run(this.id, async () => {
       const lease = newLease(operation);
       const first = { ...this.record, lease, version: 1 } as RecordTypes[K];
-      const inserted = await this.write(() => this.store.compareAndSetRecord(this.kind, first, 0));
+      let inserted = false;
+      try {
+        inserted = await this.write(() => this.store.compareAndSetRecord(this.kind, first, 0));
+      } finally {
+        if (!inserted) dropLease(lease);
+      }
       if (!inserted) {
         throw new ConflictError(`a ${this.kind} with id ${this.id} already exists`, { field: "id", hint: "choose another id, or leave it out to get a new one" });
       }
@@ -266,7 +277,7 @@ export abstract class Tracked<K extends RecordKind> {
   private release(): Promise<void> {
     return this.serially(async () => {
       const held = this.held;
-      this.held = undefined;
+      this.letGo();
       this.lost = undefined;
       if (!held || this.gone) return;
       const next = { ...this.record, version: this.version + 1 } as RecordTypes[K];
@@ -305,8 +316,13 @@ export abstract class Tracked<K extends RecordKind> {
       }
       const lease = newLease(operation, intent);
       const next = { ...current, lease, version: versionOf(current) + 1 } as RecordTypes[K];
-      // Lost a race for it: look again.
-      if (!(await this.write(() => this.store.compareAndSetRecord(this.kind, next, versionOf(current))))) continue;
+      let taken = false;
+      try {
+        taken = await this.write(() => this.store.compareAndSetRecord(this.kind, next, versionOf(current)));
+      } finally {
+        if (!taken) dropLease(lease);
+      }
+      if (!taken) continue; // lost a race for it: look again
       this.record = next;
       this.held = lease;
       this.lost = undefined;
@@ -320,7 +336,7 @@ export abstract class Tracked<K extends RecordKind> {
           throw err;
         }
         if (outcome === "gone") {
-          this.held = undefined;
+          this.letGo();
           this.markGone();
           return false;
         }

@@ -112,8 +112,9 @@ export class Backend extends EventEmitter {
   /** Builds a backend and waits until its driver and persistence are up. */
   static async open(config: BackendConfig, opts: BackendOptions = {}): Promise<Backend> {
     const backend = new Backend(config, opts);
-    await backend.ready();
+    // The driver first: a configuration the storage refuses leaves no records store behind.
     await backend.driver.setup();
+    await backend.ready();
     return backend;
   }
 

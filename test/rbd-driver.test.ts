@@ -646,7 +646,9 @@ describe("rbd driver: the key stays secret", { skip }, () => {
         { args: ["--config", config, "volume", "clone", "logged", "logged-clone"], code: 0 },
         { args: ["--config", config, "snapshot", "delete", "logged-snap"], code: 0 },
         { args: ["--config", config, "volume", "create", "bad", "--size", "1", "--spec", "colour=red"], code: 2 },
-        { args: ["--config", badConfig, "volume", "list"], code: 2 },
+        // Listing reads the records only, so only a command that needs the cluster meets the bad pool.
+        { args: ["--config", badConfig, "volume", "list"], code: 0 },
+        { args: ["--config", badConfig, "volume", "create", "bad", "--size", "1"], code: 2 },
         { args: ["--config", config, "volume", "delete", "logged"], code: 0 },
         { args: ["--config", config, "volume", "delete", "logged-clone"], code: 0 },
         { args: ["--config", config, "volume", "delete", "logged-child"], code: 0 },

@@ -7,7 +7,7 @@ import { sizeGiBSchema } from "../util/names";
 import { GiB } from "../util/sizes";
 import { logger } from "../util/log";
 import { localConnector, refreshLocalSize } from "../exports/local";
-import { devicesBacking, releaseLeftovers } from "../exports/local/leftovers";
+import { devicesBacking, findsUnrecordedDevices, releaseLeftovers } from "../exports/local/leftovers";
 import { liveClaims } from "./export-claims";
 import { describeProcess } from "../util/owner";
 import { Tracked } from "./tracked";
@@ -181,7 +181,7 @@ export class Volume extends Tracked<"volume"> {
         });
       }
       // A device left by a crashed attach would keep the file's blocks (and its data) alive.
-      if (this.backend.driver.attachProtocol) await this.releaseDevices([]);
+      if (findsUnrecordedDevices(this.backend.driver.attachProtocol)) await this.releaseDevices([]);
       const previous = this.status;
       await this.change({ status: "deleting" });
       try {
@@ -301,7 +301,7 @@ export class Volume extends Tracked<"volume"> {
       const targets = connection ? [connection] : await this.settledConnections();
       for (const c of targets) await c.end();
       // A device a crash left without a record (or a record without its device) goes too.
-      if (!connection && this.backend.driver.attachProtocol) await this.releaseDevices([]);
+      if (!connection && findsUnrecordedDevices(this.backend.driver.attachProtocol)) await this.releaseDevices([]);
       await this.connectionsChanged();
     }, {
       freeing: true,
@@ -349,7 +349,7 @@ export class Volume extends Tracked<"volume"> {
     if (existing) {
       throw new InUseError(`volume ${this.name} is already attached on this host at ${existing.devicePath}`, { hint: `detach it first (\`kindling detach ${this.name}\`)` });
     }
-    if (!this.backend.driver.attachProtocol) return;
+    if (!findsUnrecordedDevices(this.backend.driver.attachProtocol)) return;
     const info = await this.localInfo();
     const unrecorded = info ? await devicesBacking(info) : [];
     if (unrecorded.length) {

@@ -7,6 +7,14 @@ import { releaseRbdFuse } from "./rbd";
 // recording it), or what outlived its record: found from the connection info and the
 // attachment's name (its connection id), never from a record that was not written.
 
+/**
+ * Whether devices of `protocol` can be found from the volume alone, with no record naming them:
+ * loop devices over a volume's file can; the others hang off a FUSE mount named by its record.
+ */
+export function findsUnrecordedDevices(protocol: string | undefined): boolean {
+  return protocol === "local";
+}
+
 /** Loop devices over the volume's own file (protocol local); other protocols go through a mount. */
 export async function devicesBacking(info: ConnectionInfo): Promise<string[]> {
   if (info.protocol !== "local" || typeof info.data.device_path !== "string") return [];

@@ -251,6 +251,29 @@ print(json.dumps({"reads": reads, "nonzero": nonzero, "leaked": leaked, "errors"
     });
   }
 
+  test("a client gets the size the records hold when it connects: an extend shows to new clients, never a size not yet recorded", async () => {
+    const { cli, start } = await setup();
+    cli("volume", "create", "grows", "--size", "1");
+    cli("connect", "grows", "--protocol", "nbd");
+    const d = await start();
+    const size = () => {
+      const r = python(`
+import nbd
+h = nbd.NBD()
+h.connect_uri(${JSON.stringify(`${d.uri}/grows`)})
+print(h.get_size())`);
+      assert.equal(r.code, 0, r.err);
+      return Number(r.out.trim());
+    };
+    try {
+      assert.equal(size(), 1 << 30);
+      cli("volume", "extend", "grows", "--size", "2");
+      assert.equal(size(), 2 * 2 ** 30, "a client connecting after the extend sees the new size");
+    } finally {
+      await d.stop();
+    }
+  });
+
   test("D7: while a (stopped) server still serves the export, delete is refused; once the server closes it, delete works", async () => {
     const { config, cli, start } = await setup();
     cli("volume", "create", "held", "--size", "1");

@@ -145,7 +145,9 @@ export class ExportDaemon {
     } else {
       const volume = await backend.getVolume(connection.volumeId);
       const readOnly = connection.attachMode === "ro";
-      source = { name: volume.id, description: `volume ${volume.name}`, readOnly, open: () => volume.open({ readOnly }), qos: volume.qosSpecs };
+      // Each client gets the volume as the records hold it when it connects: the size of an
+      // extend made since the export was added, and a refusal once the volume is being deleted.
+      source = { name: volume.id, description: `volume ${volume.name}`, readOnly, open: async () => (await volume.refresh()).open({ readOnly }), qos: volume.qosSpecs };
       aliases = [volume.name];
       claim = { connectionId: connection.id, volumeId: volume.id, mode: readOnly ? "ro" : "rw" };
     }

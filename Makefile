@@ -61,6 +61,7 @@ soak: setup
 bench: setup
 	node dist/bench/snapshot-clone.js
 	node dist/bench/pulumi-vs-library.js
+	node dist/bench/records.js
 	node dist/bench/rbd.js
 
 clean:

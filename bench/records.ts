@@ -2,7 +2,7 @@
 // the data, each change a compare-and-set, each operation under a lease) against the bare file
 // operation each one comes down to, in the same run, alternating. Median of 3.
 //   KINDLING_BENCH_COUNT=100  KINDLING_BENCH_RUNS=3
-import { closeSync, ftruncateSync, mkdirSync, openSync, truncateSync, unlinkSync } from "node:fs";
+import { closeSync, ftruncateSync, mkdirSync, openSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { cpus, release, totalmem } from "node:os";
 import { join } from "node:path";
 import { Backend, type Volume } from "../provider/library";
@@ -96,7 +96,10 @@ async function main(): Promise<void> {
     const ratio = bare > 0 ? (ours / bare).toFixed(0) : "—";
     lines.push(`| ${operation} | ${ours.toFixed(2)} | ${writes} | ${peer} | ${bare.toFixed(3)} | ${ratio} | ${(ours - bare).toFixed(2)} |`);
   }
-  process.stdout.write(`${lines.join("\n")}\n`);
+  const table = lines.join("\n");
+  process.stdout.write(`${table}\n`);
+  mkdirSync(join(__dirname, "..", "..", "bench", "results"), { recursive: true });
+  writeFileSync(join(__dirname, "..", "..", "bench", "results", "records.md"), `${table}\n`);
 }
 
 main().catch((err) => {

@@ -3,7 +3,7 @@ import type { ConnectionInfo, ConnectionRecord, Lease } from "../persistence/rec
 import { InvalidInputError, KindlingError, NotFoundError } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { logger } from "../util/log";
-import { attachLocally, detachLocally, refreshLocalSize } from "../exports/local";
+import { attachLocally, detachLocally, refreshLocalSize, stillAttached } from "../exports/local";
 import { releaseLeftovers } from "../exports/local/leftovers";
 import { isServedProtocol, servedConnectionInfo } from "../exports/protocols";
 import { waitForClaimRelease } from "./export-claims";
@@ -223,6 +223,10 @@ export class Connection extends Tracked<"connection"> {
       this.record = { ...this.record, devicePath: undefined };
       await this.finishEnding();
       return "gone";
+    }
+    // A detach cut short: the record keeps the device only if it still serves this connection.
+    if (lease?.operation === "detach" && previous.devicePath && this.attachedHere && !(await stillAttached(this.connectionInfo, previous.devicePath))) {
+      await this.change({ devicePath: undefined });
     }
     return "kept";
   }

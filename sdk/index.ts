@@ -39,10 +39,12 @@ export function defaultBackend(): BackendArgs {
 type Specs = pulumi.Input<Record<string, pulumi.Input<string>>>;
 
 /**
- * Volumes and snapshots are replaced delete-first unless the program says otherwise. A
- * replacement the engine forces without asking the provider (`pulumi up --replace`, the
- * `replacementTrigger` option) would otherwise be made first, under the same name, which
- * names being unique per backend refuse.
+ * Volumes, snapshots and attachments are replaced delete-first unless the program says
+ * otherwise. A replacement the engine forces without asking the provider (`pulumi up
+ * --replace`, the `replacementTrigger` option) would otherwise be made first: under the same
+ * name, which names being unique per backend refuse; or, for an attachment, beside the old
+ * connection, which the provider cannot tell from one a killed `up` left (one volume has one
+ * device per host, too).
  */
 function deleteFirst(opts: pulumi.CustomResourceOptions | undefined): pulumi.CustomResourceOptions {
   return { ...opts, deleteBeforeReplace: opts?.deleteBeforeReplace ?? true };
@@ -157,7 +159,7 @@ export class Attachment extends pulumi.dynamic.Resource {
       name,
       { connectionId: undefined, connectionInfo: undefined, devicePath: undefined, dump: undefined, ...args, backend: guarded(args.backend), ...owner(name) },
       // `dump` is the connection record, which carries the connection info (and its key) too.
-      secret ? { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connectionInfo", "dump"] } : opts,
+      deleteFirst(secret ? { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connectionInfo", "dump"] } : opts),
       "kindling",
       "Attachment",
     );

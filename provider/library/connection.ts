@@ -68,7 +68,7 @@ export class Connection extends Tracked<"connection"> {
     volume: Volume,
     protocol: string,
     connector: Record<string, unknown>,
-    opts: { attachMode?: "rw" | "ro"; attachedHost?: string; attaching?: boolean },
+    opts: { attachMode?: "rw" | "ro"; attachedHost?: string; attaching?: boolean; id?: string },
   ): Promise<Connection> {
     const backend = volume.backend;
     const attachMode = opts.attachMode ?? "rw";
@@ -77,7 +77,7 @@ export class Connection extends Tracked<"connection"> {
       : await backend.driver.initializeConnection(volume.toDriver(), protocol, connector, { attachMode });
     const record: ConnectionRecord = {
       class: "Connection",
-      id: newId(),
+      id: opts.id ?? newId(),
       backend: backend.name,
       volumeId: volume.id,
       protocol,

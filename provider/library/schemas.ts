@@ -87,6 +87,8 @@ export const connectorSchema = z.preprocess<unknown, z.ZodRecord<z.ZodString, z.
 export const connectOptionsSchema = z.strictObject({
   attachMode: z.enum(["rw", "ro"]).optional(),
   attachedHost: z.string().max(255).optional(),
+  /** A caller-chosen id, for idempotent connection (a retry finds what the first try made). */
+  id: idSchema.optional(),
 });
 export type ConnectOptions = z.input<typeof connectOptionsSchema>;
 

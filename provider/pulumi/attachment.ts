@@ -1,12 +1,15 @@
+import { isDeepStrictEqual } from "node:util";
 import type { Backend, BackendConfig } from "../library/backend";
 import type { Connection } from "../library/connection";
-import { NotFoundError } from "../util/errors";
+import { InUseError, KindlingError, NotFoundError } from "../util/errors";
+import { newId } from "../util/ids";
 import { localConnector, stillAttached } from "../exports/local";
 import { plain } from "./plain";
 import { backendFor } from "./backends";
 import { checkBackend, checkProperties, checkWith } from "./check";
 import { changedIn, replacedBy } from "./diffs";
 import { attachmentInputsSchema, isUnknown, type AttachmentInputs } from "./inputs";
+import { forgetOwner, ownedId, recordOwner } from "./ownership";
 
 export interface AttachmentOutputs extends AttachmentInputs {
   connectionId: string;
@@ -35,7 +38,65 @@ async function findConnection(backend: Backend, volumeId: string, id: string): P
   return (await backend.connections(volumeId)).find((c) => c.id === id);
 }
 
-export async function check(_olds: Partial<AttachmentInputs>, news: Record<string, unknown>) {
+/** The connection the inputs ask for: protocol, connector and mode as the library records them. */
+function wanted(inputs: Partial<AttachmentInputs>) {
+  return {
+    volumeId: inputs.volumeId,
+    protocol: inputs.protocol,
+    connector: inputs.connector ?? (inputs.attachLocally ? localConnector() : {}),
+    attachMode: inputs.mode ?? "rw",
+  };
+}
+
+/** Whether `connection` is the connection `inputs` describe (whatever its device). */
+function isFor(connection: Connection, inputs: Partial<AttachmentInputs>): boolean {
+  const want = wanted(inputs);
+  return connection.volumeId === want.volumeId && connection.snapshotId === undefined && connection.protocol === want.protocol
+    && connection.attachMode === want.attachMode && isDeepStrictEqual(connection.connector, want.connector);
+}
+
+/** Whether `connection` is all that `inputs` ask for: the connection and, with attachLocally, a device here that still serves it. */
+async function serves(connection: Connection, inputs: AttachmentInputs): Promise<boolean> {
+  if (!isFor(connection, inputs) || connection.busy) return false;
+  if (!inputs.attachLocally) return !connection.attached;
+  const device = connection.devicePath;
+  return connection.attachedHere && device !== undefined && (await stillAttached(connection.connectionInfo, device).catch(() => false));
+}
+
+/**
+ * What the engine's state holds for each Attachment of this deployment (by owner key), as
+ * `check` (the old inputs) and `diff` (its id too) saw it. Pulumi runs every call of one
+ * deployment in this one process, and both come before a create of the same resource. A
+ * create with a state entry is a replacement made while the old attachment still exists
+ * (`deleteBeforeReplace: false`): the connection the owner key names is then the old one,
+ * which the engine deletes next; handing it back would have the engine disconnect the
+ * connection it was just given.
+ */
+const inState = new Map<string, { id?: string; inputs: Partial<AttachmentInputs> }>();
+
+/**
+ * Connections this process handed to a create as what an interrupted create left. One
+ * replacement made first tells the provider nothing: `pulumi up --replace` with
+ * `deleteBeforeReplace: false` checks without the old inputs and skips diff, so its create
+ * looks like the one after a crash and takes up the old connection. The engine's delete of
+ * the old resource, in the same deployment, then leaves that connection to the new one.
+ */
+const adoptedNow = new Set<string>();
+
+function noteInState(ownerKey: unknown, seen: { id?: string; inputs: Partial<AttachmentInputs> }): void {
+  if (typeof ownerKey === "string" && Object.keys(seen.inputs).length) inState.set(ownerKey, { ...inState.get(ownerKey), ...seen });
+}
+
+/** Whether `connection` is the one the state holds for this resource (so not a leftover of an interrupted create). */
+function heldByState(ownerKey: string | undefined, connection: Connection): boolean {
+  const held = ownerKey === undefined ? undefined : inState.get(ownerKey);
+  if (!held) return false;
+  // Without the id (a replacement the engine forces skips diff), the old inputs tell it.
+  return held.id !== undefined ? held.id === connection.id : isFor(connection, held.inputs);
+}
+
+export async function check(olds: Partial<AttachmentInputs>, news: Record<string, unknown>) {
+  noteInState(news.ownerKey, { inputs: olds });
   const failures = checkProperties(attachmentInputsSchema, news);
   const inputs = { ...news } as AttachmentInputs;
   const backend = checkBackend(inputs.backend, failures);
@@ -47,7 +108,8 @@ export async function check(_olds: Partial<AttachmentInputs>, news: Record<strin
 }
 
 /** Any change makes a new attachment; the old one is detached first. */
-export async function diff(_id: string, olds: AttachmentOutputs, news: AttachmentInputs) {
+export async function diff(id: string, olds: AttachmentOutputs, news: AttachmentInputs) {
+  noteInState(news.ownerKey ?? olds.ownerKey, { id, inputs: olds });
   const keys = ["volumeId", "protocol", "connector", "mode", "attachLocally"] as const;
   const replaces = replacedBy(olds, news, [...keys]);
   return {
@@ -59,20 +121,60 @@ export async function diff(_id: string, olds: AttachmentOutputs, news: Attachmen
   };
 }
 
+/**
+ * Connects (and attaches), or takes up what an interrupted create of this resource made: the
+ * owner key names the connection before it is made, so after a kill -9 of `pulumi up` the
+ * next create finds it. It is taken up when it is still all the inputs ask for, and
+ * disconnected (its device released) otherwise, so that no connection is left that the state
+ * does not hold.
+ */
 export async function create(inputs: AttachmentInputs): Promise<{ id: string; outs: AttachmentOutputs }> {
   const backend = await backendOf(inputs.backend);
   const volume = await backend.getVolume(inputs.volumeId);
-  const connector = inputs.connector ?? (inputs.attachLocally ? localConnector() : {});
-  const connection = await volume.connect(inputs.protocol, connector, { attachMode: inputs.mode ?? "rw" });
-  if (inputs.attachLocally) {
-    try {
-      await connection.attach();
-    } catch (err) {
-      await connection.disconnect().catch(() => undefined);
-      throw err;
+  // Finishes or rolls back what a dead holder left (a connection whose attach was cut short).
+  await volume.settle();
+  const previous = await ownedId(backend, "attachment", inputs.ownerKey);
+  const left = previous === undefined ? undefined : (await backend.connections()).find((c) => c.id === previous);
+  const replacing = left !== undefined && heldByState(inputs.ownerKey, left) ? left : undefined;
+  if (left && !replacing) {
+    if ((await left.settle()) && (await serves(left, inputs))) {
+      adoptedNow.add(left.id);
+      return { id: left.id, outs: outputs(inputs, left) };
     }
+    await left.disconnect(); // half made, or made for other inputs, when the last run was killed
+  }
+  const { protocol, connector, attachMode } = wanted(inputs);
+  const id = newId();
+  await recordOwner(backend, "attachment", inputs.ownerKey, id);
+  let connection: Connection | undefined;
+  try {
+    connection = await volume.connect(protocol as string, connector, { attachMode, id });
+    if (inputs.attachLocally) await connection.attach();
+  } catch (err) {
+    const made = connection ?? (await backend.connections(volume.id)).find((c) => c.id === id);
+    await made?.disconnect().catch(() => undefined);
+    // Still there (the disconnect failed): the owner key keeps naming it, so the next create
+    // disconnects it again. Else it names again what the state holds, if anything.
+    if (!(await backend.connections(volume.id)).some((c) => c.id === id)) {
+      if (replacing) await recordOwner(backend, "attachment", inputs.ownerKey, replacing.id);
+      else await forgetOwner(backend, "attachment", inputs.ownerKey, id);
+    }
+    throw replacing ? explainReplacement(err, volume.name, replacing) : err;
   }
   return { id: connection.id, outs: outputs(inputs, connection) };
+}
+
+/**
+ * A replacement made first can never attach locally: the attachment it replaces still holds
+ * the volume's device on this host, and one volume has one device per host.
+ */
+function explainReplacement(err: unknown, volumeName: string, replacing: Connection): unknown {
+  const device = replacing.attachedHere ? replacing.devicePath : undefined;
+  if (!(err instanceof InUseError) || !device || !err.message.includes(device)) return err;
+  return new KindlingError("IN_USE", `volume ${volumeName} is attached on this host at ${device} by the Attachment this one replaces, which is deleted only after this one is made`, {
+    hint: "set the resource option `deleteBeforeReplace: true` on the Attachment, so that the old one goes first",
+    cause: err,
+  });
 }
 
 /** The connection record and, when attached, the device still bound to the volume. */
@@ -91,12 +193,17 @@ export async function read(id: string, props: AttachmentOutputs) {
 export async function update(id: string, _olds: AttachmentOutputs, news: AttachmentInputs) {
   const backend = await backendOf(news.backend);
   const connection = await findConnection(backend, news.volumeId, id);
-  if (!connection) throw new NotFoundError("connection", id);
+  if (!connection) {
+    throw new NotFoundError("connection", id, { hint: "it was disconnected outside Pulumi; `pulumi refresh` drops it from the state, and the next `pulumi up` connects again" });
+  }
   return { outs: outputs(news, connection) };
 }
 
 export async function remove(id: string, props: AttachmentOutputs): Promise<void> {
+  // The old resource of a replacement whose create took up this very connection (see adoptedNow).
+  if (adoptedNow.delete(id)) return;
   const backend = await backendOf(props.backend);
   const connection = await findConnection(backend, props.volumeId, id);
   if (connection) await connection.disconnect();
+  await forgetOwner(backend, "attachment", props.ownerKey, id);
 }

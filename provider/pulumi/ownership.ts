@@ -4,20 +4,23 @@ import type { Backend } from "../library/backend";
 // records. Written before the object is created, so after a crash (kill -9 of `pulumi up`)
 // the next create finds what the interrupted one made instead of making a second one.
 
-function key(kind: "volume" | "snapshot", ownerKey: string): string {
+/** What a resource makes: a volume, a snapshot, or a connection (an Attachment). */
+export type OwnedKind = "volume" | "snapshot" | "attachment";
+
+function key(kind: OwnedKind, ownerKey: string): string {
   return `pulumi/${kind}/${ownerKey}`;
 }
 
-export async function ownedId(backend: Backend, kind: "volume" | "snapshot", ownerKey: string | undefined): Promise<string | undefined> {
+export async function ownedId(backend: Backend, kind: OwnedKind, ownerKey: string | undefined): Promise<string | undefined> {
   if (!ownerKey) return undefined;
   const [kv] = await backend.persistence.getKeyValues(key(kind, ownerKey));
   return kv?.value;
 }
 
-export async function recordOwner(backend: Backend, kind: "volume" | "snapshot", ownerKey: string | undefined, id: string): Promise<void> {
+export async function recordOwner(backend: Backend, kind: OwnedKind, ownerKey: string | undefined, id: string): Promise<void> {
   if (ownerKey) await backend.persistence.setKeyValue({ key: key(kind, ownerKey), value: id });
 }
 
-export async function forgetOwner(backend: Backend, kind: "volume" | "snapshot", ownerKey: string | undefined, id: string): Promise<void> {
+export async function forgetOwner(backend: Backend, kind: OwnedKind, ownerKey: string | undefined, id: string): Promise<void> {
   if (ownerKey && (await ownedId(backend, kind, ownerKey)) === id) await backend.persistence.deleteKeyValue(key(kind, ownerKey));
 }

@@ -112,9 +112,13 @@ export class Project {
     return r;
   }
 
-  /** Starts a command without waiting (for the kill -9 test). */
-  start(args: string[]) {
-    return spawn(PULUMI, [...args, "--non-interactive"], { cwd: this.dir, env: this.env, stdio: "ignore" });
+  /**
+   * Starts a command without waiting (for the kill -9 tests). `env` adds to the project's
+   * environment (a PATH with a slow losetup first); with `group`, the engine leads a process
+   * group of its own, so the engine and every plugin it starts can be killed at once.
+   */
+  start(args: string[], opts: { env?: Record<string, string>; group?: boolean } = {}) {
+    return spawn(PULUMI, [...args, "--non-interactive"], { cwd: this.dir, env: { ...this.env, ...opts.env }, stdio: "ignore", detached: opts.group ?? false });
   }
 
   init(stack = "test"): void {

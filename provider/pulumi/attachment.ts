@@ -10,6 +10,7 @@ import { checkBackend, checkProperties, checkWith } from "./check";
 import { changedIn, replacedBy } from "./diffs";
 import { attachmentInputsSchema, isUnknown, type AttachmentInputs } from "./inputs";
 import { forgetOwner, ownedId, recordOwner } from "./ownership";
+import { Replacements } from "./replacements";
 
 export interface AttachmentOutputs extends AttachmentInputs {
   connectionId: string;
@@ -64,39 +65,15 @@ async function serves(connection: Connection, inputs: AttachmentInputs): Promise
 }
 
 /**
- * What the engine's state holds for each Attachment of this deployment (by owner key), as
- * `check` (the old inputs) and `diff` (its id too) saw it. Pulumi runs every call of one
- * deployment in this one process, and both come before a create of the same resource. A
- * create with a state entry is a replacement made while the old attachment still exists
- * (`deleteBeforeReplace: false`): the connection the owner key names is then the old one,
- * which the engine deletes next; handing it back would have the engine disconnect the
- * connection it was just given.
+ * Tells a create after a crash from a replacement made while the old attachment still exists
+ * (`deleteBeforeReplace: false`): the connection the owner key names is then the old one, which
+ * the engine deletes next; handing it back would have the engine disconnect the connection it
+ * was just given. Without the state's id, the old inputs tell which connection it holds.
  */
-const inState = new Map<string, { id?: string; inputs: Partial<AttachmentInputs> }>();
-
-/**
- * Connections this process handed to a create as what an interrupted create left. One
- * replacement made first tells the provider nothing: `pulumi up --replace` with
- * `deleteBeforeReplace: false` checks without the old inputs and skips diff, so its create
- * looks like the one after a crash and takes up the old connection. The engine's delete of
- * the old resource, in the same deployment, then leaves that connection to the new one.
- */
-const adoptedNow = new Set<string>();
-
-function noteInState(ownerKey: unknown, seen: { id?: string; inputs: Partial<AttachmentInputs> }): void {
-  if (typeof ownerKey === "string" && Object.keys(seen.inputs).length) inState.set(ownerKey, { ...inState.get(ownerKey), ...seen });
-}
-
-/** Whether `connection` is the one the state holds for this resource (so not a leftover of an interrupted create). */
-function heldByState(ownerKey: string | undefined, connection: Connection): boolean {
-  const held = ownerKey === undefined ? undefined : inState.get(ownerKey);
-  if (!held) return false;
-  // Without the id (a replacement the engine forces skips diff), the old inputs tell it.
-  return held.id !== undefined ? held.id === connection.id : isFor(connection, held.inputs);
-}
+const replacements = new Replacements<AttachmentInputs, Connection>((connection, olds) => isFor(connection, olds));
 
 export async function check(olds: Partial<AttachmentInputs>, news: Record<string, unknown>) {
-  noteInState(news.ownerKey, { inputs: olds });
+  replacements.checked(news.ownerKey, olds);
   const failures = checkProperties(attachmentInputsSchema, news);
   const inputs = { ...news } as AttachmentInputs;
   const backend = checkBackend(inputs.backend, failures);
@@ -109,7 +86,7 @@ export async function check(olds: Partial<AttachmentInputs>, news: Record<string
 
 /** Any change makes a new attachment; the old one is detached first. */
 export async function diff(id: string, olds: AttachmentOutputs, news: AttachmentInputs) {
-  noteInState(news.ownerKey ?? olds.ownerKey, { id, inputs: olds });
+  replacements.diffed(news.ownerKey ?? olds.ownerKey, id, olds);
   const keys = ["volumeId", "protocol", "connector", "mode", "attachLocally"] as const;
   const replaces = replacedBy(olds, news, [...keys]);
   return {
@@ -135,10 +112,10 @@ export async function create(inputs: AttachmentInputs): Promise<{ id: string; ou
   await volume.settle();
   const previous = await ownedId(backend, "attachment", inputs.ownerKey);
   const left = previous === undefined ? undefined : (await backend.connections()).find((c) => c.id === previous);
-  const replacing = left !== undefined && heldByState(inputs.ownerKey, left) ? left : undefined;
+  const replacing = left !== undefined && replacements.heldByState(inputs.ownerKey, left) ? left : undefined;
   if (left && !replacing) {
     if ((await left.settle()) && (await serves(left, inputs))) {
-      adoptedNow.add(left.id);
+      replacements.tookUp(left.id, inputs.ownerKey);
       return { id: left.id, outs: outputs(inputs, left) };
     }
     await left.disconnect(); // half made, or made for other inputs, when the last run was killed
@@ -200,9 +177,13 @@ export async function update(id: string, _olds: AttachmentOutputs, news: Attachm
 }
 
 export async function remove(id: string, props: AttachmentOutputs): Promise<void> {
-  // The old resource of a replacement whose create took up this very connection (see adoptedNow).
-  if (adoptedNow.delete(id)) return;
   const backend = await backendOf(props.backend);
+  // The old resource of a replacement whose create took up this very connection (see replacements.ts).
+  const handed = replacements.handedOver(id);
+  if (handed) {
+    if (handed.ownerKey !== props.ownerKey) await forgetOwner(backend, "attachment", props.ownerKey, id);
+    return;
+  }
   const connection = await findConnection(backend, props.volumeId, id);
   if (connection) await connection.disconnect();
   await forgetOwner(backend, "attachment", props.ownerKey, id);

@@ -10,6 +10,7 @@ import { changedIn, replacedBy, sameName } from "./diffs";
 import { partialFailure } from "./failures";
 import { snapshotInputsSchema, type SnapshotInputs } from "./inputs";
 import { forgetOwner, ownedId, recordOwner } from "./ownership";
+import { nameHeldByReplaced, Replacements } from "./replacements";
 import { stableOutputs } from "./stables";
 
 export interface SnapshotOutputs extends SnapshotInputs {
@@ -42,7 +43,16 @@ function backendOf(config: unknown): Promise<Backend> {
 
 const missing = (err: unknown) => (err instanceof NotFoundError ? undefined : Promise.reject(err));
 
+/**
+ * As for volumes (see volume.ts): a replacement made beside the old snapshot never takes it up.
+ * Without the state's id, the old inputs tell it: the id when check carried it there, else the
+ * name (unique per backend) and the volume.
+ */
+const replacements = new Replacements<SnapshotOutputs, Snapshot>((snapshot, olds) =>
+  olds.snapshotId !== undefined ? olds.snapshotId === snapshot.id : olds.name === snapshot.name && olds.volumeId === snapshot.volumeId);
+
 export async function check(olds: Partial<SnapshotInputs>, news: Record<string, unknown>) {
+  replacements.checked(news.ownerKey, olds);
   const failures = checkProperties(snapshotInputsSchema, news);
   const inputs = { ...news } as SnapshotInputs;
   inputs.name ??= olds.name ?? defaultName(inputs.resourceName, inputs.ownerKey);
@@ -57,7 +67,8 @@ export async function check(olds: Partial<SnapshotInputs>, news: Record<string, 
 }
 
 /** A snapshot of another volume is another snapshot; its name and descriptions change in place. */
-export async function diff(_id: string, olds: SnapshotOutputs, news: SnapshotInputs) {
+export async function diff(id: string, olds: SnapshotOutputs, news: SnapshotInputs) {
+  replacements.diffed(news.ownerKey ?? olds.ownerKey, id, olds);
   const replaces = replacedBy(olds, news, ["volumeId"]);
   const inPlace = changedIn(olds, news, ["name", "description", "metadata", "backend", "volumeId"]);
   return {
@@ -69,16 +80,23 @@ export async function diff(_id: string, olds: SnapshotOutputs, news: SnapshotInp
   };
 }
 
+/**
+ * Takes a snapshot, or takes up the one an interrupted create of this resource made; never the
+ * one the state still holds for this resource (see volume.ts).
+ */
 export async function create(inputs: SnapshotInputs): Promise<{ id: string; outs: SnapshotOutputs }> {
   const backend = await backendOf(inputs.backend);
   const previous = await ownedId(backend, "snapshot", inputs.ownerKey);
-  if (previous) {
-    const found = await backend.getSnapshot(previous).catch(missing);
-    // As for volumes: another name or volume means the snapshot this one replaces, not a leftover.
-    if (found && found.name === inputs.name && found.volumeId === inputs.volumeId) {
-      if (found.status === "available") return { id: found.id, outs: outputs(inputs, found) };
-      await found.delete();
+  const found = previous ? await backend.getSnapshot(previous).catch(missing) : undefined;
+  const replacing = found && replacements.heldByState(inputs.ownerKey, found) ? found : undefined;
+  if (replacing && replacing.name === inputs.name) throw nameHeldByReplaced("snapshot", "Snapshot", replacing.name);
+  // As for volumes: another name or volume may mean the snapshot this one replaces, not a leftover.
+  if (found && !replacing && found.name === inputs.name && found.volumeId === inputs.volumeId) {
+    if (found.status === "available") {
+      replacements.tookUp(found.id, inputs.ownerKey);
+      return { id: found.id, outs: outputs(inputs, found) };
     }
+    await found.delete(); // half made when the last run was killed: start again
   }
   const volume = await backend.getVolume(inputs.volumeId);
   const id = newId();
@@ -89,7 +107,9 @@ export async function create(inputs: SnapshotInputs): Promise<{ id: string; outs
   } catch (err) {
     const left = await backend.getSnapshot(id).catch(() => undefined);
     if (left) throw partialFailure(id, outputs(inputs, left) as unknown as Record<string, unknown>, err);
-    await forgetOwner(backend, "snapshot", inputs.ownerKey, id);
+    // Nothing made: the owner key names again what the state holds, if anything.
+    if (replacing) await recordOwner(backend, "snapshot", inputs.ownerKey, replacing.id);
+    else await forgetOwner(backend, "snapshot", inputs.ownerKey, id);
     throw err;
   }
 }
@@ -124,6 +144,12 @@ export async function update(id: string, olds: SnapshotOutputs, news: SnapshotIn
 
 export async function remove(id: string, props: SnapshotOutputs): Promise<void> {
   const backend = await backendOf(props.backend);
+  // The old resource of a replacement whose create took up this very snapshot (see replacements.ts).
+  const handed = replacements.handedOver(id);
+  if (handed) {
+    if (handed.ownerKey !== props.ownerKey) await forgetOwner(backend, "snapshot", props.ownerKey, id);
+    return;
+  }
   const snapshot = await backend.getSnapshot(id).catch(missing);
   if (snapshot) await snapshot.delete();
   await forgetOwner(backend, "snapshot", props.ownerKey, id);

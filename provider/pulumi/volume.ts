@@ -10,6 +10,7 @@ import { changedIn, replacedBy, sameName } from "./diffs";
 import { partialFailure } from "./failures";
 import { isUnknown, volumeInputsSchema, type VolumeInputs } from "./inputs";
 import { forgetOwner, ownedId, recordOwner } from "./ownership";
+import { nameHeldByReplaced, Replacements } from "./replacements";
 import { stableOutputs } from "./stables";
 
 export interface VolumeOutputs extends VolumeInputs {
@@ -42,7 +43,17 @@ function backendOf(config: unknown): Promise<Backend> {
   return backendFor(config as BackendConfig);
 }
 
+/**
+ * Tells a create after a crash from a replacement made while the old volume still exists
+ * (`deleteBeforeReplace: false`), whose owner key names the old volume: taking that up would
+ * have the engine delete the volume it was just given. Without the state's id, the old inputs
+ * tell it: the id when check carried it there, else the name (unique per backend).
+ */
+const replacements = new Replacements<VolumeOutputs, Volume>((volume, olds) =>
+  olds.volumeId !== undefined ? olds.volumeId === volume.id : olds.name === volume.name);
+
 export async function check(olds: Partial<VolumeInputs>, news: Record<string, unknown>) {
+  replacements.checked(news.ownerKey, olds);
   const failures: CheckFailure[] = checkProperties(volumeInputsSchema, news);
   const inputs = { ...news } as VolumeInputs;
   inputs.name ??= olds.name ?? defaultName(inputs.resourceName, inputs.ownerKey);
@@ -70,7 +81,8 @@ export async function check(olds: Partial<VolumeInputs>, news: Record<string, un
   return { inputs, failures };
 }
 
-export async function diff(_id: string, olds: VolumeOutputs, news: VolumeInputs) {
+export async function diff(id: string, olds: VolumeOutputs, news: VolumeInputs) {
+  replacements.diffed(news.ownerKey ?? olds.ownerKey, id, olds);
   // A shrink is refused by check (against the recorded size) and by update; diff runs during
   // refresh too, where throwing would stop the refresh that is about to record the real size.
   const replaces = replacedBy(olds, news, ["pool"]);
@@ -89,20 +101,26 @@ export async function diff(_id: string, olds: VolumeOutputs, news: VolumeInputs)
   };
 }
 
-/** Creates the volume, or finds the one an interrupted create of this resource made. */
+/**
+ * Creates the volume, or takes up the one an interrupted create of this resource made (found
+ * by the owner key, under this name). The volume the state still holds for this resource is
+ * never taken up nor deleted: the replacement is made beside it, and under its name refused.
+ */
 export async function create(inputs: VolumeInputs): Promise<{ id: string; outs: VolumeOutputs }> {
   const backend = await backendOf(inputs.backend);
   if (inputs.adopt) return adopt(backend, inputs);
   const previous = await ownedId(backend, "volume", inputs.ownerKey);
-  if (previous) {
-    const found = await backend.getVolume(previous).catch((err) => (err instanceof NotFoundError ? undefined : Promise.reject(err)));
-    // Only a volume of this name is what an interrupted create of this resource made. Under
-    // another name it is the volume this one replaces, made before that one is deleted: handing
-    // it back would have the engine delete the volume it was just given.
-    if (found && found.name === inputs.name) {
-      if (found.status === "available" || found.status === "in-use") return { id: found.id, outs: outputs(inputs, found) };
-      await found.delete(); // half made when the last run was killed: start again
+  const found = previous ? await backend.getVolume(previous).catch((err) => (err instanceof NotFoundError ? undefined : Promise.reject(err))) : undefined;
+  const replacing = found && replacements.heldByState(inputs.ownerKey, found) ? found : undefined;
+  if (replacing && replacing.name === inputs.name) throw nameHeldByReplaced("volume", "Volume", replacing.name);
+  // Only a volume of this name is what an interrupted create of this resource made; under
+  // another name it may be the one this replaces (the engine told nothing of it): left alone.
+  if (found && !replacing && found.name === inputs.name) {
+    if (found.status === "available" || found.status === "in-use") {
+      replacements.tookUp(found.id, inputs.ownerKey);
+      return { id: found.id, outs: outputs(inputs, found) };
     }
+    await found.delete(); // half made when the last run was killed: start again
   }
   const id = newId();
   await recordOwner(backend, "volume", inputs.ownerKey, id);
@@ -123,7 +141,9 @@ export async function create(inputs: VolumeInputs): Promise<{ id: string; outs: 
   } catch (err) {
     const left = await backend.getVolume(id).catch(() => undefined);
     if (left) throw partialFailure(id, outputs(inputs, left) as unknown as Record<string, unknown>, err);
-    await forgetOwner(backend, "volume", inputs.ownerKey, id);
+    // Nothing made: the owner key names again what the state holds, if anything.
+    if (replacing) await recordOwner(backend, "volume", inputs.ownerKey, replacing.id);
+    else await forgetOwner(backend, "volume", inputs.ownerKey, id);
     throw err;
   }
   return { id: volume.id, outs: outputs(inputs, volume) };
@@ -138,6 +158,8 @@ async function adopt(backend: Backend, inputs: VolumeInputs): Promise<{ id: stri
   if (inputs.sizeGiB > volume.sizeGiB) await volume.extend(inputs.sizeGiB);
   await volume.update({ name: inputs.name, description: inputs.description, metadata: inputs.metadata, qosSpecs: inputs.qosSpecs, extraSpecs: inputs.extraSpecs });
   await recordOwner(backend, "volume", inputs.ownerKey, volume.id);
+  // Another resource may still hold it, and be deleted in this deployment (see replacements.ts).
+  replacements.tookUp(volume.id, inputs.ownerKey);
   return { id: volume.id, outs: outputs(inputs, volume) };
 }
 
@@ -183,6 +205,12 @@ export async function update(id: string, olds: VolumeOutputs, news: VolumeInputs
 
 export async function remove(id: string, props: VolumeOutputs): Promise<void> {
   const backend = await backendOf(props.backend);
+  // The old resource of a replacement whose create took up this very volume (see replacements.ts).
+  const handed = replacements.handedOver(id);
+  if (handed) {
+    if (handed.ownerKey !== props.ownerKey) await forgetOwner(backend, "volume", props.ownerKey, id);
+    return;
+  }
   const volume = await backend.getVolume(id).catch((err) => (err instanceof NotFoundError ? undefined : Promise.reject(err)));
   if (volume) await volume.delete();
   await forgetOwner(backend, "volume", props.ownerKey, id);

@@ -3,16 +3,17 @@
 // (D5 kill mid-clone, D6 kill mid-extend, D8 kill mid-attach).
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { Backend } from "../provider/library";
 import { GiB } from "../provider/util/sizes";
-import { allocatedBytes, needsRoot, removeDir, sh, tempDir } from "./helpers/env";
+import { allocatedBytes, needsRoot, removeDir, tempDir } from "./helpers/env";
 import { KINDLING, kindling } from "./helpers/cli";
 import { detachLoopsUnder, loopDevices, recordsVersusStorage } from "./helpers/consistency";
 import type { LoopFilesystem } from "./helpers/filesystems";
 import { bigVolumeBackend } from "./helpers/big-volume";
+import { slowLosetup } from "./helpers/slow-losetup";
 
 function start(configFile: string, args: string[], env: Record<string, string> = {}): { child: ChildProcess; exited: Promise<number | null> } {
   const child = spawn(KINDLING, ["--config", configFile, ...args], { stdio: "ignore", env: { ...process.env, ...env } });
@@ -107,20 +108,6 @@ describe("kill -9 between losetup and recording the device (defect D8)", () => {
     removeDir(dir);
   });
 
-  /** A losetup that makes the device and then takes its time to say so. */
-  function slowLosetup(): string {
-    const bin = join(dir, "slowbin");
-    mkdirSync(bin, { recursive: true });
-    const real = sh("sh", ["-c", "command -v losetup"]).trim();
-    writeFileSync(join(bin, "losetup"), `#!/bin/sh
-out=$("${real}" "$@"); rc=$?
-case " $* " in *" --find "*) sleep 3 ;; esac
-[ -n "$out" ] && printf '%s\\n' "$out"
-exit $rc
-`);
-    chmodSync(join(bin, "losetup"), 0o755);
-    return bin;
-  }
 
   for (const next of ["disconnect", "attach"] as const) {
     test(`the leaked device is released by the next ${next}`, async (t) => {
@@ -133,7 +120,7 @@ exit $rc
       const backend = await Backend.open({ name: "local", driver: "file", path: pool });
       try {
         const file = (await backend.getVolume("n6")).location as string;
-        const attach = start(configFile, ["attach", "n6"], { PATH: `${slowLosetup()}:${process.env.PATH}` });
+        const attach = start(configFile, ["attach", "n6"], { PATH: `${slowLosetup(dir)}:${process.env.PATH}` });
         const made = await until(async () => loopsOver(file).length > 0);
         attach.child.kill("SIGKILL");
         await attach.exited;

@@ -5,7 +5,7 @@
 // is deleted never takes the old one's connection, and the commands errors name work.
 import assert from "node:assert/strict";
 import { type ChildProcess } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -13,35 +13,10 @@ import { Backend, type Connection } from "../provider/library";
 import * as provider from "../provider/pulumi";
 import { kindling } from "./helpers/cli";
 import { detachLoopsUnder, loopDevices, recordsVersusStorage } from "./helpers/consistency";
-import { needsRoot, removeDir, sh, tempDir } from "./helpers/env";
-import { Project, type Resource } from "./helpers/pulumi";
-
-interface Proc {
-  pid: number;
-  ppid: number;
-  pgid: number;
-  state: string;
-  /** Start time in clock ticks since boot: tells a process from a later one with its pid. */
-  start: string;
-  cmdline: string;
-}
-
-function processes(): Proc[] {
-  const out: Proc[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      // The command name (field 2) is in parentheses and may hold spaces: count fields after it.
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8").replace(/\0/g, " ");
-      out.push({ pid: Number(entry), ppid: Number(fields[1]), pgid: Number(fields[2]), state: fields[0], start: fields[19], cmdline });
-    } catch {
-      // it ended while we looked
-    }
-  }
-  return out;
-}
+import { needsRoot, removeDir, tempDir } from "./helpers/env";
+import { fileProject, Project, type Resource } from "./helpers/pulumi";
+import { processes, stillRunning, type Proc } from "./helpers/processes";
+import { slowLosetup } from "./helpers/slow-losetup";
 
 /** The processes of one engine run: its process group, and anything it started outside it. */
 function runProcesses(leader: number): Proc[] {
@@ -55,12 +30,6 @@ function runProcesses(leader: number): Proc[] {
     for (const p of all.filter((x) => x.ppid === parent)) queue.push(p.pid);
   }
   return [...found.values()];
-}
-
-/** Those of `procs` still running (a zombie has ended; only its parent has not reaped it yet). */
-function stillRunning(procs: Proc[]): Proc[] {
-  const now = processes();
-  return procs.filter((p) => now.some((n) => n.pid === p.pid && n.start === p.start && n.state !== "Z"));
 }
 
 async function until(check: () => boolean | Promise<boolean>, tries: number, everyMs: number): Promise<boolean> {
@@ -103,29 +72,10 @@ function locked(project: Project): boolean {
   return existsSync(locks) && any(locks);
 }
 
-/** A losetup that makes the device and then takes its time to say so. */
-function slowLosetup(dir: string): string {
-  const bin = join(dir, "slowbin");
-  mkdirSync(bin, { recursive: true });
-  const real = sh("sh", ["-c", "command -v losetup"]).trim();
-  writeFileSync(join(bin, "losetup"), `#!/bin/sh
-out=$("${real}" "$@"); rc=$?
-case " $* " in *" --find "*) sleep 3 ;; esac
-[ -n "$out" ] && printf '%s\\n' "$out"
-exit $rc
-`);
-  chmodSync(join(bin, "losetup"), 0o755);
-  return bin;
-}
 
 /** A project with a file backend and one volume made, plus the CLI and library on the same backend. */
 async function setup(name: string) {
-  const dir = tempDir();
-  const pool = join(dir, "volumes");
-  const config = join(dir, "kindling.json");
-  writeFileSync(config, JSON.stringify({ backends: { [name]: { driver: "file", path: pool } } }));
-  const project = new Project({ name, driver: "file", path: pool });
-  project.init();
+  const { dir, pool, config, project } = fileProject(name);
   const volume: Resource = { type: "Volume", name: "shared", args: { sizeGiB: 1 } };
   project.program([volume]);
   project.up();

@@ -4,61 +4,16 @@
 // real engine killed in the middle of a long create.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { after, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import * as grpc from "@grpc/grpc-js";
 import { removeDir, tempDir } from "./helpers/env";
 import { Project } from "./helpers/pulumi";
+import { descendants, stillRunning, type Proc } from "./helpers/processes";
 
 const ENGINE_WATCH = resolve(__dirname, "..", "provider", "pulumi", "engine-watch.js");
-
-interface Proc {
-  pid: number;
-  ppid: number;
-  state: string;
-  /** Start time in clock ticks since boot: tells a process from a later one with its pid. */
-  start: string;
-  cmdline: string;
-}
-
-function processes(): Proc[] {
-  const out: Proc[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      // The command name (field 2) is in parentheses and may hold spaces: count fields after it.
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8").replace(/\0/g, " ");
-      out.push({ pid: Number(entry), ppid: Number(fields[1]), state: fields[0], start: fields[19], cmdline });
-    } catch {
-      // it ended while we looked
-    }
-  }
-  return out;
-}
-
-function descendants(pid: number): Proc[] {
-  const all = processes();
-  const found: Proc[] = [];
-  const queue = [pid];
-  while (queue.length) {
-    const parent = queue.shift() as number;
-    for (const p of all.filter((x) => x.ppid === parent)) {
-      found.push(p);
-      queue.push(p.pid);
-    }
-  }
-  return found;
-}
-
-/** Those of `procs` still running (a zombie has ended; only its parent has not reaped it yet). */
-function stillRunning(procs: Proc[]): Proc[] {
-  const now = processes();
-  return procs.filter((p) => now.some((n) => n.pid === p.pid && n.start === p.start && n.state !== "Z"));
-}
 
 async function waitFor(condition: () => boolean, tries: number, everyMs: number): Promise<boolean> {
   for (let i = 0; i < tries; i++) {

@@ -8,7 +8,7 @@
 // option that works, with nothing deleted. The same gap through `adopt`, and the provider calls
 // as the engine makes them when it does tell (diff with the state's id).
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { Backend } from "../provider/library";
@@ -16,19 +16,14 @@ import * as provider from "../provider/pulumi";
 import { readAt } from "./helpers/backends";
 import { kindling } from "./helpers/cli";
 import { readRange, removeDir, tempDir, writeDevice } from "./helpers/env";
-import { Project, type Resource } from "./helpers/pulumi";
+import { fileProject, type Resource } from "./helpers/pulumi";
 
 const DATA = Buffer.from("THE USER'S DATA, WRITTEN BEFORE THE REPLACEMENT");
 const MADE_FIRST = { deleteBeforeReplace: false };
 
 /** A project on a file backend of its own, with the library and the command on the same backend. */
 async function setup(name: string) {
-  const dir = tempDir();
-  const pool = join(dir, "volumes");
-  const config = join(dir, "kindling.json");
-  writeFileSync(config, JSON.stringify({ backends: { [name]: { driver: "file", path: pool } } }));
-  const project = new Project({ name, driver: "file", path: pool });
-  project.init();
+  const { dir, pool, config, project } = fileProject(name);
   const backend = await Backend.open({ name, driver: "file", path: pool });
   const list = (kind: "volume" | "snapshot") => {
     const r = kindling(["--config", config, "--json", kind, "list"]);

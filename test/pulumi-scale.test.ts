@@ -9,18 +9,13 @@ import { Backend } from "../provider/library";
 import { readAt, writeAt } from "./helpers/backends";
 import { kindling } from "./helpers/cli";
 import { PATTERN, removeDir, tempDir } from "./helpers/env";
-import { Project, ROOT, type Resource } from "./helpers/pulumi";
+import { fileProject, Project, ROOT, type Resource } from "./helpers/pulumi";
 
 const volumes = (count: number, prefix = "v"): Resource[] =>
   Array.from({ length: count }, (_, i) => ({ type: "Volume" as const, name: `${prefix}${i}`, args: { sizeGiB: 1 } }));
 
 function setup(name: string) {
-  const dir = tempDir();
-  const pool = join(dir, "volumes");
-  const config = join(dir, "kindling.json");
-  writeFileSync(config, JSON.stringify({ backends: { [name]: { driver: "file", path: pool } } }));
-  const project = new Project({ name, driver: "file", path: pool });
-  project.init();
+  const { dir, pool, config, project } = fileProject(name);
   const list = () => {
     const r = kindling(["--config", config, "--json", "volume", "list"]);
     assert.equal(r.code, 0, r.stderr);

@@ -179,3 +179,18 @@ function copyExample(from: string, to: string): void {
     if (statSync(join(from, name)).isFile()) copyFileSync(join(from, name), join(to, name));
   }
 }
+
+/**
+ * A project whose resources live on a file backend of its own (in a temp dir), with a kindling
+ * configuration file naming the same backend, so the command and the library see what the
+ * stack made.
+ */
+export function fileProject(name: string): { dir: string; pool: string; config: string; project: Project } {
+  const dir = tempDir();
+  const pool = join(dir, "volumes");
+  const config = join(dir, "kindling.json");
+  writeFileSync(config, JSON.stringify({ backends: { [name]: { driver: "file", path: pool } } }));
+  const project = new Project({ name, driver: "file", path: pool });
+  project.init();
+  return { dir, pool, config, project };
+}

@@ -5,6 +5,8 @@ import { MemoryPersistence } from "./memory";
 import { JsonPersistence } from "./json";
 import { SqlitePersistence } from "./sqlite";
 import { loadCustomPersistence } from "./custom";
+import { openPostgres } from "./postgres";
+import { openMysql } from "./mysql";
 import { parseInput } from "../util/validate";
 
 /** Opens the persistence a config names; relative paths resolve against `baseDir`. */
@@ -18,6 +20,10 @@ export async function openPersistence(config: PersistenceConfig, opts: { baseDir
       return new JsonPersistence(resolve(base, parsed.path));
     case "sqlite":
       return new SqlitePersistence(resolve(base, parsed.path));
+    case "postgres":
+      return openPostgres(parsed, { baseDir: base });
+    case "mysql":
+      return openMysql(parsed, { baseDir: base });
     case "custom":
       return loadCustomPersistence(parsed.module, parsed.options ?? {}, base);
   }

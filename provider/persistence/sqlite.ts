@@ -3,46 +3,15 @@ import { dirname } from "node:path";
 import { pathToFileURL } from "node:url";
 import { DatabaseSync } from "node:sqlite";
 import type { ConnectionFilter, Persistence, SnapshotFilter, VolumeFilter } from "./contract";
-import { versionOf, type ConnectionRecord, type KeyValueRecord, type RecordKind, type RecordTypes, type SnapshotRecord, type VolumeRecord } from "./records";
+import type { ConnectionRecord, KeyValueRecord, RecordKind, RecordTypes, SnapshotRecord, VolumeRecord } from "./records";
 import { nameTaken } from "./shared";
+import { SCHEMA_VERSION, stepAfter } from "./sql/migrations";
+import { TABLES, recordColumns } from "./sql/columns";
 import { isNoSpace, storeError } from "./errors";
 import { SpaceReserve } from "./reserve";
 import { BackendError, InvalidInputError, NoSpaceError, isErrno } from "../util/errors";
 
-/**
- * Schema changes, in order; `PRAGMA user_version` counts how many have run. Append only: a
- * released migration never changes. Records are stored whole as JSON (`doc`) with the columns
- * that filters, constraints and compare-and-set need beside it.
- */
-const MIGRATIONS: string[] = [
-  `CREATE TABLE volumes (
-     id TEXT PRIMARY KEY, backend TEXT NOT NULL, name TEXT NOT NULL, doc TEXT NOT NULL,
-     UNIQUE (backend, name));
-   CREATE TABLE snapshots (
-     id TEXT PRIMARY KEY, backend TEXT NOT NULL, name TEXT NOT NULL, volume_id TEXT NOT NULL, doc TEXT NOT NULL,
-     UNIQUE (backend, name));
-   CREATE INDEX snapshots_volume ON snapshots (volume_id);
-   CREATE TABLE connections (
-     id TEXT PRIMARY KEY, backend TEXT NOT NULL, volume_id TEXT NOT NULL, doc TEXT NOT NULL);
-   CREATE INDEX connections_volume ON connections (volume_id);
-   CREATE TABLE key_values (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
-  // Record versions for compare-and-set; records written before count as version 1.
-  `ALTER TABLE volumes ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
-   ALTER TABLE snapshots ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
-   ALTER TABLE connections ADD COLUMN version INTEGER NOT NULL DEFAULT 1;`,
-];
-
-const TABLES: Record<RecordKind, string> = { volume: "volumes", snapshot: "snapshots", connection: "connections" };
-
 type Row = { doc: string };
-
-/** The columns a record is stored with, besides its JSON. */
-function columnsOf<K extends RecordKind>(kind: K, record: RecordTypes[K]): Record<string, string | number> {
-  const base = { id: record.id, backend: record.backend, doc: JSON.stringify(record), version: versionOf(record) };
-  if (kind === "volume") return { ...base, name: (record as VolumeRecord).name };
-  if (kind === "snapshot") return { ...base, name: (record as SnapshotRecord).name, volume_id: (record as SnapshotRecord).volumeId };
-  return { ...base, volume_id: (record as ConnectionRecord).volumeId };
-}
 
 /**
  * The embedded default: one SQLite file, shared safely by the processes of one host (the
@@ -132,14 +101,14 @@ export class SqlitePersistence implements Persistence {
   /** Runs the migrations this database has not seen, in one transaction; checks the version. */
   private migrate({ db, readOnly }: { db: DatabaseSync; readOnly: boolean }): void {
     const version = this.schemaVersion(db);
-    if (version > MIGRATIONS.length) {
-      throw new BackendError(`${this.path} has schema version ${version}, newer than this kindling knows (${MIGRATIONS.length})`, {
+    if (version > SCHEMA_VERSION) {
+      throw new BackendError(`${this.path} has schema version ${version}, newer than this kindling knows (${SCHEMA_VERSION})`, {
         hint: "upgrade kindling, or point it at another database",
       });
     }
-    if (version === MIGRATIONS.length) return;
+    if (version === SCHEMA_VERSION) return;
     if (readOnly) {
-      throw new BackendError(`the records store ${this.path} is read-only and has schema version ${version}; this kindling needs ${MIGRATIONS.length}`, {
+      throw new BackendError(`the records store ${this.path} is read-only and has schema version ${version}; this kindling needs ${SCHEMA_VERSION}`, {
         hint: "open it once with write access so kindling can upgrade it",
       });
     }
@@ -147,8 +116,8 @@ export class SqlitePersistence implements Persistence {
     try {
       // Another process may have migrated it while this one waited for the lock.
       const now = this.schemaVersion(db);
-      for (let v = now; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]);
-      if (now < MIGRATIONS.length) db.exec(`PRAGMA user_version = ${MIGRATIONS.length}`);
+      for (let v = now; v < SCHEMA_VERSION; v++) for (const statement of stepAfter(v, "sqlite").statements) db.exec(statement);
+      if (now < SCHEMA_VERSION) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
       db.exec("COMMIT");
     } catch (err) {
       if (db.isTransaction) db.exec("ROLLBACK");
@@ -216,7 +185,7 @@ export class SqlitePersistence implements Persistence {
   }
 
   private upsert<K extends RecordKind>(kind: K, record: RecordTypes[K]): void {
-    const columns = columnsOf(kind, record);
+    const columns = recordColumns(kind, record);
     this.transaction(() => {
       this.checkName(kind, columns);
       this.write(kind, columns);
@@ -244,7 +213,7 @@ export class SqlitePersistence implements Persistence {
   }
 
   async compareAndSetRecord<K extends RecordKind>(kind: K, record: RecordTypes[K], expected: number): Promise<boolean> {
-    const columns = columnsOf(kind, record);
+    const columns = recordColumns(kind, record);
     return this.transaction(() => {
       const row = this.db.prepare(`SELECT version, ${kind === "connection" ? "NULL AS name" : "name"} FROM ${TABLES[kind]} WHERE id = ?`).get(record.id) as
         { version: number; name: string | null } | undefined;
@@ -316,7 +285,7 @@ export class SqlitePersistence implements Persistence {
   /** For tests and diagnostics: the schema version and journal mode in force. */
   info(): { userVersion: number; journalMode: string; migrations: number } {
     const { journal_mode } = this.db.prepare("PRAGMA journal_mode").get() as { journal_mode: string };
-    return { userVersion: this.schemaVersion(), journalMode: journal_mode, migrations: MIGRATIONS.length };
+    return { userVersion: this.schemaVersion(), journalMode: journal_mode, migrations: SCHEMA_VERSION };
   }
 }
 

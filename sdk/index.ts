@@ -28,6 +28,11 @@ function guarded(backend: pulumi.Input<BackendArgs>): pulumi.Input<BackendArgs> 
   if (!backend || typeof backend !== "object" || pulumi.Output.isInstance(backend) || backend instanceof Promise) return backend;
   const out: BackendArgs = { ...(backend as BackendArgs) };
   for (const key of Object.keys(out)) if (SECRET_SETTINGS.has(key) && out[key] !== undefined) out[key] = pulumi.secret(out[key]);
+  // A backend's own records in a database server: its password is a secret too.
+  const persistence = out.persistence as Record<string, unknown> | undefined;
+  if (persistence && typeof persistence === "object" && !pulumi.Output.isInstance(persistence) && persistence.password !== undefined) {
+    out.persistence = { ...persistence, password: pulumi.secret(persistence.password as string) };
+  }
   return out;
 }
 

@@ -5,12 +5,13 @@ import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { DatabaseSync } from "node:sqlite";
-import { after, describe, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 import { InvalidInputError } from "../provider/util/errors";
 import { openPersistence, type Persistence, type SnapshotRecord, type VolumeRecord, type ConnectionRecord } from "../provider/persistence";
 import { SqlitePersistence } from "../provider/persistence/sqlite";
 import { newId } from "../provider/util/ids";
 import { listTree, removeDir, tempDir } from "./helpers/env";
+import { DatabaseServer, databasesMissing, type ServerKind } from "./helpers/databases";
 
 const execFileAsync = promisify(execFile);
 const root = tempDir();
@@ -46,15 +47,40 @@ writeFileSync(customModule, `
   exports.createPersistence = (options) => Object.assign(new MemoryPersistence(), { kind: "custom", options });
 `);
 
+// The database servers every store test below also runs against (make setup installs them).
+const servers: Partial<Record<ServerKind, DatabaseServer>> = {};
+const serversMissing = databasesMissing();
+before(async () => {
+  if (serversMissing) return;
+  servers.postgres = await DatabaseServer.start("postgres");
+  servers.mysql = await DatabaseServer.start("mysql");
+});
+after(async () => {
+  for (const server of Object.values(servers)) await server?.stop();
+});
+
+/** A server's store with no records left by an earlier test (they share one database). */
+async function emptied(kind: ServerKind): Promise<Persistence> {
+  const p = await openPersistence((servers[kind] as DatabaseServer).persistence());
+  for (const v of await p.getVolumes()) await p.deleteVolume(v.id);
+  for (const s of await p.getSnapshots()) await p.deleteSnapshot(s.id);
+  for (const c of await p.getConnections()) await p.deleteConnection(c.id);
+  for (const kv of await p.getKeyValues()) await p.deleteKeyValue(kv.key);
+  return p;
+}
+
 const plugins: Record<string, () => Promise<Persistence>> = {
   memory: () => openPersistence({ storage: "memory" }),
   json: () => openPersistence({ storage: "json", path: join(root, `json-${newId()}`) }),
   sqlite: () => openPersistence({ storage: "sqlite", path: join(root, `sqlite-${newId()}`, "k.db") }),
+  postgres: () => emptied("postgres"),
+  mysql: () => emptied("mysql"),
   custom: () => openPersistence({ storage: "custom", module: "./custom-plugin.js", options: { a: 1 } }, { baseDir: root }),
 };
 
 for (const [kind, open] of Object.entries(plugins)) {
-  describe(`${kind} persistence`, () => {
+  const server = kind === "postgres" || kind === "mysql";
+  describe(`${kind} persistence`, { skip: server ? serversMissing : undefined }, () => {
     test("volumes: set, get by filter, replace, delete", async () => {
       const p = await open();
       const a = volume({ name: "a" });
@@ -165,9 +191,9 @@ for (const [kind, open] of Object.entries(plugins)) {
       const clash = { ...volume({ name: "twin-other", version: 1 }) };
       await p.setVolume(clash);
       const stored = (await p.getVolumes({ id: clash.id }))[0];
-      if (p.kind !== "sqlite") {
-        // sqlite's UNIQUE constraint keeps such twins from ever existing; the document stores
-        // are checked with twins made behind their back.
+      if (!["sqlite", "postgres", "mysql"].includes(p.kind)) {
+        // The SQL stores' UNIQUE constraint keeps such twins from ever existing; the document
+        // stores are checked with twins made behind their back.
         await forceName(p, clash.id, "twin");
         assert.equal(await p.compareAndSetRecord("volume", { ...stored, name: "twin", status: "deleting", version: 2 }, 1), true, "a status change of a twin goes through");
         assert.equal(await p.compareAndDeleteRecord("volume", clash.id, 2), true, "and it can be deleted");
@@ -323,9 +349,11 @@ describe("compare-and-set across processes", () => {
       await p.close();
     })().catch((e) => { console.error(e); process.exit(1); });`;
 
-  for (const storage of ["sqlite", "json"] as const) {
-    test(`${storage}: three processes, 100 increments each, none lost`, async () => {
-      const config = storage === "sqlite" ? { storage, path: join(root, `race-${newId()}`, "k.db") } : { storage, path: join(root, `race-${newId()}`) };
+  for (const storage of ["sqlite", "json", "postgres", "mysql"] as const) {
+    const server = storage === "postgres" || storage === "mysql";
+    test(`${storage}: three processes, 100 increments each, none lost`, { skip: server ? serversMissing : undefined }, async () => {
+      const config = server ? (servers[storage] as DatabaseServer).persistence()
+        : storage === "sqlite" ? { storage, path: join(root, `race-${newId()}`, "k.db") } : { storage, path: join(root, `race-${newId()}`) };
       const p = await openPersistence(config);
       const v = volume({ sizeGiB: 0, version: 1 });
       await p.compareAndSetRecord("volume", v, 0);

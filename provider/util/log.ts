@@ -10,6 +10,7 @@ export const REDACT_PATHS = [
   "auth_password", "*.auth_password", "*.*.auth_password",
   "connectionString", "*.connectionString",
   "config.backends.*.key", "config.backends.*.password",
+  "persistence.password", "*.persistence.password", "*.*.persistence.password",
 ];
 
 export type Logger = pino.Logger;

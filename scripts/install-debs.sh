@@ -19,6 +19,9 @@ packages=(
   # rbd-fuse (local attach without the kernel's rbd module), and a throwaway cluster for tests.
   ceph-common qemu-block-extra rbd-fuse
   ceph-mon ceph-mgr ceph-osd ceph-base uuid-runtime
+  # The postgres and mysql record stores: throwaway servers for their tests and benchmarks
+  # (scripts/postgres, scripts/mariadb), with the psql and mariadb clients the tests check them by.
+  postgresql mariadb-server
 )
 # npm fetches the current LTS Node when the system Node is too old. Machines whose Node came
 # from elsewhere (nodesource, nvm) already have it, and Debian's npm would conflict with it.

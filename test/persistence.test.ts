@@ -11,7 +11,7 @@ import { openPersistence, type Persistence, type SnapshotRecord, type VolumeReco
 import { SqlitePersistence } from "../provider/persistence/sqlite";
 import { newId } from "../provider/util/ids";
 import { listTree, removeDir, tempDir } from "./helpers/env";
-import { DatabaseServer, databasesMissing, type ServerKind } from "./helpers/databases";
+import { DatabaseServer, databasesMissing, type DatabaseKind } from "./helpers/databases";
 
 const execFileAsync = promisify(execFile);
 const root = tempDir();
@@ -48,7 +48,7 @@ writeFileSync(customModule, `
 `);
 
 // The database servers every store test below also runs against (make setup installs them).
-const servers: Partial<Record<ServerKind, DatabaseServer>> = {};
+const servers: Partial<Record<DatabaseKind, DatabaseServer>> = {};
 const serversMissing = databasesMissing();
 before(async () => {
   if (serversMissing) return;
@@ -60,7 +60,7 @@ after(async () => {
 });
 
 /** A server's store with no records left by an earlier test (they share one database). */
-async function emptied(kind: ServerKind): Promise<Persistence> {
+async function emptied(kind: DatabaseKind): Promise<Persistence> {
   const p = await openPersistence((servers[kind] as DatabaseServer).persistence());
   for (const v of await p.getVolumes()) await p.deleteVolume(v.id);
   for (const s of await p.getSnapshots()) await p.deleteSnapshot(s.id);

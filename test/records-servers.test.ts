@@ -108,6 +108,36 @@ for (const kind of ["postgres", "mysql"] as DatabaseKind[]) {
       }
     });
 
+    test("the password is in no log line, output, error or record of the command, debug logging on", async () => {
+      const server = await start();
+      const dir = tempDir();
+      dirs.push(dir);
+      const configFile = join(dir, "k.json");
+      writeFileSync(configFile, JSON.stringify({ persistence: server.persistence(), backends: { local: { driver: "file", path: join(dir, "v") } } }), { mode: 0o600 });
+      const env = { KINDLING_LOG_LEVEL: "debug" };
+      const runs = [
+        ["volume", "create", "logged", "--size", "1"], ["--json", "volume", "list"], ["snapshot", "create", "logged", "s"],
+        ["volume", "create", "bad", "--size", "0"], ["snapshot", "delete", "s"], ["volume", "delete", "logged"],
+      ];
+      for (const args of runs) {
+        const r = kindling(["--config", configFile, ...args], { env });
+        assert.ok(!r.stdout.includes(server.password) && !r.stderr.includes(server.password), `kindling ${args.join(" ")} showed the password`);
+      }
+      const wrongConfig = join(dir, "wrong.json");
+      writeFileSync(wrongConfig, JSON.stringify({ persistence: { ...server.persistence(), password: "WrongPassword123" }, backends: { local: { driver: "file", path: join(dir, "v") } } }), { mode: 0o600 });
+      const wrong = kindling(["--config", wrongConfig, "volume", "list"], { env });
+      assert.equal(wrong.code, 1);
+      assert.match(wrong.stderr, /authentication failed/);
+      assert.ok(!wrong.stderr.includes("WrongPassword123"), "not the wrong one either");
+      const p = await openPersistence(server.persistence());
+      try {
+        const everything = JSON.stringify([await p.getVolumes(), await p.getSnapshots(), await p.getConnections(), await p.getKeyValues()]);
+        assert.ok(!everything.includes(server.password), "no record holds it");
+      } finally {
+        await p.close();
+      }
+    });
+
     test("configuration that would leak the password or is unclear is refused naming the field", async () => {
       const url = `${kind}://kindling:Pa55w0rdInUrl@127.0.0.1:1/kindling`;
       await assert.rejects(openPersistence({ storage: kind, url }), (e: unknown) => e instanceof InvalidInputError && e.field === "persistence.url" && !e.message.includes("Pa55w0rdInUrl"));

@@ -51,7 +51,7 @@ export function serverPersistence(server: DatabaseServer): { storage: DatabaseKi
  * Another machine, as far as kindling can tell: every process of it runs in a UTS namespace
  * with the host's own name (so leases and writer locks it holds name that host, and the others
  * judge them by heartbeat, as they would a real remote host's), with its own runtime directory
- * (KINDLING_RUNTIME_DIR: key files, mounts), home and temporary directory. What hosts share is
+ * (KINDLING_RUNTIME_DIR: where its Ceph key files go), home and temporary directory. What hosts share is
  * what the test gives them: a pool directory, a Ceph cluster, a database server.
  */
 export class Host {

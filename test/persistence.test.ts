@@ -337,8 +337,9 @@ describe("compare-and-set across processes", () => {
   const script = `
     const { openPersistence } = require(${JSON.stringify(module)});
     (async () => {
-      const p = await openPersistence(JSON.parse(process.argv[1]));
-      const id = process.argv[2];
+      // The store's settings (a database password among them) come in the environment, never on a command line.
+      const p = await openPersistence(JSON.parse(process.env.KINDLING_TEST_STORE));
+      const id = process.argv[1];
       for (let i = 0; i < 100; i++) {
         for (;;) {
           const [v] = await p.getVolumes({ id });
@@ -357,7 +358,7 @@ describe("compare-and-set across processes", () => {
       const p = await openPersistence(config);
       const v = volume({ sizeGiB: 0, version: 1 });
       await p.compareAndSetRecord("volume", v, 0);
-      await Promise.all(["a", "b", "c"].map(() => execFileAsync(process.execPath, ["-e", script, JSON.stringify(config), v.id])));
+      await Promise.all(["a", "b", "c"].map(() => execFileAsync(process.execPath, ["-e", script, v.id], { env: { ...process.env, KINDLING_TEST_STORE: JSON.stringify(config) } })));
       const [after] = await p.getVolumes({ id: v.id });
       assert.equal(after.sizeGiB, 300, "every increment landed");
       assert.equal(after.version, 301, "one version per change");

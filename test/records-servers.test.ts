@@ -273,12 +273,13 @@ for (const kind of ["postgres", "mysql"] as DatabaseKind[]) {
       const script = `
         const { openPersistence } = require(${JSON.stringify(module)});
         (async () => {
-          const p = await openPersistence(JSON.parse(process.argv[1]));
-          const ok = await p.compareAndSetKeyValue(process.argv[2], undefined, "1");
+          // The store's settings (its password among them) come in the environment, never on a command line.
+          const p = await openPersistence(JSON.parse(process.env.KINDLING_TEST_STORE));
+          const ok = await p.compareAndSetKeyValue(process.argv[1], undefined, "1");
           await p.close();
           if (!ok) process.exit(3);
         })().catch((e) => { console.error(e.message); process.exit(1); });`;
-      await Promise.all(["a", "b", "c"].map((tag) => execFileAsync(process.execPath, ["-e", script, JSON.stringify(server.persistence()), tag])));
+      await Promise.all(["a", "b", "c"].map((tag) => execFileAsync(process.execPath, ["-e", script, tag], { env: { ...process.env, KINDLING_TEST_STORE: JSON.stringify(server.persistence()) } })));
       const p = (await openPersistence(server.persistence())) as SqlServerPersistence;
       try {
         assert.equal(await p.schemaVersion(), SCHEMA_VERSION);

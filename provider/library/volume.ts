@@ -185,7 +185,7 @@ export class Volume extends Tracked<"volume"> {
       const previous = this.status;
       await this.change({ status: "deleting" });
       try {
-        await this.backend.driver.deleteVolume(this.toDriver());
+        await this.removeStorage();
       } catch (err) {
         // A refusal (clones depend on it, something holds it open) changed nothing: the object
         // stays usable. Anything else may have removed part of it.
@@ -195,6 +195,19 @@ export class Volume extends Tracked<"volume"> {
       }
       await this.forget();
     }, { ifGone: () => undefined, freeing: true });
+  }
+
+  /**
+   * The driver's delete. A clone's holds its source's lease too: drivers whose clones share
+   * data with their source (rbd) change the source when a clone goes (they drop the snapshot it
+   * was made from), which must not run beside an operation on the source in another process.
+   */
+  private async removeStorage(): Promise<void> {
+    const remove = () => this.backend.driver.deleteVolume(this.toDriver());
+    const [sourceRecord] = this.sourceVolumeId ? await this.backend.persistence.getVolumes({ id: this.sourceVolumeId }) : [];
+    if (!sourceRecord) return remove();
+    const source = new Volume(this.backend, sourceRecord);
+    await source.leased("delete-clone", remove, { ifGone: remove });
   }
 
   /** Grows the volume (never shrinks). An attached device shows the new size. Returns bytes. */

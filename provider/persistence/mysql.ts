@@ -4,6 +4,7 @@ import type { SqlClient, SqlSession } from "./sql/client";
 import { SqlServerPersistence } from "./sql/store";
 import { serverError, socketFailure, type ServerFailure } from "./sql/errors";
 import { serverTarget, type ServerTarget } from "./sql/target";
+import { RETRIES, backOff } from "./sql/retry";
 
 /** GET_LOCK name for schema changes, and how long a process waits for another's upgrade. */
 const SCHEMA_LOCK = "kindling-schema";
@@ -79,6 +80,10 @@ class MysqlClient implements SqlClient {
       const connection = await this.connection();
       let broken = false;
       try {
+        // REPEATABLE READ (InnoDB's default) locks the gap where a row is missing, so two hosts
+        // inserting records at once deadlock on each other's gaps; the row locks that
+        // compare-and-set needs are the same under READ COMMITTED, without the gaps.
+        await connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
         await connection.beginTransaction();
         const result = await work(this.session(connection));
         await connection.commit();
@@ -86,7 +91,10 @@ class MysqlClient implements SqlClient {
       } catch (err) {
         if (failureOf(err, true) === "lost") broken = true;
         else await connection.rollback().catch(() => (broken = true));
-        if (retryable(err) && attempt < 5) continue;
+        if (retryable(err) && attempt < RETRIES) {
+          await backOff(attempt);
+          continue;
+        }
         throw this.mapped(err, true);
       } finally {
         // A broken connection is closed, not given back to the pool for reuse.

@@ -4,6 +4,7 @@ import type { SqlClient, SqlSession } from "./sql/client";
 import { SqlServerPersistence } from "./sql/store";
 import { serverError, socketFailure, type ServerFailure } from "./sql/errors";
 import { serverTarget, type ServerTarget } from "./sql/target";
+import { RETRIES, backOff } from "./sql/retry";
 import { logger } from "../util/log";
 import { errorMessage } from "../util/errors";
 
@@ -83,7 +84,10 @@ class PostgresClient implements SqlClient {
         // A broken connection is not given back to the pool for reuse.
         if (failureOf(err, true) === "lost") broken = err as Error;
         else await client.query("ROLLBACK").catch((e: Error) => (broken = e));
-        if (retryable(err) && attempt < 5) continue;
+        if (retryable(err) && attempt < RETRIES) {
+          await backOff(attempt);
+          continue;
+        }
         throw this.mapped(err, true);
       } finally {
         client.release(broken);

@@ -88,7 +88,7 @@ export function monHostSetting(monHost: string): string {
 function translate(err: BackendError, what: string, user: string): KindlingError {
   const text = `${err.stderr ?? ""}\n${err.message}`;
   const opts = { command: err.command, stderr: err.stderr, cause: err };
-  if (/\(2\) No such file or directory|error opening pool|pool .* does not exist/i.test(text)) {
+  if (/\(2\) No such file or directory|error opening pool|pool .* does not exist|snapshot does not exist/i.test(text)) {
     return new KindlingError("NOT_FOUND", `cannot ${what}: no such image, snapshot or pool in the cluster`, { hint: "it was removed outside kindling, or the pool is wrong" });
   }
   if (/couldn't connect to the cluster|rados_connect/i.test(text) && /authenticate timed out|\(110\)/i.test(text) && !/handle_auth_bad_method/.test(text)) {

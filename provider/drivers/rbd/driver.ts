@@ -345,14 +345,20 @@ export class RbdDriver implements VolumeDriver {
     const snap = await this.findSnapshot(image, name);
     if (!snap) return;
     if (snap.protected === "true") {
-      const children = (await this.ceph.rbdJson<Array<{ pool: string; image: string }>>(["children", spec], `list clones of ${spec}`)) ?? [];
+      // Another process may remove the snapshot meanwhile (a clone's delete drops the snapshot it
+      // was made from): gone, or unprotected already, is what this step wanted anyway.
+      const children = await this.ceph.rbdJson<Array<{ pool: string; image: string }>>(["children", spec], `list clones of ${spec}`)
+        .catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+      if (children === undefined) return;
       if (children.length && this.config.dependentClones === "refuse") {
         throw new InUseError(`${spec} has clones: ${children.map((c) => `${c.pool}/${c.image}`).join(", ")}`, {
           hint: "delete those volumes first, or set dependentClones to flatten",
         });
       }
       for (const child of children) await this.flatten(`${child.pool}/${child.image}`);
-      await this.ceph.rbd(["snap", "unprotect", spec], `unprotect ${spec}`);
+      await this.ceph.rbd(["snap", "unprotect", spec], `unprotect ${spec}`).catch((err) => {
+        if (!isNotFound(err) && !/already unprotected/i.test(`${(err as { stderr?: string }).stderr ?? ""}${(err as Error).message}`)) throw err;
+      });
     }
     await this.ceph.rbd(["snap", "rm", spec], `delete snapshot ${spec}`).catch((err) => {
       if (!isNotFound(err)) throw err;

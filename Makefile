@@ -62,6 +62,7 @@ bench: setup
 	node dist/bench/snapshot-clone.js
 	node dist/bench/pulumi-vs-library.js
 	node dist/bench/records.js
+	node dist/bench/persistence.js
 	node dist/bench/rbd.js
 
 clean:

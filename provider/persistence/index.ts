@@ -5,8 +5,6 @@ import { MemoryPersistence } from "./memory";
 import { JsonPersistence } from "./json";
 import { SqlitePersistence } from "./sqlite";
 import { loadCustomPersistence } from "./custom";
-import { openPostgres } from "./postgres";
-import { openMysql } from "./mysql";
 import { parseInput } from "../util/validate";
 
 /** Opens the persistence a config names; relative paths resolve against `baseDir`. */
@@ -20,10 +18,11 @@ export async function openPersistence(config: PersistenceConfig, opts: { baseDir
       return new JsonPersistence(resolve(base, parsed.path));
     case "sqlite":
       return new SqlitePersistence(resolve(base, parsed.path));
+    // The servers' clients load only when used: they cost every command ~75 ms to require.
     case "postgres":
-      return openPostgres(parsed, { baseDir: base });
+      return (require("./postgres") as typeof import("./postgres")).openPostgres(parsed, { baseDir: base });
     case "mysql":
-      return openMysql(parsed, { baseDir: base });
+      return (require("./mysql") as typeof import("./mysql")).openMysql(parsed, { baseDir: base });
     case "custom":
       return loadCustomPersistence(parsed.module, parsed.options ?? {}, base);
   }

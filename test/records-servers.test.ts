@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { createServer, type Server } from "node:net";
-import { closeSync, openSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { unlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { after, describe, test } from "node:test";
@@ -16,7 +16,7 @@ import { SCHEMA_VERSION, stepAfter } from "../provider/persistence/sql/migration
 import type { SqlServerPersistence } from "../provider/persistence/sql/store";
 import { needsRoot, removeDir, tempDir } from "./helpers/env";
 import { kindling } from "./helpers/cli";
-import { makeFilesystem } from "./helpers/filesystems";
+import { fill, makeFilesystem } from "./helpers/filesystems";
 import { freePort } from "./helpers/daemon";
 import { recordsVersusStorage } from "./helpers/consistency";
 import { DatabaseServer, databasesMissing, type DatabaseKind } from "./helpers/databases";
@@ -44,24 +44,6 @@ async function raw(server: DatabaseServer, statements: string[]): Promise<void> 
   }
 }
 
-/** Fills the filesystem holding `dir` until it has no byte left; returns the file that did it. */
-function fill(dir: string): string {
-  const file = join(dir, "fill");
-  const fd = openSync(file, "w");
-  try {
-    for (const size of [1 << 20, 4096, 1]) {
-      const chunk = Buffer.alloc(size, 1);
-      try {
-        for (;;) writeSync(fd, chunk);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "ENOSPC") throw err;
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return file;
-}
 
 const DROP_ALL = ["volumes", "snapshots", "connections", "key_values", "kindling_schema"].map((t) => `DROP TABLE IF EXISTS ${t}`);
 

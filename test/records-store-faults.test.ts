@@ -4,32 +4,14 @@
 // (defect D9 and the store items of the defects notes).
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { MiB } from "../provider/util/sizes";
 import { needsRoot, removeDir, tempDir, writeDevice } from "./helpers/env";
 import { kindling } from "./helpers/cli";
-import { makeFilesystem, type LoopFilesystem } from "./helpers/filesystems";
+import { fill, makeFilesystem, type LoopFilesystem } from "./helpers/filesystems";
 
-/** Fills the filesystem holding `dir` until it has no byte left. */
-function fill(dir: string): string {
-  const file = join(dir, "fill");
-  const fd = openSync(file, "w");
-  try {
-    for (const size of [16 * MiB, MiB, 4096, 512, 1]) {
-      const chunk = Buffer.alloc(size, 1);
-      try {
-        for (;;) writeSync(fd, chunk);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "ENOSPC") throw err;
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return file;
-}
 
 describe("a full pool with the records beside the data (defect D9)", () => {
   let fs: LoopFilesystem | undefined;

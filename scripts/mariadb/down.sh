@@ -1,47 +1,6 @@
 #!/usr/bin/env bash
-# Stops the server up.sh started in DIR, by the pid in DIR/server.pid, waits until every process
-# of it is gone, and removes DIR. Safe to call twice, and after the server was killed.
+# Stops the server up.sh started in DIR, waits until every process of it is gone, removes DIR.
 #   down.sh DIR          stop and remove DIR
 #   down.sh --keep DIR   stop only, keeping the data for `up.sh --again DIR`
 # SIGTERM is MariaDB's normal shutdown (connections closed, InnoDB's buffers written, exit).
-# After 30 s, SIGKILL.
-set -uo pipefail
-
-keep=
-if [ "${1:-}" = --keep ]; then keep=1; shift; fi
-dir=${1:?usage: down.sh [--keep] DIR}
-[ -d "$dir" ] || exit 0
-dir=$(cd "$dir" && pwd -P)
-
-# The server's process is the one working in its data directory (mariadbd: one process, many
-# threads). Found by its cwd, a pid that another process took after a kill is never signalled.
-processes() {
-  local p
-  for p in /proc/[0-9]*; do
-    [ "$(readlink "$p/cwd" 2>/dev/null)" = "$dir/data" ] && echo "${p#/proc/}"
-  done
-}
-gone_within() { # tenths of a second
-  local _
-  for _ in $(seq "$1"); do [ -z "$(processes)" ] && return 0; sleep 0.1; done
-  [ -z "$(processes)" ]
-}
-
-if [ -f "$dir/server.pid" ]; then
-  pid=$(cat "$dir/server.pid")
-  # Only when that pid still works in this data directory: after a kill it may be another's.
-  [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$dir/data" ] && kill -TERM "$pid" 2>/dev/null
-fi
-if ! gone_within 300; then
-  for p in $(processes); do kill -KILL "$p" 2>/dev/null; done
-  gone_within 100 || { echo "mariadb down: processes of $dir survive SIGKILL: $(processes | tr '\n' ' ')" >&2; exit 1; }
-fi
-
-if [ -n "$keep" ]; then
-  rm -f "$dir/server.pid"
-elif mountpoint -q "$dir"; then
-  # A filesystem mounted for the server (full-disk tests): empty it, leave the mount point.
-  find "$dir" -mindepth 1 -maxdepth 1 ! -name lost+found -exec rm -rf {} +
-else
-  rm -rf "$dir"
-fi
+exec "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../lib/stop-server.sh" mariadb TERM "$@"

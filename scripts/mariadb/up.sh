@@ -21,68 +21,28 @@
 # Prints url=mysql://kindling@127.0.0.1:PORT/kindling and pid=PID.
 set -euo pipefail
 
-again=
-if [ "${1:-}" = --again ]; then again=1; shift; fi
-dir=${1:?usage: up.sh DIR PORT | up.sh --again DIR}
-port=${2:-}
+name=mariadb
+setup_log=install.log
+system_user=mysql
 here=$(cd "$(dirname "$0")" && pwd)
 PATH=$PATH:/usr/sbin
 for tool in mariadbd mariadb-install-db mariadb; do
   command -v "$tool" >/dev/null || { echo "mariadb up: $tool is missing (apt-get install mariadb-server)" >&2; exit 1; }
 done
-[[ $dir =~ ^[A-Za-z0-9._/+-]+$ ]] || { echo "mariadb up: DIR must be a plain path (letters, digits, . _ / + -), got '$dir'" >&2; exit 1; }
-
-if [ "$(id -u)" -eq 0 ]; then
-  user=mysql
-  as_server=(setpriv --reuid="$user" --regid="$user" --init-groups --)
-else
-  user=$(id -un)
-  as_server=()
-fi
+# shellcheck source=../lib/server-up.sh
+source "$here/../lib/server-up.sh" "$@"
 admin_user=$(id -un)
 
-# Lets the server's user search every directory above PATH: temp dirs made by mkdtemp are 0700
-# root. Search permission only (o+x), so names inside stay unlistable. Top down, since access(2)
-# on a directory fails when any directory above it is closed.
-reach() {
-  [ ${#as_server[@]} -gt 0 ] || return 0
-  local p=$1 up=()
-  while [ "$p" != / ]; do p=$(dirname "$p"); up=("$p" "${up[@]}"); done
-  for p in "${up[@]}"; do "${as_server[@]}" test -x "$p" || chmod o+x "$p"; done
-}
-
-if [ -z "$again" ]; then
-  [[ $port =~ ^[1-9][0-9]{0,4}$ ]] || { echo "mariadb up: PORT must be a TCP port, got '$port'" >&2; exit 1; }
-  mkdir -p "$dir"
-  dir=$(cd "$dir" && pwd -P)
-  if [ -n "$(ls -A "$dir" | grep -vx lost+found)" ]; then
-    echo "mariadb up: $dir is not empty (down.sh $dir removes an old server)" >&2; exit 1
-  fi
-else
+if [ -n "$again" ]; then
   [ -f "$dir/my.cnf" ] && [ -d "$dir/data/mysql" ] || { echo "mariadb up: no server made by up.sh in $dir" >&2; exit 1; }
   dir=$(cd "$dir" && pwd -P)
   port=$(sed -n 's/^port = \([0-9]*\)$/\1/p' "$dir/my.cnf")
 fi
-# A unix socket's path has room for 107 bytes.
-[ ${#dir} -le 90 ] || { echo "mariadb up: DIR's path is too long for a unix socket in it: $dir" >&2; exit 1; }
-
-log=$dir/server.log
-pid=
-ok=
-# On any failure: the log, and nothing left running (down.sh --keep stops what this started).
-on_exit() {
-  [ -n "$ok" ] && return
-  [ -n "$pid" ] && "$here/down.sh" --keep "$dir" >/dev/null 2>&1
-  echo "mariadb up: failed; the server's log follows" >&2
-  [ -n "$again" ] || cat "$dir/install.log" >&2 2>/dev/null
-  cat "$log" >&2 2>/dev/null || true
-}
-trap on_exit EXIT
+check_socket_path
+fail_with_logs "$dir/server.log"
 
 if [ -n "$again" ]; then
-  if [ -f "$dir/server.pid" ] && [ "$(readlink "/proc/$(cat "$dir/server.pid")/cwd" 2>/dev/null)" = "$dir/data" ]; then
-    ok=1; echo "mariadb up: the server in $dir is running (pid $(cat "$dir/server.pid"))" >&2; exit 1
-  fi
+  refuse_if_running
   "$here/down.sh" --keep "$dir" >&2
 else
   if [ ${#as_server[@]} -gt 0 ]; then chown "$user:" "$dir"; fi
@@ -91,25 +51,7 @@ else
 
   tls_conf=
   if [ -n "${TLS_DIR:-}" ]; then
-    command -v openssl >/dev/null || { echo "mariadb up: openssl is missing (apt-get install openssl)" >&2; exit 1; }
-    mkdir -p "$TLS_DIR"
-    tls=$(cd "$TLS_DIR" && pwd -P)
-    reach "$tls/ca.pem"
-    (
-      umask 077
-      cd "$tls"
-      openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc -days 365 \
-        -keyout ca-key.pem -out ca.pem -subj "/CN=kindling test CA" \
-        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-      openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
-        -keyout server-key.pem -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
-      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 365 -out server.pem \
-        -extfile <(printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n') 2>/dev/null
-      rm -f server.csr
-      chmod 644 ca.pem server.pem
-      if [ ${#as_server[@]} -gt 0 ]; then chown "$user:" server-key.pem; fi
-    )
-    chmod 755 "$tls"
+    make_certificates
     tls_conf="ssl_cert = $tls/server.pem
 ssl_key = $tls/server-key.pem"
   fi

@@ -20,68 +20,27 @@
 # Prints url=postgres://kindling@127.0.0.1:PORT/kindling and pid=PID.
 set -euo pipefail
 
-again=
-if [ "${1:-}" = --again ]; then again=1; shift; fi
-dir=${1:?usage: up.sh DIR PORT | up.sh --again DIR}
-port=${2:-}
+name=postgres
+setup_log=initdb.log
+system_user=postgres
 bin=${PG_BIN:-/usr/lib/postgresql/15/bin}
 here=$(cd "$(dirname "$0")" && pwd)
 for tool in "$bin/initdb" "$bin/postgres" psql; do
   command -v "$tool" >/dev/null || { echo "postgres up: $tool is missing (apt-get install postgresql)" >&2; exit 1; }
 done
-# Paths and the port go into postgresql.conf between quotes: keep them plain.
-[[ $dir =~ ^[A-Za-z0-9._/+-]+$ ]] || { echo "postgres up: DIR must be a plain path (letters, digits, . _ / + -), got '$dir'" >&2; exit 1; }
+# shellcheck source=../lib/server-up.sh
+source "$here/../lib/server-up.sh" "$@"
 
-if [ "$(id -u)" -eq 0 ]; then
-  user=postgres
-  as_server=(setpriv --reuid="$user" --regid="$user" --init-groups --)
-else
-  user=$(id -un)
-  as_server=()
-fi
-
-# Lets the server's user search every directory above PATH: temp dirs made by mkdtemp are 0700
-# root. Search permission only (o+x), so names inside stay unlistable. Top down, since access(2)
-# on a directory fails when any directory above it is closed.
-reach() {
-  [ ${#as_server[@]} -gt 0 ] || return 0
-  local p=$1 up=()
-  while [ "$p" != / ]; do p=$(dirname "$p"); up=("$p" "${up[@]}"); done
-  for p in "${up[@]}"; do "${as_server[@]}" test -x "$p" || chmod o+x "$p"; done
-}
-
-if [ -z "$again" ]; then
-  [[ $port =~ ^[1-9][0-9]{0,4}$ ]] || { echo "postgres up: PORT must be a TCP port, got '$port'" >&2; exit 1; }
-  mkdir -p "$dir"
-  dir=$(cd "$dir" && pwd -P)
-  if [ -n "$(ls -A "$dir" | grep -vx lost+found)" ]; then
-    echo "postgres up: $dir is not empty (down.sh $dir removes an old server)" >&2; exit 1
-  fi
-else
+if [ -n "$again" ]; then
   [ -f "$dir/data/PG_VERSION" ] || { echo "postgres up: no server made by up.sh in $dir" >&2; exit 1; }
   dir=$(cd "$dir" && pwd -P)
   port=$(sed -n 's/^port = \([0-9]*\)$/\1/p' "$dir/data/postgresql.conf" | tail -1)
 fi
-# A unix socket's path has room for 107 bytes.
-[ ${#dir} -le 90 ] || { echo "postgres up: DIR's path is too long for a unix socket in it: $dir" >&2; exit 1; }
-
-log=$dir/server.log
-pid=
-ok=
-# On any failure: the log, and nothing left running (down.sh --keep stops what this started).
-on_exit() {
-  [ -n "$ok" ] && return
-  [ -n "$pid" ] && "$here/down.sh" --keep "$dir" >/dev/null 2>&1
-  echo "postgres up: failed; the server's log follows" >&2
-  [ -n "$again" ] || cat "$dir/initdb.log" >&2 2>/dev/null
-  cat "$log" >&2 2>/dev/null || true
-}
-trap on_exit EXIT
+check_socket_path
+fail_with_logs "$dir/server.log"
 
 if [ -n "$again" ]; then
-  if [ -f "$dir/server.pid" ] && [ "$(readlink "/proc/$(cat "$dir/server.pid")/cwd" 2>/dev/null)" = "$dir/data" ]; then
-    ok=1; echo "postgres up: the server in $dir is running (pid $(cat "$dir/server.pid"))" >&2; exit 1
-  fi
+  refuse_if_running
   # After a kill, the postmaster's children linger a moment: down.sh --keep waits them out. Then
   # the lock files are stale, and go: PostgreSQL would take a dead postmaster that is still a
   # zombie (waiting for its reaper) for a live one.
@@ -120,26 +79,7 @@ HBA
   printf 'admin %s postgres\nadmin %s postgres\n' "$(id -un)" "$user" >"$dir/data/pg_ident.conf"
 
   if [ -n "${TLS_DIR:-}" ]; then
-    command -v openssl >/dev/null || { echo "postgres up: openssl is missing (apt-get install openssl)" >&2; exit 1; }
-    mkdir -p "$TLS_DIR"
-    tls=$(cd "$TLS_DIR" && pwd -P)
-    reach "$tls/ca.pem"
-    (
-      umask 077
-      cd "$tls"
-      openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc -days 365 \
-        -keyout ca-key.pem -out ca.pem -subj "/CN=kindling test CA" \
-        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-      openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
-        -keyout server-key.pem -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
-      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 365 -out server.pem \
-        -extfile <(printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n') 2>/dev/null
-      rm -f server.csr
-      chmod 644 ca.pem server.pem
-      # PostgreSQL refuses a key that others than its owner can read.
-      if [ ${#as_server[@]} -gt 0 ]; then chown "$user:" server-key.pem; fi
-    )
-    chmod 755 "$tls"
+    make_certificates
     printf "ssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n" "$tls/server.pem" "$tls/server-key.pem" >>"$dir/data/postgresql.conf"
   fi
 fi

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdirSync, rmSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { tempDir } from "./env";
 
@@ -63,4 +63,23 @@ export function makeFilesystem(type: "ext4" | "xfs", sizeMiB: number): LoopFiles
 /** Bytes free on the filesystem holding `path`. */
 export function freeBytes(path: string): number {
   return Number(run("df", ["--output=avail", "-B1", path]).split("\n")[1].trim());
+}
+
+/** Fills the filesystem holding `dir` until it has no byte left; returns the file that did it. */
+export function fill(dir: string): string {
+  const file = join(dir, "fill");
+  const fd = openSync(file, "w");
+  try {
+    for (const size of [16 * 1024 * 1024, 1024 * 1024, 4096, 512, 1]) {
+      const chunk = Buffer.alloc(size, 1);
+      try {
+        for (;;) writeSync(fd, chunk);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOSPC") throw err;
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return file;
 }

@@ -197,6 +197,15 @@ export interface VolumeDriver {
   /** A device of the size the records hold (`sizeGiB`, a snapshot's `volumeSizeGiB`). */
   open(target: OpenTarget, opts: { readOnly: boolean }): Promise<BlockDevice>;
 
+  /**
+   * Drivers whose storage itself enforces one writer per volume (object: a lease in the store)
+   * hold that lock by hand for `kindling volume lock` until `unlockVolume`; `holder` says who, for
+   * the error a refused writer gets. Refused (InUseError) while another holds it.
+   */
+  lockVolume?(volume: DriverVolume, holder: string): Promise<void>;
+  /** Releases a lock `lockVolume` took; `force` releases whoever holds it (a writer that died elsewhere). */
+  unlockVolume?(volume: DriverVolume, opts: { force: boolean }): Promise<void>;
+
   /** Releases what setup made (credential files); the backend calls it on close. */
   close?(): void;
 }

@@ -1,0 +1,155 @@
+import { InvalidInputError } from "../../util/errors";
+import type { BlockDevice, BlockDeviceCapabilities, Extent } from "../contract";
+import type { BlockReader, BlockStatus } from "./reader";
+import type { VolumeWriter } from "./writer";
+
+// Byte-level access to an object volume: offsets and lengths become blocks of the map. Reads
+// and writes of many blocks go as one batch (one ranged GET per run of stored blocks); zeroing
+// and trimming whole blocks are map changes with no data; only the partial blocks at a range's
+// edges are written as zeroes.
+
+/** Blocks handled in one batch of a large request. */
+const BATCH_BLOCKS = 256;
+
+interface Source {
+  readonly sizeBytes: number;
+  readBlocks(blocks: number[]): Promise<Map<number, Buffer | null>>;
+  status(block: number): BlockStatus;
+}
+
+function readerSource(reader: BlockReader): Source {
+  return {
+    get sizeBytes() {
+      return reader.state.sizeBytes;
+    },
+    readBlocks: (blocks) => reader.read(blocks),
+    status: (block) => reader.status(block),
+  };
+}
+
+export class ObjectBlockDevice implements BlockDevice {
+  readonly capabilities: BlockDeviceCapabilities;
+  private closed = false;
+  private readonly source: Source;
+
+  constructor(
+    readonly size: number,
+    private readonly blockSize: number,
+    from: { writer: VolumeWriter } | { reader: BlockReader },
+    private readonly release: () => Promise<void>,
+  ) {
+    this.writer = "writer" in from ? from.writer : undefined;
+    this.source = "writer" in from ? from.writer : readerSource(from.reader);
+    const rw = this.writer !== undefined;
+    this.capabilities = { canWrite: rw, canFlush: rw, canTrim: rw, canZero: rw, canExtents: true, canMultiConn: true };
+  }
+
+  private readonly writer?: VolumeWriter;
+
+  get readOnly(): boolean {
+    return this.writer === undefined;
+  }
+
+  private checkRange(offset: number, length: number): void {
+    if (this.closed) throw new Error("the device is closed");
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
+      throw new InvalidInputError("offset", `range ${offset}+${length} is outside the device (${this.size} bytes)`);
+    }
+  }
+
+  private writable(): VolumeWriter {
+    if (!this.writer) throw Object.assign(new Error("the device is read-only"), { code: "EROFS" });
+    return this.writer;
+  }
+
+  async pread(buffer: Buffer, offset: number): Promise<number> {
+    this.checkRange(offset, buffer.length);
+    const bs = this.blockSize;
+    let pos = offset;
+    const end = offset + buffer.length;
+    while (pos < end) {
+      const first = Math.floor(pos / bs);
+      const last = Math.min(Math.floor((end - 1) / bs), first + BATCH_BLOCKS - 1);
+      const blocks = Array.from({ length: last - first + 1 }, (_, i) => first + i);
+      const got = await this.source.readBlocks(blocks);
+      for (const b of blocks) {
+        const from = Math.max(pos, b * bs);
+        const to = Math.min(end, (b + 1) * bs);
+        const data = got.get(b);
+        // Past the volume's stored size (a grown volume) and unmapped blocks read as zeroes.
+        if (data) data.copy(buffer, from - offset, from - b * bs, to - b * bs);
+        else buffer.fill(0, from - offset, to - offset);
+      }
+      pos = Math.min(end, (last + 1) * bs);
+    }
+    return buffer.length;
+  }
+
+  async pwrite(buffer: Buffer, offset: number, opts: { fua?: boolean } = {}): Promise<void> {
+    this.checkRange(offset, buffer.length);
+    const w = this.writable();
+    const bs = this.blockSize;
+    const end = offset + buffer.length;
+    for (let pos = offset; pos < end; ) {
+      const b = Math.floor(pos / bs);
+      const to = Math.min(end, (b + 1) * bs);
+      const piece = buffer.subarray(pos - offset, to - offset);
+      if (pos === b * bs && to === (b + 1) * bs) await w.writeFull(b, piece);
+      else await w.writePart(b, pos - b * bs, piece);
+      pos = to;
+    }
+    if (opts.fua) await w.flush();
+  }
+
+  flush(): Promise<void> {
+    if (this.closed) return Promise.reject(new Error("the device is closed"));
+    return this.writable().flush();
+  }
+
+  private async empty(offset: number, length: number, kind: "unmap" | "zero"): Promise<void> {
+    this.checkRange(offset, length);
+    const w = this.writable();
+    const bs = this.blockSize;
+    const end = offset + length;
+    for (let pos = offset; pos < end; ) {
+      const b = Math.floor(pos / bs);
+      const to = Math.min(end, (b + 1) * bs);
+      if (pos === b * bs && to === (b + 1) * bs) await w.setEmpty(b, kind);
+      else await w.writePart(b, pos - b * bs, Buffer.alloc(to - pos));
+      pos = to;
+    }
+  }
+
+  trim(offset: number, length: number): Promise<void> {
+    return this.empty(offset, length, "unmap");
+  }
+
+  zero(offset: number, length: number, opts: { mayTrim?: boolean } = {}): Promise<void> {
+    return this.empty(offset, length, opts.mayTrim ? "unmap" : "zero");
+  }
+
+  async extents(offset: number, length: number): Promise<Extent[]> {
+    this.checkRange(offset, length);
+    const bs = this.blockSize;
+    const out: Extent[] = [];
+    const end = offset + length;
+    for (let pos = offset; pos < end; ) {
+      const b = Math.floor(pos / bs);
+      const to = Math.min(end, (b + 1) * bs);
+      const st = b < Math.ceil(this.source.sizeBytes / bs) ? this.source.status(b) : "hole";
+      const hole = st === "hole";
+      const zero = st !== "data";
+      const last = out[out.length - 1];
+      if (last && last.hole === hole && last.zero === zero) last.length += to - pos;
+      else out.push({ offset: pos, length: to - pos, hole, zero });
+      pos = to;
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.release();
+  }
+}

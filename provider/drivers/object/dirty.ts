@@ -1,0 +1,92 @@
+// Writes not yet committed, block by block. The newest write to a block replaces what an
+// older one left (writes are coalesced before they go up); a write that covers only part of a
+// block keeps a mask of the 512-byte sectors it set, and the rest is filled from the committed
+// state when the block is committed, never on the write's own path.
+
+export const SECTOR = 512;
+
+export type Dirty =
+  | { kind: "data"; buf: Buffer; mask?: Uint8Array }
+  | { kind: "unmap" }
+  | { kind: "zero" };
+
+export class DirtySet {
+  readonly blocks = new Map<number, Dirty>();
+  /** performance.now() of the oldest write here. */
+  since = 0;
+
+  constructor(readonly blockSize: number) {}
+
+  get size(): number {
+    return this.blocks.size;
+  }
+
+  get bytes(): number {
+    return this.blocks.size * this.blockSize;
+  }
+
+  private touch(): void {
+    if (this.blocks.size === 0) this.since = performance.now();
+  }
+
+  /** Whole block of data (the caller's buffer is copied: NBD reuses its buffers). */
+  setFull(block: number, data: Buffer): void {
+    this.touch();
+    this.blocks.set(block, { kind: "data", buf: Buffer.from(data) });
+  }
+
+  setEmpty(block: number, kind: "unmap" | "zero"): void {
+    this.touch();
+    this.blocks.set(block, { kind });
+  }
+
+  /**
+   * Part of a block, sector-aligned, at `at` within it. Returns false when the write is not
+   * sector-aligned and the block has no full copy here: the caller reads the block first.
+   */
+  setPart(block: number, at: number, data: Buffer): boolean {
+    const aligned = at % SECTOR === 0 && data.length % SECTOR === 0;
+    const cur = this.blocks.get(block);
+    if (cur?.kind === "data" && !cur.mask) {
+      data.copy(cur.buf, at);
+      return true;
+    }
+    if (cur && cur.kind !== "data") {
+      // Zeroes with new bytes over them: the block is whole now.
+      const buf = Buffer.alloc(this.blockSize);
+      data.copy(buf, at);
+      this.blocks.set(block, { kind: "data", buf });
+      return true;
+    }
+    if (!aligned) return false;
+    this.touch();
+    const entry = cur ?? { kind: "data" as const, buf: Buffer.alloc(this.blockSize), mask: new Uint8Array(this.blockSize / SECTOR) };
+    data.copy(entry.buf, at);
+    if (entry.mask) {
+      entry.mask.fill(1, at / SECTOR, (at + data.length) / SECTOR);
+      if (entry.mask.every((m) => m === 1)) entry.mask = undefined;
+    }
+    this.blocks.set(block, entry);
+    return true;
+  }
+}
+
+/** `newer` over `older`, for one block: what a write over an uncommitted one leaves. */
+export function overlay(older: Dirty, newer: Dirty, blockSize: number): Dirty {
+  if (newer.kind !== "data" || !newer.mask) return newer;
+  const base = older.kind === "data" ? Buffer.from(older.buf) : Buffer.alloc(blockSize);
+  for (let s = 0; s < newer.mask.length; s++) if (newer.mask[s]) newer.buf.copy(base, s * SECTOR, s * SECTOR, (s + 1) * SECTOR);
+  if (older.kind === "data" && older.mask) {
+    const mask = Uint8Array.from(older.mask, (m, i) => m | newer.mask![i]);
+    return { kind: "data", buf: base, mask: mask.every((m) => m === 1) ? undefined : mask };
+  }
+  return { kind: "data", buf: base };
+}
+
+/** A partial block's bytes over its base (the block as the state below has it). */
+export function fill(entry: Dirty & { kind: "data" }, base: Buffer | null, blockSize: number): Buffer {
+  if (!entry.mask) return entry.buf;
+  const out = base ? Buffer.from(base) : Buffer.alloc(blockSize);
+  for (let s = 0; s < entry.mask.length; s++) if (entry.mask[s]) entry.buf.copy(out, s * SECTOR, s * SECTOR, (s + 1) * SECTOR);
+  return out;
+}

@@ -1,0 +1,20 @@
+import { join } from "node:path";
+import type { DriverModule } from "../contract";
+import { dataHome } from "../../util/paths";
+import { objectConfigSchema, type ObjectConfig } from "./config";
+import { ObjectDriver } from "./driver";
+
+export const objectDriver: DriverModule<ObjectConfig> = {
+  driverName: "object",
+  configSchema: objectConfigSchema,
+  secretFields: ["secretKey", "key", "token"],
+  pathFields: ["cacheDir", "secretKeyFile", "keyFile"],
+  identityFields: ["api", "endpoint", "bucket", "authUrl", "storageUrl", "container"],
+  create: (backendName, config) => new ObjectDriver(backendName, config),
+  // An object store has no directory of ours to keep records beside the data, so they live in
+  // this user's data home under the backend's name, as for rbd.
+  defaultPersistencePath: (_config, backendName) => join(dataHome(), "object", backendName, "kindling.db"),
+};
+
+export { ObjectDriver } from "./driver";
+export type { ObjectConfig } from "./config";

@@ -1,0 +1,112 @@
+import { randomBytes } from "node:crypto";
+import { BackendError } from "../../util/errors";
+
+// The log's records. A record is one object: an 8-byte magic, the header's length, the header
+// (JSON: small, readable with `curl`, and versioned), then the data blocks the header lists, each
+// exactly one map block. The header carries a CRC-32 per block, checked on every read, so a
+// block that rots in the store or comes back short is an error, never wrong bytes.
+
+const MAGIC = Buffer.from("KNDLREC1");
+export const RECORD_PREFIX_BYTES = 12;
+
+/** [first block, count]: runs keep sequential writes' headers small. */
+export type Run = [number, number];
+
+export type RecordKind =
+  | "genesis" // the volume's birth: size, block size, the parent of a clone
+  | "open" // a writer took the volume: its epoch is this record's sequence number
+  | "data" // blocks written, zeroed or trimmed
+  | "resize" // extend
+  | "snapshot" // pins the state at this sequence number
+  | "snapdel"
+  | "clone" // a clone reads through to this volume's state at `at`
+  | "unclone"
+  | "flattened" // this clone no longer reads through to its parent
+  | "close"; // a writer drained and let go
+
+export interface ParentRef {
+  volumeId: string;
+  seq: number;
+}
+
+export interface RecordHeader {
+  v: 1;
+  kind: RecordKind;
+  volume: string;
+  seq: number;
+  /** Random per attempt: a retried PUT that meets 412 knows its own record by it. */
+  commit: string;
+  time: string;
+  /** The writer's epoch (data records): the sequence number of its `open` record. */
+  epoch?: number;
+  holder?: string;
+  sizeBytes?: number;
+  blockSize?: number;
+  parent?: ParentRef;
+  /** Blocks whose data follows, in order. */
+  data?: Run[];
+  crc?: number[];
+  /** Blocks that read as zeroes and hold no data: unmapped (a hole) ... */
+  unmap?: Run[];
+  /** ... or zeroes the client asked to keep allocated (WRITE_ZEROES without trim). */
+  zero?: Run[];
+  snapshot?: string;
+  child?: string;
+  at?: number;
+}
+
+export function newHeader(kind: RecordKind, volume: string, seq: number, fields: Partial<RecordHeader> = {}): RecordHeader {
+  return { v: 1, kind, volume, seq, commit: randomBytes(8).toString("hex"), time: new Date().toISOString(), ...fields };
+}
+
+export function encodeRecord(header: RecordHeader, blocks: Buffer[] = []): Buffer {
+  const json = Buffer.from(JSON.stringify(header), "utf8");
+  const prefix = Buffer.alloc(RECORD_PREFIX_BYTES);
+  MAGIC.copy(prefix, 0);
+  prefix.writeUInt32BE(json.length, 8);
+  return Buffer.concat([prefix, json, ...blocks]);
+}
+
+/** The header's length, from a record's first 12 bytes. */
+export function headerLength(prefix: Buffer, key: string): number {
+  if (prefix.length < RECORD_PREFIX_BYTES || !prefix.subarray(0, 8).equals(MAGIC)) {
+    throw new BackendError(`${key} is not a kindling record (bad magic): the store holds something kindling did not write there`);
+  }
+  return prefix.readUInt32BE(8);
+}
+
+export interface DecodedHeader {
+  header: RecordHeader;
+  /** Where the record's data starts. */
+  dataStart: number;
+}
+
+export function decodeHeader(bytes: Buffer, key: string): DecodedHeader {
+  const len = headerLength(bytes, key);
+  if (bytes.length < RECORD_PREFIX_BYTES + len) throw new BackendError(`${key}: record header cut short`);
+  let header: RecordHeader;
+  try {
+    header = JSON.parse(bytes.subarray(RECORD_PREFIX_BYTES, RECORD_PREFIX_BYTES + len).toString("utf8")) as RecordHeader;
+  } catch {
+    throw new BackendError(`${key}: record header is not JSON`);
+  }
+  if (header.v !== 1) throw new BackendError(`${key}: record format ${String(header.v)} is newer than this kindling reads`, { hint: "upgrade kindling" });
+  return { header, dataStart: RECORD_PREFIX_BYTES + len };
+}
+
+export function runsToBlocks(runs: Run[] | undefined): number[] {
+  const out: number[] = [];
+  for (const [start, count] of runs ?? []) for (let i = 0; i < count; i++) out.push(start + i);
+  return out;
+}
+
+/** Sorted block numbers as runs. */
+export function blocksToRuns(blocks: number[]): Run[] {
+  const runs: Run[] = [];
+  for (const b of blocks) {
+    const last = runs[runs.length - 1];
+    if (last && last[0] + last[1] === b) last[1]++;
+    else runs.push([b, 1]);
+  }
+  return runs;
+}

@@ -1,0 +1,229 @@
+import { BackendError } from "../../util/errors";
+import { runsToBlocks, type ParentRef, type RecordHeader } from "./record";
+
+// A volume as its log says it is at one sequence number: size, the map from block to where its
+// bytes are, what pins old states (snapshots, clones), and which records still hold live data
+// (for garbage collection). Built by applying records in order; saved whole as checkpoints.
+
+/** Map values: a block's bytes in record `seq` at `slot`, or one of these. */
+export const ZERO_HOLE = -1; // reads as zeroes, holds nothing, hides a clone's parent
+export const ZERO_ALLOC = -2; // reads as zeroes, reported allocated (WRITE_ZEROES without trim)
+const SLOTS = 4096;
+
+export const packLoc = (seq: number, slot: number) => seq * SLOTS + slot;
+export const locSeq = (loc: number) => Math.floor(loc / SLOTS);
+export const locSlot = (loc: number) => loc % SLOTS;
+/** The most blocks one record may carry. */
+export const MAX_RECORD_BLOCKS = SLOTS;
+
+export interface RecordInfo {
+  /** Where the record's data starts in its object. */
+  dataStart: number;
+  /** Blocks of the head map still pointing into it. */
+  live: number;
+  /** The sequence number at which its last live block was overwritten. */
+  deadAt?: number;
+}
+
+export interface Pins {
+  snapshots: Map<string, number>;
+  clones: Map<string, number>;
+}
+
+export class VolumeState {
+  seq = -1;
+  sizeBytes = 0;
+  blockSize = 0;
+  parent?: ParentRef;
+  /** The newest writer's epoch (its `open` record's sequence number). */
+  epoch = 0;
+  holder?: string;
+  readonly map = new Map<number, number>();
+  /** CRC-32 of each mapped data block, checked on reads. */
+  readonly crcs = new Map<number, number>();
+  readonly records = new Map<number, RecordInfo>();
+  readonly pins: Pins = { snapshots: new Map(), clones: new Map() };
+  /** The sequence number of the newest checkpoint this state came from or was saved as. */
+  checkpointSeq = -1;
+
+  constructor(readonly volumeId: string) {}
+
+  get blocks(): number {
+    return Math.ceil(this.sizeBytes / this.blockSize);
+  }
+
+  /** Applies the next record; records must come in order, each exactly once. */
+  apply(header: RecordHeader, dataStart: number): void {
+    if (header.seq !== this.seq + 1) throw new BackendError(`volume ${this.volumeId}: log record ${header.seq} applied after ${this.seq}`);
+    if (header.volume !== this.volumeId) throw new BackendError(`log record ${header.seq} of volume ${this.volumeId} says it belongs to ${header.volume}`);
+    this.seq = header.seq;
+    switch (header.kind) {
+      case "genesis":
+        this.sizeBytes = header.sizeBytes ?? 0;
+        this.blockSize = header.blockSize ?? 0;
+        this.parent = header.parent;
+        break;
+      case "open":
+        this.epoch = header.seq;
+        this.holder = header.holder;
+        break;
+      case "data":
+        // A record from a writer that has since been fenced cannot land after the fence (every
+        // commit is a create at the next sequence number), but an old record is never applied.
+        if (header.epoch !== this.epoch) break;
+        this.applyData(header, dataStart);
+        break;
+      case "resize":
+        this.sizeBytes = header.sizeBytes ?? this.sizeBytes;
+        break;
+      case "snapshot":
+        if (header.snapshot) this.pins.snapshots.set(header.snapshot, header.seq);
+        break;
+      case "snapdel":
+        if (header.snapshot) this.pins.snapshots.delete(header.snapshot);
+        break;
+      case "clone":
+        if (header.child) this.pins.clones.set(header.child, header.at ?? header.seq);
+        break;
+      case "unclone":
+        if (header.child) this.pins.clones.delete(header.child);
+        break;
+      case "flattened":
+        this.parent = undefined;
+        for (const [block, loc] of this.map) if (loc === ZERO_HOLE) this.map.delete(block);
+        break;
+      case "close":
+        this.holder = undefined;
+        break;
+    }
+  }
+
+  private applyData(header: RecordHeader, dataStart: number): void {
+    const seq = header.seq;
+    const data = runsToBlocks(header.data);
+    if (data.length) this.records.set(seq, { dataStart, live: 0 });
+    data.forEach((block, slot) => {
+      this.setBlock(block, packLoc(seq, slot), seq);
+      const crc = header.crc?.[slot];
+      if (crc !== undefined) this.crcs.set(block, crc);
+    });
+    for (const block of runsToBlocks(header.unmap)) {
+      if (this.parent) this.setBlock(block, ZERO_HOLE, seq);
+      else this.clearBlock(block, seq);
+    }
+    for (const block of runsToBlocks(header.zero)) this.setBlock(block, ZERO_ALLOC, seq);
+  }
+
+  private release(old: number | undefined, seq: number): void {
+    if (old === undefined || old < 0) return;
+    const info = this.records.get(locSeq(old));
+    if (info && --info.live === 0) info.deadAt = seq;
+  }
+
+  private setBlock(block: number, loc: number, seq: number): void {
+    this.release(this.map.get(block), seq);
+    this.map.set(block, loc);
+    if (loc >= 0) {
+      const info = this.records.get(locSeq(loc));
+      if (info) {
+        info.live++;
+        info.deadAt = undefined;
+      }
+    } else this.crcs.delete(block);
+  }
+
+  private clearBlock(block: number, seq: number): void {
+    this.release(this.map.get(block), seq);
+    this.map.delete(block);
+    this.crcs.delete(block);
+  }
+
+  /** Bytes the map points at (what the volume really stores). */
+  get allocatedBytes(): number {
+    let n = 0;
+    for (const loc of this.map.values()) if (loc >= 0) n++;
+    return n * this.blockSize;
+  }
+
+  /** Every state some snapshot or clone still reads. */
+  pinnedSeqs(): number[] {
+    return [...this.pins.snapshots.values(), ...this.pins.clones.values()];
+  }
+
+  /**
+   * Records nothing reads any more: no block of the head points into them, and no pinned older
+   * state did (a pin at S needs a record written at or before S that died after S).
+   */
+  deadRecords(upTo: number): number[] {
+    const pins = this.pinnedSeqs();
+    const out: number[] = [];
+    for (const [seq, info] of this.records) {
+      if (info.live > 0 || info.deadAt === undefined || info.deadAt > upTo) continue;
+      if (pins.some((p) => p >= seq && p < (info.deadAt as number))) continue;
+      out.push(seq);
+    }
+    return out.sort((a, b) => a - b);
+  }
+
+  forgetRecord(seq: number): void {
+    this.records.delete(seq);
+  }
+
+  // ---- checkpoints
+
+  encode(): Buffer {
+    const header = {
+      v: 1,
+      volume: this.volumeId,
+      seq: this.seq,
+      sizeBytes: this.sizeBytes,
+      blockSize: this.blockSize,
+      parent: this.parent,
+      epoch: this.epoch,
+      holder: this.holder,
+      snapshots: Object.fromEntries(this.pins.snapshots),
+      clones: Object.fromEntries(this.pins.clones),
+      records: [...this.records].map(([seq, r]) => [seq, r.dataStart, r.live, r.deadAt ?? -1]),
+      entries: this.map.size,
+    };
+    const json = Buffer.from(JSON.stringify(header), "utf8");
+    const table = new Float64Array(this.map.size * 3);
+    let i = 0;
+    for (const [block, loc] of this.map) {
+      table[i++] = block;
+      table[i++] = loc;
+      table[i++] = this.crcs.get(block) ?? -1;
+    }
+    const prefix = Buffer.alloc(12);
+    prefix.write("KNDLCKP1", 0, "latin1");
+    prefix.writeUInt32BE(json.length, 8);
+    return Buffer.concat([prefix, json, Buffer.from(table.buffer, table.byteOffset, table.byteLength)]);
+  }
+
+  static decode(bytes: Buffer, key: string): VolumeState {
+    if (bytes.length < 12 || bytes.toString("latin1", 0, 8) !== "KNDLCKP1") throw new BackendError(`${key} is not a kindling checkpoint`);
+    const len = bytes.readUInt32BE(8);
+    const h = JSON.parse(bytes.toString("utf8", 12, 12 + len)) as {
+      volume: string; seq: number; sizeBytes: number; blockSize: number; parent?: ParentRef; epoch: number; holder?: string;
+      snapshots: Record<string, number>; clones: Record<string, number>; records: Array<[number, number, number, number]>; entries: number;
+    };
+    const s = new VolumeState(h.volume);
+    Object.assign(s, { seq: h.seq, sizeBytes: h.sizeBytes, blockSize: h.blockSize, parent: h.parent, epoch: h.epoch, holder: h.holder, checkpointSeq: h.seq });
+    for (const [id, seq] of Object.entries(h.snapshots)) s.pins.snapshots.set(id, seq);
+    for (const [id, seq] of Object.entries(h.clones)) s.pins.clones.set(id, seq);
+    for (const [seq, dataStart, live, deadAt] of h.records) s.records.set(seq, { dataStart, live, deadAt: deadAt < 0 ? undefined : deadAt });
+    const start = 12 + len;
+    const raw = bytes.subarray(start, start + h.entries * 24);
+    if (raw.length !== h.entries * 24) throw new BackendError(`${key}: checkpoint cut short`);
+    const table = new Float64Array(new Uint8Array(raw).buffer);
+    for (let i = 0; i < table.length; i += 3) {
+      s.map.set(table[i], table[i + 1]);
+      if (table[i + 2] >= 0) s.crcs.set(table[i], table[i + 2]);
+    }
+    return s;
+  }
+
+  clone(): VolumeState {
+    return VolumeState.decode(this.encode(), "copy");
+  }
+}

@@ -1,0 +1,421 @@
+import { crc32 } from "node:zlib";
+import { BackendError, InUseError } from "../../util/errors";
+import { logger } from "../../util/log";
+import type { BlockCache } from "./cache";
+import { DirtySet, fill, overlay, type Dirty } from "./dirty";
+import { logKey } from "./layout";
+import { StoreLease, type HeldLease } from "./lease";
+import { appendRecord, probeTail, readHeader, saveCheckpoint } from "./log";
+import { BlockReader, type BlockStatus } from "./reader";
+import { blocksToRuns, encodeRecord, newHeader, type RecordHeader } from "./record";
+import { MAX_RECORD_BLOCKS, packLoc, type VolumeState } from "./state";
+import { PreconditionFailed, type ObjectStore } from "./store";
+
+// The one writer of a volume in this process: every writable open of the volume here shares it,
+// so a FLUSH covers what every connection wrote (NBD MULTI_CONN is honest). Writes collect in
+// RAM; a commit takes all of them at once as one record, one create-only PUT at the next
+// sequence number, so what the store holds after any crash is the volume as it was at some
+// commit: a prefix of the writes, never a torn mix. Commits go one at a time (the next one
+// collects while the last uploads), which is also what lets other processes append their small
+// records (snapshot, extend) between two commits without a lock: a commit that meets one moves
+// to the next number.
+
+export type Durability = "remote" | "local" | "unsafe";
+
+export interface WriterSettings {
+  durability: Durability;
+  /** A commit starts when this much is waiting. */
+  segmentBytes: number;
+  /** Writes wait while this much is waiting and a commit is under way (one record's worth at most). */
+  dirtyLimitBytes: number;
+  /** Nothing waits longer than this before a commit starts. */
+  dirtyAgeMs: number;
+  leaseMs: number;
+  /** A checkpoint after this many records, so opening never replays more. */
+  checkpointEvery: number;
+  /** Dead records go only once a checkpoint past them is this old (readers mid-replay finish first). */
+  gcHorizonMs: number;
+}
+
+/** The writer lost the volume (another took it over, or its lease could not be renewed): EIO from now on. */
+export class FencedError extends BackendError {}
+
+export class VolumeWriter {
+  private active: DirtySet;
+  private committing?: DirtySet;
+  private chain: Promise<void> = Promise.resolve();
+  private fenced?: FencedError;
+  private held?: HeldLease;
+  private timers: NodeJS.Timeout[] = [];
+  private waiters: Array<() => void> = [];
+  private checkpoints: Array<{ seq: number; at: number }> = [];
+  private lastError?: Error;
+  private opens = 1;
+  private closing?: Promise<void>;
+  readonly reader: BlockReader;
+
+  private constructor(
+    private readonly store: ObjectStore,
+    readonly state: VolumeState,
+    parent: BlockReader | undefined,
+    cache: BlockCache,
+    private readonly lease: StoreLease,
+    private readonly settings: WriterSettings,
+    private readonly onClosed: () => void,
+  ) {
+    this.reader = new BlockReader(store, state, cache, parent);
+    this.active = new DirtySet(state.blockSize);
+  }
+
+  /** Takes the volume's lease, brings its state up to date and writes the `open` record. */
+  static async open(
+    store: ObjectStore,
+    state: () => Promise<VolumeState>,
+    parent: (s: VolumeState) => Promise<BlockReader | undefined>,
+    cache: BlockCache,
+    settings: WriterSettings,
+    volumeId: string,
+    onClosed: () => void,
+  ): Promise<VolumeWriter> {
+    const lease = new StoreLease(store, volumeId, settings.leaseMs);
+    const held = await lease.acquire();
+    try {
+      const s = await state();
+      const w = new VolumeWriter(store, s, await parent(s), cache, lease, settings, onClosed);
+      w.held = held;
+      await appendRecord(store, s, "open", { holder: `pid ${process.pid}` });
+      w.start();
+      return w;
+    } catch (err) {
+      await lease.release(held).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Another open of the same volume in this process. */
+  share(): void {
+    if (this.closing) throw new InUseError(`volume ${this.state.volumeId} is closing here; open it again once it has`);
+    this.opens++;
+  }
+
+  private start(): void {
+    const renew = setInterval(() => void this.renew(), Math.max(1000, this.settings.leaseMs / 3));
+    const age = setInterval(() => {
+      if (this.active.size && performance.now() - this.active.since >= this.settings.dirtyAgeMs && !this.committing) void this.commit().catch(() => undefined);
+    }, Math.max(50, Math.min(1000, this.settings.dirtyAgeMs / 2)));
+    // Records others append (a snapshot, an extend) are seen at the next commit; an idle writer
+    // looks for them now and then, so a grown volume shows its new size.
+    const poll = setInterval(() => {
+      if (!this.committing && !this.active.size) this.chain = this.chain.then(() => this.catchUp()).catch(() => undefined);
+    }, 2000);
+    for (const t of [renew, age, poll]) t.unref();
+    this.timers.push(renew, age, poll);
+  }
+
+  get sizeBytes(): number {
+    return this.state.sizeBytes;
+  }
+
+  private async renew(): Promise<void> {
+    if (!this.held || this.fenced) return;
+    try {
+      if (!(await this.lease.renew(this.held))) this.fence("another writer took over its lease");
+    } catch (err) {
+      logger().warn({ volume: this.state.volumeId, err: (err as Error).message }, "object volume lease renewal failed; retrying");
+    }
+  }
+
+  private fence(why: string): void {
+    if (this.fenced) return;
+    this.fenced = new FencedError(`volume ${this.state.volumeId}: this writer stopped (${why}); nothing more is written`, {
+      hint: "reconnect: the volume is in another writer's hands now",
+    });
+    logger().warn({ volume: this.state.volumeId, why }, "object volume writer fenced");
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  private check(): void {
+    if (this.fenced) throw this.fenced;
+  }
+
+  /** The lease must be known good now: a writer paused past its lease may not answer FLUSH. */
+  private checkLease(): void {
+    this.check();
+    if (this.held && performance.now() - this.held.confirmedAt > this.settings.leaseMs) {
+      this.fence(`its lease was last confirmed ${Math.round((performance.now() - this.held.confirmedAt) / 1000)} s ago, past its ${this.settings.leaseMs / 1000} s`);
+      this.check();
+    }
+  }
+
+  // ---- reads, over what is not committed yet
+
+  private pending(block: number): Dirty | undefined {
+    const a = this.active.blocks.get(block);
+    const c = this.committing?.blocks.get(block);
+    if (a && c) return overlay(c, a, this.state.blockSize);
+    return a ?? c;
+  }
+
+  async readBlocks(blocks: number[]): Promise<Map<number, Buffer | null>> {
+    const out = new Map<number, Buffer | null>();
+    const below: number[] = [];
+    const partial: Array<[number, Dirty & { kind: "data" }]> = [];
+    for (const b of blocks) {
+      const d = this.pending(b);
+      if (!d) below.push(b);
+      else if (d.kind !== "data") out.set(b, null);
+      else if (!d.mask) out.set(b, d.buf);
+      else {
+        partial.push([b, d]);
+        below.push(b);
+      }
+    }
+    if (below.length) for (const [b, data] of await this.reader.read(below)) out.set(b, data);
+    for (const [b, d] of partial) out.set(b, fill(d, out.get(b) ?? null, this.state.blockSize));
+    return out;
+  }
+
+  status(block: number): BlockStatus {
+    const d = this.pending(block);
+    if (!d) return this.reader.status(block);
+    return d.kind === "data" ? "data" : d.kind === "unmap" ? "hole" : "zero";
+  }
+
+  // ---- writes
+
+  private async room(): Promise<void> {
+    while (this.active.bytes >= this.settings.dirtyLimitBytes || this.active.size >= MAX_RECORD_BLOCKS) {
+      this.check();
+      if (!this.committing) void this.commit().catch(() => undefined);
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+    this.check();
+  }
+
+  async writeFull(block: number, data: Buffer): Promise<void> {
+    await this.room();
+    this.active.setFull(block, data);
+    this.kick();
+  }
+
+  async writePart(block: number, at: number, data: Buffer): Promise<void> {
+    await this.room();
+    if (!this.active.setPart(block, at, data)) {
+      // Not sector-aligned: the block's current bytes first (rare: NBD clients write sectors).
+      const cur = (await this.readBlocks([block])).get(block) ?? Buffer.alloc(this.state.blockSize);
+      const whole = Buffer.from(cur);
+      data.copy(whole, at);
+      this.active.setFull(block, whole);
+    }
+    this.kick();
+  }
+
+  async setEmpty(block: number, kind: "unmap" | "zero"): Promise<void> {
+    await this.room();
+    // A trimmed block of a volume without a parent is simply unmapped: zeroes, no data.
+    this.active.setEmpty(block, kind);
+    this.kick();
+  }
+
+  private kick(): void {
+    if (this.active.bytes >= this.settings.segmentBytes && !this.committing) void this.commit().catch(() => undefined);
+  }
+
+  // ---- commits
+
+  /** Commits what is waiting now (after any commit under way). */
+  commit(): Promise<void> {
+    const run = this.chain.then(() => this.commitActive());
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** FLUSH: in `remote` mode, returns once everything written before it is committed. */
+  async flush(): Promise<void> {
+    this.check();
+    if (this.settings.durability !== "unsafe") {
+      await this.commit();
+      // A commit that failed earlier left its blocks waiting; the one above retried them.
+      if (this.active.size && this.lastError) throw this.lastError;
+    }
+    this.checkLease();
+  }
+
+  private async commitActive(): Promise<void> {
+    this.check();
+    if (!this.active.size) return;
+    const gen = this.active;
+    this.active = new DirtySet(this.state.blockSize);
+    this.committing = gen;
+    try {
+      await this.commitSet(gen);
+      this.lastError = undefined;
+    } catch (err) {
+      // Nothing of the set is lost: it goes back under anything written since, for the next try.
+      for (const [b, d] of gen.blocks) {
+        const newer = this.active.blocks.get(b);
+        this.active.blocks.set(b, newer ? overlay(d, newer, this.state.blockSize) : d);
+      }
+      if (this.active.size) this.active.since = Math.min(this.active.since || gen.since, gen.since);
+      this.lastError = err as Error;
+      throw err;
+    } finally {
+      this.committing = undefined;
+      for (const w of this.waiters.splice(0)) w();
+    }
+    // A checkpoint or a sweep that fails costs only time on the next open; the commit stands.
+    await this.afterCommit().catch((err) => logger().warn({ volume: this.state.volumeId, err: (err as Error).message }, "object volume checkpoint or sweep failed"));
+  }
+
+  private async commitSet(gen: DirtySet): Promise<void> {
+    const bs = this.state.blockSize;
+    const sorted = [...gen.blocks.keys()].sort((a, b) => a - b);
+    const dataBlocks: number[] = [];
+    const unmap: number[] = [];
+    const zero: number[] = [];
+    for (const b of sorted) {
+      const d = gen.blocks.get(b) as Dirty;
+      if (d.kind === "data") dataBlocks.push(b);
+      else (d.kind === "unmap" ? unmap : zero).push(b);
+    }
+    // Partial blocks get their other sectors from the committed state, off the write's path.
+    const partial = dataBlocks.filter((b) => (gen.blocks.get(b) as Dirty & { kind: "data" }).mask);
+    const bases = partial.length ? await this.reader.read(partial) : new Map<number, Buffer | null>();
+    const bufs = dataBlocks.map((b) => fill(gen.blocks.get(b) as Dirty & { kind: "data" }, bases.get(b) ?? null, bs));
+    const fields: Partial<RecordHeader> = {
+      epoch: this.state.epoch,
+      data: blocksToRuns(dataBlocks),
+      crc: bufs.map((b) => crc32(b)),
+      unmap: unmap.length ? blocksToRuns(unmap) : undefined,
+      zero: zero.length ? blocksToRuns(zero) : undefined,
+    };
+    for (;;) {
+      this.check();
+      const seq = this.state.seq + 1;
+      const header = newHeader("data", this.state.volumeId, seq, fields);
+      const body = encodeRecord(header, bufs);
+      const dataStart = body.length - bufs.length * bs;
+      try {
+        await this.store.put(logKey(this.state.volumeId, seq), body, { ifNoneMatch: true });
+      } catch (err) {
+        if (!(err instanceof PreconditionFailed)) throw err;
+        if (await this.resolveCollision(seq, header.commit)) {
+          this.applyOwn(header, dataStart, bufs);
+          return;
+        }
+        continue;
+      }
+      this.applyOwn(header, dataStart, bufs);
+      return;
+    }
+  }
+
+  private applyOwn(header: RecordHeader, dataStart: number, bufs: Buffer[]): void {
+    this.state.apply(header, dataStart);
+    // What was just written is what the next reads want: cache it by where it now is.
+    bufs.forEach((b, slot) => this.reader.remember(packLoc(header.seq, slot), b));
+  }
+
+  /**
+   * Someone's record is where our commit wanted to go. Our own earlier attempt: done (true).
+   * A small record of another process (snapshot, extend): applied, and we go on at the next
+   * number (false). Another writer's: we are fenced.
+   */
+  private async resolveCollision(seq: number, commit: string): Promise<boolean> {
+    const there = await readHeader(this.store, this.state.volumeId, seq);
+    if (!there) return false; // vanished: a store without atomic creates; try the number again
+    if (there.header.commit === commit) return true;
+    if (["open", "data", "close", "genesis"].includes(there.header.kind)) {
+      this.fence(`another writer committed record ${seq} (${there.header.kind})`);
+      this.check();
+    }
+    this.state.apply(there.header, there.dataStart);
+    return false;
+  }
+
+  /** Applies records others appended since our last commit. */
+  private async catchUp(): Promise<void> {
+    if (this.fenced) return;
+    const tail = await probeTail(this.store, this.state.volumeId, this.state.seq);
+    for (let seq = this.state.seq + 1; seq <= tail; seq++) {
+      const there = await readHeader(this.store, this.state.volumeId, seq);
+      if (!there) return;
+      if (["open", "data", "close"].includes(there.header.kind)) return this.fence(`another writer committed record ${seq} (${there.header.kind})`);
+      this.state.apply(there.header, there.dataStart);
+    }
+  }
+
+  private async afterCommit(): Promise<void> {
+    if (this.state.seq - Math.max(this.state.checkpointSeq, 0) < this.settings.checkpointEvery) return;
+    await this.checkpoint();
+    await this.collect();
+  }
+
+  private async checkpoint(): Promise<void> {
+    await saveCheckpoint(this.store, this.state, { hint: true });
+    this.checkpoints.push({ seq: this.state.seq, at: performance.now() });
+  }
+
+  /** Deletes records nothing reads any more, behind a checkpoint old enough. */
+  private async collect(): Promise<void> {
+    const old = this.checkpoints.filter((c) => performance.now() - c.at >= this.settings.gcHorizonMs).pop();
+    if (!old) return;
+    // Records others appended (a new snapshot's pin) count before anything is judged dead.
+    await this.catchUp();
+    for (const seq of this.state.deadRecords(old.seq)) {
+      await this.store.delete(logKey(this.state.volumeId, seq));
+      this.state.forgetRecord(seq);
+    }
+  }
+
+  /**
+   * Copies every block the volume still reads from its parent into the volume itself, then
+   * records that it no longer reads through: after this the parent may go.
+   */
+  async flatten(): Promise<void> {
+    const parent = this.reader.parentReader;
+    if (!parent) return;
+    const limit = Math.min(this.state.blocks, parent.state.blocks);
+    for (let first = 0; first < limit; first += 256) {
+      const blocks: number[] = [];
+      for (let b = first; b < Math.min(limit, first + 256); b++) {
+        if (!this.state.map.has(b) && !this.active.blocks.has(b) && parent.status(b) !== "hole") blocks.push(b);
+      }
+      if (!blocks.length) continue;
+      for (const [b, data] of await parent.read(blocks)) {
+        if (this.active.blocks.has(b) || this.state.map.has(b)) continue;
+        if (data) await this.writeFull(b, data);
+        else await this.setEmpty(b, "zero");
+      }
+    }
+    await this.commit();
+    await (this.chain = this.chain.then(async () => {
+      this.check();
+      await appendRecord(this.store, this.state, "flattened", {});
+    }));
+    this.reader.dropParent();
+  }
+
+  /** The last close drains everything, writes a checkpoint, and gives the lease back. */
+  async close(): Promise<void> {
+    if (--this.opens > 0) return;
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    try {
+      if (!this.fenced && this.settings.durability !== "unsafe") await this.commit();
+      else if (!this.fenced) await this.commit().catch((err) => logger().warn({ err: (err as Error).message }, "unsafe volume: data not committed at close"));
+      if (!this.fenced) {
+        await this.chain;
+        await appendRecord(this.store, this.state, "close", {}).catch(() => undefined);
+        if (this.state.seq > this.state.checkpointSeq) await this.checkpoint().catch(() => undefined);
+      }
+    } finally {
+      if (this.held && !this.fenced) await this.lease.release(this.held).catch(() => undefined);
+      this.onClosed();
+    }
+  }
+}

@@ -1,6 +1,6 @@
 import { InvalidInputError } from "../../util/errors";
 import type { BlockDevice, BlockDeviceCapabilities, Extent } from "../contract";
-import type { BlockReader, BlockStatus } from "./reader";
+import type { BlockReader, StatusRun } from "./reader";
 import type { VolumeWriter } from "./writer";
 
 // Byte-level access to an object volume: offsets and lengths become blocks of the map. Reads
@@ -14,7 +14,7 @@ const BATCH_BLOCKS = 256;
 interface Source {
   readonly sizeBytes: number;
   readBlocks(blocks: number[]): Promise<Map<number, Buffer | null>>;
-  status(block: number): BlockStatus;
+  statusRuns(first: number, end: number): StatusRun[];
 }
 
 function readerSource(reader: BlockReader): Source {
@@ -23,7 +23,7 @@ function readerSource(reader: BlockReader): Source {
       return reader.state.sizeBytes;
     },
     readBlocks: (blocks) => reader.read(blocks),
-    status: (block) => reader.status(block),
+    statusRuns: (first, end) => reader.statusRuns(first, end),
   };
 }
 
@@ -131,18 +131,23 @@ export class ObjectBlockDevice implements BlockDevice {
   async extents(offset: number, length: number): Promise<Extent[]> {
     this.checkRange(offset, length);
     const bs = this.blockSize;
-    const out: Extent[] = [];
     const end = offset + length;
-    for (let pos = offset; pos < end; ) {
-      const b = Math.floor(pos / bs);
-      const to = Math.min(end, (b + 1) * bs);
-      const st = b < Math.ceil(this.source.sizeBytes / bs) ? this.source.status(b) : "hole";
-      const hole = st === "hole";
-      const zero = st !== "data";
-      const last = out[out.length - 1];
-      if (last && last.hole === hole && last.zero === zero) last.length += to - pos;
-      else out.push({ offset: pos, length: to - pos, hole, zero });
-      pos = to;
+    const first = Math.floor(offset / bs);
+    const stored = Math.ceil(this.source.sizeBytes / bs);
+    const last = Math.ceil(end / bs);
+    const runs = this.source.statusRuns(first, Math.min(last, stored));
+    // Past what the store holds (a device sized by records larger than the volume): zeroes.
+    if (last > stored) runs.push({ start: Math.max(first, stored), end: last, status: "hole" });
+    const out: Extent[] = [];
+    for (const r of runs) {
+      const from = Math.max(offset, r.start * bs);
+      const to = Math.min(end, r.end * bs);
+      if (to <= from) continue;
+      const hole = r.status === "hole";
+      const zero = r.status !== "data";
+      const prev = out[out.length - 1];
+      if (prev && prev.hole === hole && prev.zero === zero && prev.offset + prev.length === from) prev.length += to - from;
+      else out.push({ offset: from, length: to - from, hole, zero });
     }
     return out;
   }

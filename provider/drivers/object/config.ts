@@ -51,7 +51,7 @@ export const objectConfigSchema = z
     /** This host's place for kindling's local state of these volumes (one directory per backend). */
     cacheDir: path,
     /** The map's block: the unit of reads, writes and the NBD preferred block size. */
-    blockSizeKiB: z.number().int().min(4).max(1024).refine(powerOfTwo, "must be a power of two").default(64),
+    blockSizeKiB: z.number().int().min(4).max(1024).refine(powerOfTwo, "must be a power of two").default(4),
     /** A commit starts once this much waits to go up: the usual size of one record object. */
     segmentSizeMiB: z.number().int().min(1).max(32).default(8),
     /** Writes wait while this much waits and a commit is under way (one record holds it all, so at most 32). */

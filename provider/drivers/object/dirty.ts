@@ -1,3 +1,5 @@
+import { crc32 } from "node:zlib";
+
 // Writes not yet committed, block by block. The newest write to a block replaces what an
 // older one left (writes are coalesced before they go up); a write that covers only part of a
 // block keeps a mask of the 512-byte sectors it set, and the rest is filled from the committed
@@ -6,7 +8,8 @@
 export const SECTOR = 512;
 
 export type Dirty =
-  | { kind: "data"; buf: Buffer; mask?: Uint8Array }
+  /** `crc`: of a whole block, computed as it arrives (off the commit's path). */
+  | { kind: "data"; buf: Buffer; mask?: Uint8Array; crc?: number }
   | { kind: "unmap" }
   | { kind: "zero" };
 
@@ -32,7 +35,9 @@ export class DirtySet {
   /** Whole block of data (the caller's buffer is copied: NBD reuses its buffers). */
   setFull(block: number, data: Buffer): void {
     this.touch();
-    this.blocks.set(block, { kind: "data", buf: Buffer.from(data) });
+    const buf = Buffer.allocUnsafe(data.length);
+    data.copy(buf);
+    this.blocks.set(block, { kind: "data", buf, crc: crc32(buf) });
   }
 
   setEmpty(block: number, kind: "unmap" | "zero"): void {
@@ -49,6 +54,7 @@ export class DirtySet {
     const cur = this.blocks.get(block);
     if (cur?.kind === "data" && !cur.mask) {
       data.copy(cur.buf, at);
+      cur.crc = undefined;
       return true;
     }
     if (cur && cur.kind !== "data") {

@@ -381,31 +381,27 @@ export class ObjectDriver implements VolumeDriver {
   }
 
   private async writerFor(volumeId: string): Promise<VolumeWriter> {
-    const existing = this.writers.get(volumeId);
-    if (existing) {
+    for (let existing = this.writers.get(volumeId); existing; existing = this.writers.get(volumeId)) {
       const w = await existing;
-      w.share();
-      return w;
+      if (w.share()) return w;
+      await w.closed(); // the last close here is draining: a new writer takes over after it
     }
-    if ((await this.fencingOf()) === "none") {
-      throw new BackendError(`${this.store.where} does not refuse a second create of one object (If-None-Match: *), so kindling cannot keep two writers apart there`, {
-        hint: "reach this store through an API that honours it (radosgw: use api s3), or open the volume read-only",
+    const opening: Promise<VolumeWriter> = (async () => {
+      if ((await this.fencingOf()) === "none") {
+        throw new BackendError(`${this.store.where} does not refuse a second create of one object (If-None-Match: *), so kindling cannot keep two writers apart there`, {
+          hint: "reach this store through an API that honours it (radosgw: use api s3), or open the volume read-only",
+        });
+      }
+      return VolumeWriter.open(this.store, () => loadState(this.store, volumeId), (s) => this.parentReader(s), this.cache, this.settings, volumeId, () => {
+        if (this.writers.get(volumeId) === opening) this.writers.delete(volumeId);
       });
-    }
-    const opening = VolumeWriter.open(
-      this.store,
-      () => loadState(this.store, volumeId),
-      (s) => this.parentReader(s),
-      this.cache,
-      this.settings,
-      volumeId,
-      () => this.writers.delete(volumeId),
-    );
+    })();
+    // Set before anything is awaited: a second open here shares this one instead of racing it.
     this.writers.set(volumeId, opening);
     try {
       return await opening;
     } catch (err) {
-      this.writers.delete(volumeId);
+      if (this.writers.get(volumeId) === opening) this.writers.delete(volumeId);
       throw err;
     }
   }

@@ -1,4 +1,5 @@
 import { BackendError } from "../../util/errors";
+import { BlockMap } from "./blockmap";
 import { runsToBlocks, type ParentRef, type RecordHeader } from "./record";
 
 // A volume as its log says it is at one sequence number: size, the map from block to where its
@@ -8,7 +9,7 @@ import { runsToBlocks, type ParentRef, type RecordHeader } from "./record";
 /** Map values: a block's bytes in record `seq` at `slot`, or one of these. */
 export const ZERO_HOLE = -1; // reads as zeroes, holds nothing, hides a clone's parent
 export const ZERO_ALLOC = -2; // reads as zeroes, reported allocated (WRITE_ZEROES without trim)
-const SLOTS = 4096;
+const SLOTS = 8192;
 
 export const packLoc = (seq: number, slot: number) => seq * SLOTS + slot;
 export const locSeq = (loc: number) => Math.floor(loc / SLOTS);
@@ -19,6 +20,8 @@ export const MAX_RECORD_BLOCKS = SLOTS;
 export interface RecordInfo {
   /** Where the record's data starts in its object. */
   dataStart: number;
+  /** How many blocks of data it holds. */
+  blocks: number;
   /** Blocks of the head map still pointing into it. */
   live: number;
   /** The sequence number at which its last live block was overwritten. */
@@ -38,9 +41,9 @@ export class VolumeState {
   /** The newest writer's epoch (its `open` record's sequence number). */
   epoch = 0;
   holder?: string;
-  readonly map = new Map<number, number>();
+  readonly map = new BlockMap();
   /** CRC-32 of each mapped data block, checked on reads. */
-  readonly crcs = new Map<number, number>();
+  readonly crcs = new BlockMap();
   readonly records = new Map<number, RecordInfo>();
   readonly pins: Pins = { snapshots: new Map(), clones: new Map() };
   /** The sequence number of the newest checkpoint this state came from or was saved as. */
@@ -101,7 +104,7 @@ export class VolumeState {
   private applyData(header: RecordHeader, dataStart: number): void {
     const seq = header.seq;
     const data = runsToBlocks(header.data);
-    if (data.length) this.records.set(seq, { dataStart, live: 0 });
+    if (data.length) this.records.set(seq, { dataStart, blocks: data.length, live: 0 });
     data.forEach((block, slot) => {
       this.setBlock(block, packLoc(seq, slot), seq);
       const crc = header.crc?.[slot];
@@ -183,7 +186,7 @@ export class VolumeState {
       holder: this.holder,
       snapshots: Object.fromEntries(this.pins.snapshots),
       clones: Object.fromEntries(this.pins.clones),
-      records: [...this.records].map(([seq, r]) => [seq, r.dataStart, r.live, r.deadAt ?? -1]),
+      records: [...this.records].map(([seq, r]) => [seq, r.dataStart, r.live, r.deadAt ?? -1, r.blocks]),
       entries: this.map.size,
     };
     const json = Buffer.from(JSON.stringify(header), "utf8");
@@ -205,13 +208,13 @@ export class VolumeState {
     const len = bytes.readUInt32BE(8);
     const h = JSON.parse(bytes.toString("utf8", 12, 12 + len)) as {
       volume: string; seq: number; sizeBytes: number; blockSize: number; parent?: ParentRef; epoch: number; holder?: string;
-      snapshots: Record<string, number>; clones: Record<string, number>; records: Array<[number, number, number, number]>; entries: number;
+      snapshots: Record<string, number>; clones: Record<string, number>; records: Array<[number, number, number, number, number]>; entries: number;
     };
     const s = new VolumeState(h.volume);
     Object.assign(s, { seq: h.seq, sizeBytes: h.sizeBytes, blockSize: h.blockSize, parent: h.parent, epoch: h.epoch, holder: h.holder, checkpointSeq: h.seq });
     for (const [id, seq] of Object.entries(h.snapshots)) s.pins.snapshots.set(id, seq);
     for (const [id, seq] of Object.entries(h.clones)) s.pins.clones.set(id, seq);
-    for (const [seq, dataStart, live, deadAt] of h.records) s.records.set(seq, { dataStart, live, deadAt: deadAt < 0 ? undefined : deadAt });
+    for (const [seq, dataStart, live, deadAt, blocks] of h.records) s.records.set(seq, { dataStart, blocks, live, deadAt: deadAt < 0 ? undefined : deadAt });
     const start = 12 + len;
     const raw = bytes.subarray(start, start + h.entries * 24);
     if (raw.length !== h.entries * 24) throw new BackendError(`${key}: checkpoint cut short`);

@@ -1,14 +1,14 @@
 import { crc32 } from "node:zlib";
-import { BackendError, InUseError } from "../../util/errors";
+import { BackendError } from "../../util/errors";
 import { logger } from "../../util/log";
 import type { BlockCache } from "./cache";
 import { DirtySet, fill, overlay, type Dirty } from "./dirty";
 import { logKey } from "./layout";
 import { StoreLease, type HeldLease } from "./lease";
 import { appendRecord, probeTail, readHeader, saveCheckpoint } from "./log";
-import { BlockReader, type BlockStatus } from "./reader";
+import { BlockReader, pushRun, type BlockStatus, type StatusRun } from "./reader";
 import { blocksToRuns, encodeRecord, newHeader, type RecordHeader } from "./record";
-import { MAX_RECORD_BLOCKS, packLoc, type VolumeState } from "./state";
+import { MAX_RECORD_BLOCKS, type VolumeState } from "./state";
 import { PreconditionFailed, type ObjectStore } from "./store";
 
 // The one writer of a volume in this process: every writable open of the volume here shares it,
@@ -50,6 +50,7 @@ export class VolumeWriter {
   private waiters: Array<() => void> = [];
   private checkpoints: Array<{ seq: number; at: number }> = [];
   private lastError?: Error;
+  private autoQueued = false;
   private opens = 1;
   private closing?: Promise<void>;
   readonly reader: BlockReader;
@@ -92,16 +93,22 @@ export class VolumeWriter {
     }
   }
 
-  /** Another open of the same volume in this process. */
-  share(): void {
-    if (this.closing) throw new InUseError(`volume ${this.state.volumeId} is closing here; open it again once it has`);
+  /** Another open of the same volume in this process; false while it is closing (wait for `closed()`, then open anew). */
+  share(): boolean {
+    if (this.closing) return false;
     this.opens++;
+    return true;
+  }
+
+  /** Resolves once a closing writer is done (its lease given back). */
+  async closed(): Promise<void> {
+    await this.closing?.catch(() => undefined);
   }
 
   private start(): void {
     const renew = setInterval(() => void this.renew(), Math.max(1000, this.settings.leaseMs / 3));
     const age = setInterval(() => {
-      if (this.active.size && performance.now() - this.active.since >= this.settings.dirtyAgeMs && !this.committing) void this.commit().catch(() => undefined);
+      if (this.active.size && performance.now() - this.active.since >= this.settings.dirtyAgeMs && !this.committing && !this.autoQueued) void this.commit().catch(() => undefined);
     }, Math.max(50, Math.min(1000, this.settings.dirtyAgeMs / 2)));
     // Records others append (a snapshot, an extend) are seen at the next commit; an idle writer
     // looks for them now and then, so a grown volume shows its new size.
@@ -181,12 +188,34 @@ export class VolumeWriter {
     return d.kind === "data" ? "data" : d.kind === "unmap" ? "hole" : "zero";
   }
 
+  /** The committed runs with what is not committed yet laid over them. */
+  statusRuns(first: number, end: number): StatusRun[] {
+    const pendingBlocks = new Set<number>();
+    for (const set of [this.active, this.committing]) for (const b of set?.blocks.keys() ?? []) if (b >= first && b < end) pendingBlocks.add(b);
+    const base = this.reader.statusRuns(first, end);
+    if (!pendingBlocks.size) return base;
+    const pending = [...pendingBlocks].sort((a, b) => a - b);
+    const out: StatusRun[] = [];
+    let i = 0;
+    for (const r of base) {
+      let at = r.start;
+      for (; i < pending.length && pending[i] < r.end; i++) {
+        const b = pending[i];
+        pushRun(out, at, b, r.status);
+        pushRun(out, b, b + 1, this.status(b));
+        at = b + 1;
+      }
+      pushRun(out, at, r.end, r.status);
+    }
+    return out;
+  }
+
   // ---- writes
 
   private async room(): Promise<void> {
     while (this.active.bytes >= this.settings.dirtyLimitBytes || this.active.size >= MAX_RECORD_BLOCKS) {
       this.check();
-      if (!this.committing) void this.commit().catch(() => undefined);
+      this.kick();
       await new Promise<void>((r) => this.waiters.push(r));
     }
     this.check();
@@ -217,8 +246,18 @@ export class VolumeWriter {
     this.kick();
   }
 
+  /**
+   * Starts a commit once a segment's worth waits, unless one is under way or queued: when that
+   * one ends, whatever came in meanwhile goes in the next, so commits stay large.
+   */
   private kick(): void {
-    if (this.active.bytes >= this.settings.segmentBytes && !this.committing) void this.commit().catch(() => undefined);
+    if (this.autoQueued || this.committing || this.active.bytes < this.settings.segmentBytes) return;
+    this.autoQueued = true;
+    const run = this.chain.then(() => {
+      this.autoQueued = false;
+      return this.commitActive();
+    });
+    this.chain = run.catch(() => undefined);
   }
 
   // ---- commits
@@ -262,6 +301,7 @@ export class VolumeWriter {
     } finally {
       this.committing = undefined;
       for (const w of this.waiters.splice(0)) w();
+      this.kick();
     }
     // A checkpoint or a sweep that fails costs only time on the next open; the commit stands.
     await this.afterCommit().catch((err) => logger().warn({ volume: this.state.volumeId, err: (err as Error).message }, "object volume checkpoint or sweep failed"));
@@ -285,7 +325,7 @@ export class VolumeWriter {
     const fields: Partial<RecordHeader> = {
       epoch: this.state.epoch,
       data: blocksToRuns(dataBlocks),
-      crc: bufs.map((b) => crc32(b)),
+      crc: dataBlocks.map((b, i) => (gen.blocks.get(b) as Dirty & { kind: "data" }).crc ?? crc32(bufs[i])),
       unmap: unmap.length ? blocksToRuns(unmap) : undefined,
       zero: zero.length ? blocksToRuns(zero) : undefined,
     };
@@ -300,20 +340,20 @@ export class VolumeWriter {
       } catch (err) {
         if (!(err instanceof PreconditionFailed)) throw err;
         if (await this.resolveCollision(seq, header.commit)) {
-          this.applyOwn(header, dataStart, bufs);
+          this.applyOwn(header, dataStart, body, bufs.length);
           return;
         }
         continue;
       }
-      this.applyOwn(header, dataStart, bufs);
+      this.applyOwn(header, dataStart, body, bufs.length);
       return;
     }
   }
 
-  private applyOwn(header: RecordHeader, dataStart: number, bufs: Buffer[]): void {
+  private applyOwn(header: RecordHeader, dataStart: number, body: Buffer, blocks: number): void {
     this.state.apply(header, dataStart);
     // What was just written is what the next reads want: cache it by where it now is.
-    bufs.forEach((b, slot) => this.reader.remember(packLoc(header.seq, slot), b));
+    this.reader.remember(header.seq, body, dataStart, blocks);
   }
 
   /**

@@ -59,11 +59,11 @@ export async function checkDownloadTarget(file: string, force = false): Promise<
 
 /**
  * Writes what `device` holds to `file` as a sparse raw image. Holes (and ranges the device says
- * read as zeroes) are seeked over, never read or written, and read chunks that turn out all zero
- * (down to a filesystem block) are not written either, so FILE takes only the space of the data. The image goes to a hidden
- * file beside FILE and takes FILE's name only once whole and synced: a failure or an abort
- * leaves FILE as it was. `checkpoint` runs between chunks and may throw to stop the copy (the
- * caller lost its writer lock).
+ * read as zeroes) are seeked over, never read or written, and the blocks of read chunks that
+ * turn out all zero are not written either, so FILE takes only the space of the data. The image
+ * goes to a hidden file beside FILE and takes FILE's name only once whole and synced: a failure
+ * or an abort leaves FILE as it was. `checkpoint` runs between chunks and may throw to stop the
+ * copy (the caller lost its writer lock).
  */
 export async function writeImage(device: BlockDevice, file: string, opts: DownloadOptions & { checkpoint?: () => void } = {}): Promise<DownloadResult> {
   const path = await checkDownloadTarget(file, opts.force);

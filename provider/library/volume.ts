@@ -508,8 +508,11 @@ export class Volume extends Tracked<"volume"> {
     // Renewed well inside its staleness, so nobody takes it over while the copy runs.
     let lost: KindlingError | undefined;
     let renewedAt = Date.now();
+    // One renewal at a time, and none left running when the lock is given back (it would take
+    // the lock again).
+    let renewing = Promise.resolve();
     const heartbeat = setInterval(() => {
-      locks.acquire(persistence, this.id).then((r) => {
+      renewing = renewing.then(() => locks.acquire(persistence, this.id)).then((r) => {
         if (r.ok) renewedAt = Date.now();
         else lost = r.writer ? heldBy(this.name, r.writer, "downloaded") : new InUseError(`volume ${this.name}'s writer lock was taken by ${r.holder} during the download`);
       }, (err) => {
@@ -539,6 +542,7 @@ export class Volume extends Tracked<"volume"> {
       }
     } finally {
       clearInterval(heartbeat);
+      await renewing;
       await locks.release(persistence, this.id).catch((err) => logger().warn({ volume: this.id, err: errorMessage(err) }, "could not give back the download's writer lock; it expires"));
     }
   }

@@ -26,6 +26,8 @@ export interface Values {
   "tls-cert"?: string;
   "tls-key"?: string;
   "tls-psk"?: string;
+  snapshot?: string;
+  force?: boolean;
 }
 
 export interface Context {

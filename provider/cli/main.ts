@@ -12,6 +12,8 @@ import { snapshotCreate, snapshotDelete, snapshotList, snapshotShow } from "./co
 import { attach, detach } from "./commands/attach";
 import { connect, disconnect, validateConnector } from "./commands/connect";
 import { nbdServe } from "./commands/nbd";
+import { volumeDownload } from "./commands/download";
+import { volumeLock, volumeUnlock } from "./commands/lock";
 
 const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
 
@@ -23,6 +25,9 @@ const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
                                              show --refresh adds what the storage holds
   volume extend VOL --size GIB
   volume clone VOL NAME [--size GIB]
+  volume download VOL FILE [--snapshot SNAP] [--force]
+                                             a sparse raw image of the volume or a snapshot
+  volume lock VOL | unlock VOL [--force]     hold or release the volume's writer lock by hand
   snapshot create VOL NAME | list [VOL] | show SNAP [--refresh] | delete SNAP
   attach VOL [--read-only]                   prints the block device path
   detach VOL
@@ -62,6 +67,8 @@ const OPTIONS = {
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
   "tls-psk": { type: "string" },
+  snapshot: { type: "string" },
+  force: { type: "boolean" },
 } as const;
 
 const GLOBAL = ["config", "backend", "json", "help", "version"];
@@ -83,6 +90,9 @@ const COMMANDS: Record<string, Command> = {
   "volume delete": { run: volumeDelete, options: [], args: [1, 1] },
   "volume extend": { run: volumeExtend, options: ["size"], args: [1, 1] },
   "volume clone": { run: volumeClone, options: ["size", "description"], args: [2, 2] },
+  "volume download": { run: volumeDownload, options: ["snapshot", "force"], args: [2, 2] },
+  "volume lock": { run: volumeLock, options: [], args: [1, 1] },
+  "volume unlock": { run: volumeUnlock, options: ["force"], args: [1, 1] },
   "snapshot create": { run: snapshotCreate, options: ["description"], args: [2, 2] },
   "snapshot list": { run: snapshotList, options: [], args: [0, 1] },
   "snapshot show": { run: snapshotShow, options: ["refresh"], args: [1, 1] },
@@ -103,6 +113,8 @@ const EXIT: Record<ErrorCode | "USAGE", number> = {
   IN_USE: 4,
   CONFLICT: 4,
   NO_SPACE: 5,
+  // As a shell reports a command that SIGINT stopped.
+  INTERRUPTED: 130,
   BACKEND_ERROR: 1,
 };
 

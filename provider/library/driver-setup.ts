@@ -4,7 +4,7 @@ import type { VolumeDriver } from "../drivers/contract";
 const NEEDS_SETUP = new Set<string>([
   "stats", "applyQos", "maxSizeGiB", "createVolume", "deleteVolume", "extendVolume", "cloneVolume",
   "createSnapshot", "deleteSnapshot", "createVolumeFromSnapshot", "inspect", "inspectSnapshot",
-  "initializeConnection", "terminateConnection", "open",
+  "initializeConnection", "terminateConnection", "open", "lockVolume", "unlockVolume",
 ]);
 
 /**

@@ -32,7 +32,39 @@ export function exportClaimKey(connectionId: string, owner: ProcessIdentity): st
 interface Held {
   owner: ProcessIdentity;
   heartbeat: number;
+  /** How old its holder lets its heartbeat get before the lock counts as abandoned. */
+  staleMs?: number;
+  /** What the holding process does: absent for the NBD daemon (locks written before there were others). */
+  purpose?: WriterPurpose;
 }
+
+/** Processes that hold a writer lock: the NBD daemon's read-write exports, and downloads (which keep writers out). */
+export type WriterPurpose = "nbd serve" | "download";
+
+/**
+ * A writer lock held by hand (`kindling volume lock`, as swiftnbd-ctl's lock): it names the
+ * user and host who took it and has no heartbeat and no expiry, so nothing takes it over; only
+ * `kindling volume unlock` gives it back.
+ */
+export interface HandHolder {
+  user: string;
+  host: string;
+  /** When it was taken (ISO 8601). */
+  since: string;
+}
+
+/** Who holds a volume's writer lock, as `kindling volume show` and the refusals name it. */
+export type WriterHolder =
+  | ({ kind: "hand"; live: true; description: string } & HandHolder)
+  | {
+    kind: "process";
+    purpose: WriterPurpose;
+    owner: ProcessIdentity;
+    heartbeat: number;
+    /** False once its process is gone or its heartbeat went stale: anyone may take the lock over. */
+    live: boolean;
+    description: string;
+  };
 
 /**
  * An owner as a lock or claim keeps it. Locks written before owners had an identity held the
@@ -59,7 +91,46 @@ function parseHeld(value: string): Held | undefined {
   const v = parseJson(value);
   const owner = v && parseOwner(v.owner);
   if (!v || !owner || typeof v.heartbeat !== "number") return undefined;
-  return { owner, heartbeat: v.heartbeat };
+  return {
+    owner,
+    heartbeat: v.heartbeat,
+    ...(typeof v.staleMs === "number" && v.staleMs > 0 ? { staleMs: v.staleMs } : {}),
+    ...(v.purpose === "download" || v.purpose === "nbd serve" ? { purpose: v.purpose } : {}),
+  };
+}
+
+function parseHand(value: string): HandHolder | undefined {
+  const hand = parseJson(value)?.byHand as Record<string, unknown> | undefined;
+  if (!hand || typeof hand !== "object" || typeof hand.user !== "string" || typeof hand.host !== "string") return undefined;
+  return { user: hand.user, host: hand.host, since: typeof hand.since === "string" ? hand.since : "" };
+}
+
+/**
+ * A process lock that anyone may take over: its heartbeat is older than its holder allows (or,
+ * for locks that do not say, `staleMs`), or its process is gone from this host.
+ */
+function abandoned(held: Held, staleMs: number): boolean {
+  return Date.now() - held.heartbeat > (held.staleMs ?? staleMs) || processState(held.owner) === "dead";
+}
+
+function describeHand(hand: HandHolder): string {
+  return `${hand.user}@${hand.host} (by hand${hand.since ? `, since ${hand.since}` : ""})`;
+}
+
+function holderOf(value: string, staleMs: number): WriterHolder | undefined {
+  const hand = parseHand(value);
+  if (hand) return { kind: "hand", live: true, ...hand, description: describeHand(hand) };
+  const held = parseHeld(value);
+  if (!held) return undefined;
+  const purpose = held.purpose ?? "nbd serve";
+  return {
+    kind: "process",
+    purpose,
+    owner: held.owner,
+    heartbeat: held.heartbeat,
+    live: !abandoned(held, staleMs),
+    description: `kindling ${purpose === "download" ? "volume download" : "nbd serve"} on ${describeProcess(held.owner)}`,
+  };
 }
 
 /**
@@ -73,7 +144,7 @@ function gone(held: Held, staleMs: number): boolean {
   return state === "elsewhere" && Date.now() - held.heartbeat > staleMs;
 }
 
-export type LockResult = { ok: true } | { ok: false; holder: string; owner?: ProcessIdentity };
+export type LockResult = { ok: true } | { ok: false; holder: string; owner?: ProcessIdentity; writer?: WriterHolder };
 
 /**
  * One writer per volume. A read-write export holds a lock kept as a key-value: { owner,
@@ -86,10 +157,14 @@ export class WriterLocks {
   constructor(
     private readonly staleMs = DEFAULT_STALE_MS,
     readonly owner: ProcessIdentity = thisProcess(),
+    /** Said in the lock so that those it refuses learn why; the NBD daemon's locks leave it out. */
+    private readonly purpose?: WriterPurpose,
   ) {}
 
   private value(): string {
-    return JSON.stringify({ owner: this.owner, heartbeat: Date.now() });
+    // The lock says how long it stays fresh unrenewed, so every reader judges it by its holder's
+    // promise rather than by its own setting.
+    return JSON.stringify({ owner: this.owner, heartbeat: Date.now(), staleMs: this.staleMs, ...(this.purpose ? { purpose: this.purpose } : {}) });
   }
 
   /** Takes or renews the lock; says who holds it when someone else does. */
@@ -98,11 +173,13 @@ export class WriterLocks {
     for (let attempt = 0; attempt < 3; attempt++) {
       const [current] = await persistence.getKeyValues(key);
       if (current) {
+        // A lock held by hand never expires: only `kindling volume unlock` ends it.
+        const hand = parseHand(current.value);
+        if (hand) return { ok: false, holder: describeHand(hand), writer: holderOf(current.value, this.staleMs) };
         // A value nobody can parse has no owner who could renew it: it is taken over.
         const held = parseHeld(current.value);
-        if (held && !sameProcess(held.owner, this.owner)) {
-          const stale = Date.now() - held.heartbeat > this.staleMs || processState(held.owner) === "dead";
-          if (!stale) return { ok: false, holder: describeProcess(held.owner), owner: held.owner };
+        if (held && !sameProcess(held.owner, this.owner) && !abandoned(held, this.staleMs)) {
+          return { ok: false, holder: describeProcess(held.owner), owner: held.owner, writer: holderOf(current.value, this.staleMs) };
         }
       }
       if (await persistence.compareAndSetKeyValue(key, current?.value, this.value())) return { ok: true };
@@ -114,9 +191,41 @@ export class WriterLocks {
   async release(persistence: Persistence, volumeId: string): Promise<void> {
     const key = writerLockKey(volumeId);
     const [current] = await persistence.getKeyValues(key);
-    const held = current && parseHeld(current.value);
+    const held = current && !parseHand(current.value) && parseHeld(current.value);
     if (held && sameProcess(held.owner, this.owner)) await persistence.compareAndSetKeyValue(key, current.value, undefined);
   }
+}
+
+/** A volume's writer lock as it is now: who holds it (none when unreadable) and its raw value, for compare-and-set. */
+export interface WriterLockState {
+  holder?: WriterHolder;
+  value: string;
+}
+
+/** Who holds the volume's writer lock, if anyone; stale process locks are returned with `live: false`. */
+export async function readWriterLock(persistence: Persistence, volumeId: string): Promise<WriterLockState | undefined> {
+  const [current] = await persistence.getKeyValues(writerLockKey(volumeId));
+  return current ? { holder: holderOf(current.value, DEFAULT_STALE_MS), value: current.value } : undefined;
+}
+
+/**
+ * Takes the volume's writer lock by hand. Refused while a live process or another hand holds
+ * it (the refusal names them); a lock whose process is gone or stale is taken over, as the NBD
+ * daemon would. Returns the value written, which `releaseWriterLock` needs.
+ */
+export async function lockByHand(persistence: Persistence, volumeId: string, who: { user: string; host: string }): Promise<{ ok: true; value: string } | { ok: false; holder: WriterHolder | undefined }> {
+  const value = JSON.stringify({ byHand: { user: who.user, host: who.host, since: new Date().toISOString() } });
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const current = await readWriterLock(persistence, volumeId);
+    if (current?.holder?.live) return { ok: false, holder: current.holder };
+    if (await persistence.compareAndSetKeyValue(writerLockKey(volumeId), current?.value, value)) return { ok: true, value };
+  }
+  return { ok: false, holder: undefined };
+}
+
+/** Removes the lock if it still holds `value` (nobody took it meanwhile); says whether it did. */
+export function releaseWriterLock(persistence: Persistence, volumeId: string, value: string): Promise<boolean> {
+  return persistence.compareAndSetKeyValue(writerLockKey(volumeId), value, undefined);
 }
 
 /** A server serving one connection's export. */

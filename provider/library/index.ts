@@ -3,6 +3,8 @@ export { Backend, type BackendConfig, type BackendOptions, type BackendDump, typ
 export { Volume } from "./volume";
 export { Snapshot } from "./snapshot";
 export { Connection } from "./connection";
+export type { DownloadOptions, DownloadResult } from "./download";
+export type { WriterHolder, HandHolder, WriterPurpose } from "./export-claims";
 export { loadConfig, openBackends, BackendSet, defaultConfig, dataHome, configFileSchema, type ConfigFile, type LoadedConfig } from "./config";
 export type { CreateVolumeOptions, CloneVolumeOptions, CreateSnapshotOptions, ConnectOptions, UpdateVolumeOptions, UpdateSnapshotOptions } from "./schemas";
 export { localConnector } from "../exports/local";

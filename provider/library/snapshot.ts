@@ -10,6 +10,7 @@ import type { Backend } from "./backend";
 import { updateSnapshotSchema, volumeFromSnapshotSchema, type CreateSnapshotOptions, type UpdateSnapshotOptions, type VolumeFromSnapshotOptions } from "./schemas";
 import { Volume } from "./volume";
 import { Connection } from "./connection";
+import { checkDownloadTarget, writeImage, type DownloadOptions, type DownloadResult } from "./download";
 
 type ProgressOpts = { onProgress?: (p: Progress) => void };
 
@@ -182,6 +183,23 @@ export class Snapshot extends Tracked<"snapshot"> {
   async open(): Promise<BlockDevice> {
     if (this.status !== "available") throw new InvalidInputError("snapshot", `snapshot ${this.name} is ${this.status}, not available; it cannot be opened`);
     return this.backend.driver.open({ kind: "snapshot", snapshot: this.toDriver() }, { readOnly: true });
+  }
+
+  /**
+   * Writes the snapshot's data to `file` as a sparse raw image (see download.ts). A snapshot
+   * never changes, so no writer lock is needed: this works while the volume is exported
+   * read-write or locked by hand.
+   */
+  async download(file: string, opts: DownloadOptions = {}): Promise<DownloadResult> {
+    await checkDownloadTarget(file, opts.force);
+    await this.refresh();
+    if (this.gone) throw this.notFound();
+    const device = await this.open();
+    try {
+      return await writeImage(device, file, { ...opts, ...this.backend.progressFor("download", this.id, opts.onProgress) });
+    } finally {
+      await device.close();
+    }
   }
 
   /** The record as plain JSON (what persistence stores and Pulumi state carries). */

@@ -1,6 +1,6 @@
 import type { BlockDevice, DriverVolume, Inspection, ModelUpdate, Progress } from "../drivers/contract";
 import type { ConnectionInfo, Lease, VolumeRecord, VolumeStatus } from "../persistence/records";
-import { InUseError, InvalidInputError, KindlingError, NotFoundError, UnsafeFileError } from "../util/errors";
+import { ConflictError, InUseError, InvalidInputError, KindlingError, NotFoundError, UnsafeFileError, errorMessage } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { parseInput } from "../util/validate";
 import { sizeGiBSchema } from "../util/names";
@@ -8,8 +8,10 @@ import { GiB } from "../util/sizes";
 import { logger } from "../util/log";
 import { localConnector, refreshLocalSize } from "../exports/local";
 import { devicesBacking, findsUnrecordedDevices, releaseLeftovers } from "../exports/local/leftovers";
-import { liveClaims } from "./export-claims";
-import { describeProcess } from "../util/owner";
+import { DEFAULT_STALE_MS, WriterLocks, liveClaims, lockByHand, readWriterLock, releaseWriterLock, type WriterHolder } from "./export-claims";
+import { describeProcess, thisProcess } from "../util/owner";
+import { checkDownloadTarget, writeImage, type DownloadOptions, type DownloadResult } from "./download";
+import { handHolder, heldBy } from "./writer-refusals";
 import { Tracked } from "./tracked";
 import type { Backend } from "./backend";
 import {
@@ -180,6 +182,9 @@ export class Volume extends Tracked<"volume"> {
           hint: "its server closes the export within a second of `kindling disconnect`; try again then",
         });
       }
+      // Locked by hand (as swiftnbd-ctl's delete, which refuses a locked container) or being downloaded.
+      const writer = await readWriterLock(this.backend.persistence, this.id);
+      if (writer?.holder?.live) throw heldBy(this.name, writer.holder, "deleted");
       // A device left by a crashed attach would keep the file's blocks (and its data) alive.
       if (findsUnrecordedDevices(this.backend.driver.attachProtocol)) await this.releaseDevices([]);
       const previous = this.status;
@@ -194,6 +199,8 @@ export class Volume extends Tracked<"volume"> {
         throw err;
       }
       await this.forget();
+      // An abandoned writer lock (its holder died) would outlive the volume in the records.
+      if (writer) await releaseWriterLock(this.backend.persistence, this.id, writer.value).catch(() => undefined);
     }, { ifGone: () => undefined, freeing: true });
   }
 
@@ -411,6 +418,133 @@ export class Volume extends Tracked<"volume"> {
       throw new InvalidInputError("volume", `volume ${this.name} is ${this.status}; it cannot be opened`);
     }
     return this.backend.driver.open({ kind: "volume", volume: this.toDriver() }, { readOnly: opts.readOnly ?? false });
+  }
+
+  /**
+   * Who holds the volume's writer lock: the NBD daemon for a read-write export, a download, or
+   * someone by hand (`lock()`). A holder that died is returned with `live: false` (anyone may
+   * take its lock over). Undefined when nobody holds it.
+   */
+  async writer(): Promise<WriterHolder | undefined> {
+    return (await readWriterLock(this.backend.persistence, this.id))?.holder;
+  }
+
+  /**
+   * Takes the volume's writer lock by hand, as swiftnbd-ctl's lock: no heartbeat and no expiry,
+   * until `unlock()`. Meanwhile the NBD daemon does not export the volume read-write (read-only
+   * exports and snapshots still work), downloads and deletes are refused, and so is a second
+   * lock. Drivers whose storage enforces one writer take their own lock too, after the records'
+   * (and give it back first), so a failure leaves nothing half taken.
+   */
+  async lock(): Promise<WriterHolder> {
+    return this.leased("lock", async () => {
+      const who = handHolder();
+      const taken = await lockByHand(this.backend.persistence, this.id, who);
+      if (!taken.ok) {
+        if (taken.holder) throw heldBy(this.name, taken.holder, "locked");
+        throw new ConflictError(`volume ${this.name}'s writer lock kept changing while it was being taken`, { hint: "try again" });
+      }
+      if (this.backend.driver.lockVolume) {
+        try {
+          await this.backend.driver.lockVolume(this.toDriver(), `${who.user}@${who.host}`);
+        } catch (err) {
+          await releaseWriterLock(this.backend.persistence, this.id, taken.value).catch((e) =>
+            logger().warn({ volume: this.id, err: errorMessage(e) }, "could not give back the writer lock after the driver refused its own; `kindling volume unlock` releases it"));
+          throw err;
+        }
+      }
+      return (await readWriterLock(this.backend.persistence, this.id))?.holder as WriterHolder;
+    });
+  }
+
+  /**
+   * Releases the writer lock. A lock held by hand (by anyone) or by a holder that died is
+   * released as it is; one held by a live process (the NBD daemon's export, a download) only
+   * with `force`, which also makes the driver release whoever holds its own lock (a writer that
+   * died on another host). Says what it released; `locked: false` when nothing was held.
+   */
+  async unlock(opts: { force?: boolean } = {}): Promise<{ locked: boolean; holder?: WriterHolder }> {
+    const force = opts.force ?? false;
+    return this.leased("unlock", async () => {
+      const current = await readWriterLock(this.backend.persistence, this.id);
+      const holder = current?.holder;
+      if (holder?.kind === "process" && holder.live && !force) {
+        throw new InUseError(`volume ${this.name}'s writer lock is held by ${holder.description}, which is running`, {
+          hint: holder.purpose === "download"
+            ? "it is released when the download ends"
+            : `\`kindling disconnect ${this.name}\` ends the export and its lock; --force releases the lock anyway (a server that died on another host)`,
+        });
+      }
+      // The driver's lock first: the reverse of `lock()`.
+      if (this.backend.driver.unlockVolume && (holder?.kind === "hand" || force)) await this.backend.driver.unlockVolume(this.toDriver(), { force });
+      if (!current) return { locked: false };
+      if (!(await releaseWriterLock(this.backend.persistence, this.id, current.value))) {
+        throw new ConflictError(`volume ${this.name}'s writer lock changed while it was being released`, { hint: "look again with `kindling volume show` and retry" });
+      }
+      return { locked: true, holder };
+    }, { ifGone: () => ({ locked: false }) });
+  }
+
+  /**
+   * Writes the volume's data to `file` as a sparse raw image (see download.ts), through the
+   * driver's `open()`, so every backend can. The volume must have no writer: the download holds
+   * its writer lock while it reads (as swiftnbd-ctl's download locked the container), so it is
+   * refused while the NBD daemon exports it read-write or someone locked it by hand, and no
+   * read-write export starts meanwhile. A writer outside those locks (a device attached
+   * read-write) refuses it too. A snapshot's download (`Snapshot.download`) needs none of this.
+   */
+  async download(file: string, opts: DownloadOptions = {}): Promise<DownloadResult> {
+    await checkDownloadTarget(file, opts.force);
+    await this.refresh();
+    if (this.gone) throw this.notFound();
+    this.requireUsable("downloaded");
+    const persistence = this.backend.persistence;
+    const locks = new WriterLocks(DEFAULT_STALE_MS, thisProcess(), "download");
+    const taken = await locks.acquire(persistence, this.id);
+    if (!taken.ok) {
+      if (taken.writer) throw heldBy(this.name, taken.writer, "downloaded");
+      throw new InUseError(`volume ${this.name}'s writer lock is held by ${taken.holder}; it cannot be downloaded`, { hint: "try again" });
+    }
+    // Renewed well inside its staleness, so nobody takes it over while the copy runs.
+    let lost: KindlingError | undefined;
+    let renewedAt = Date.now();
+    // One renewal at a time, and none left running when the lock is given back (it would take
+    // the lock again).
+    let renewing = Promise.resolve();
+    const heartbeat = setInterval(() => {
+      renewing = renewing.then(() => locks.acquire(persistence, this.id)).then((r) => {
+        if (r.ok) renewedAt = Date.now();
+        else lost = r.writer ? heldBy(this.name, r.writer, "downloaded") : new InUseError(`volume ${this.name}'s writer lock was taken by ${r.holder} during the download`);
+      }, (err) => {
+        if (Date.now() - renewedAt > DEFAULT_STALE_MS / 2) lost = new InUseError(`volume ${this.name}'s writer lock could not be renewed during the download: ${errorMessage(err)}`);
+      });
+    }, DEFAULT_STALE_MS / 6);
+    heartbeat.unref();
+    try {
+      const writers = (await this.connections()).filter((c) => c.attachMode === "rw" && c.protocol !== "nbd");
+      if (writers.length) {
+        const where = writers.map((c) => c.devicePath ?? c.protocol).join(", ");
+        throw new InUseError(`volume ${this.name} is connected read-write (${where}); it cannot be downloaded while it may change`, {
+          hint: `snapshot it first (\`kindling snapshot create ${this.name} NAME\`) and download the snapshot (\`kindling volume download ${this.name} FILE --snapshot NAME\`)`,
+        });
+      }
+      const device = await this.open({ readOnly: true });
+      try {
+        return await writeImage(device, file, {
+          ...opts,
+          ...this.backend.progressFor("download", this.id, opts.onProgress),
+          checkpoint: () => {
+            if (lost) throw lost;
+          },
+        });
+      } finally {
+        await device.close();
+      }
+    } finally {
+      clearInterval(heartbeat);
+      await renewing;
+      await locks.release(persistence, this.id).catch((err) => logger().warn({ volume: this.id, err: errorMessage(err) }, "could not give back the download's writer lock; it expires"));
+    }
   }
 
   /** The record as plain JSON (what persistence stores and Pulumi state carries). */

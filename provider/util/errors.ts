@@ -7,6 +7,7 @@ export type ErrorCode =
   | "IN_USE"
   | "CONFLICT"
   | "NO_SPACE"
+  | "INTERRUPTED"
   | "BACKEND_ERROR";
 
 export class KindlingError extends Error {
@@ -49,6 +50,13 @@ export class InUseError extends KindlingError {
 export class ConflictError extends KindlingError {
   constructor(message: string, opts: { field?: string; hint?: string } = {}) {
     super("CONFLICT", message, opts);
+  }
+}
+
+/** A long operation stopped on request (Ctrl-C); what it had half made was removed. */
+export class InterruptedError extends KindlingError {
+  constructor(message: string) {
+    super("INTERRUPTED", message);
   }
 }
 

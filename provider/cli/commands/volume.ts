@@ -4,6 +4,7 @@ import { parsePairs, parseSize } from "../args";
 import { arg, type Context } from "../context";
 import { NAME_COLUMN_WIDTH, fields, printable, table } from "../output";
 import { progressBar } from "../progress";
+import { writerText } from "./lock";
 import { statusText } from "../status";
 
 function volumeRows(volumes: Volume[]) {
@@ -62,9 +63,13 @@ export async function volumeShow(ctx: Context): Promise<void> {
   const actual = ctx.values.refresh ? await volume.inspect() : undefined;
   const snapshots = (await volume.snapshots()).map((s) => ({ id: s.id, name: s.name, status: s.status }));
   const connections = (await volume.connections()).map((c) => ({ id: c.id, protocol: c.protocol, devicePath: c.devicePath, attachMode: c.attachMode }));
-  const value = { ...volume.dump(), busy: volume.busy, actual, snapshots, connections };
+  const writerLock = await volume.writer();
+  const value = { ...volume.dump(), busy: volume.busy, actual, snapshots, connections, writerLock: writerLock ?? null };
   const { lease: _lease, ...record } = volume.dump();
-  ctx.out.result(value, () => fields({ ...record, status: statusText(volume), actual, snapshots: snapshots.map((s) => s.name), connections }));
+  ctx.out.result(value, () => fields({
+    ...record, status: statusText(volume), actual, snapshots: snapshots.map((s) => s.name), connections,
+    "writer lock": writerLock ? writerText(writerLock) : undefined,
+  }));
 }
 
 export async function volumeDelete(ctx: Context): Promise<void> {

@@ -122,7 +122,7 @@ export class ExportDaemon {
         return;
       }
       if (!lock.ok) {
-        logger().warn({ export: key, volume: served.lockedVolume, holder: lock.holder }, "the writer lock was taken by another server; closing the export's connections");
+        logger().warn({ export: key, volume: served.lockedVolume, holder: lock.holder }, lock.writer?.kind === "hand" ? "the writer lock was taken by hand (`kindling volume lock`); closing the export's connections" : "the writer lock was taken by another server; closing the export's connections");
         // Said once: the refusals that follow name the same holder.
         this.refused.set(key, holderKey(lock));
         await this.remove(key, served, "its writer lock was lost");
@@ -216,7 +216,13 @@ export class ExportDaemon {
     const holder = holderKey(lock);
     if (this.refused.get(key) === holder) return;
     this.refused.set(key, holder);
-    logger().warn({ export: key, volume, holder: lock.holder }, "volume is exported read-write by another server; not exporting it here until its lock is free");
+    const writer = lock.writer;
+    const message = writer?.kind === "hand"
+      ? `volume is locked by ${writer.description} with \`kindling volume lock\`; not exporting it read-write until \`kindling volume unlock\` releases it`
+      : writer?.purpose === "download"
+        ? `volume is being downloaded by ${writer.description}; not exporting it read-write until the download ends`
+        : "volume is exported read-write by another server; not exporting it here until its lock is free";
+    logger().warn({ export: key, volume, holder: lock.holder }, message);
   }
 
   private logFailure(key: string, message: string): void {

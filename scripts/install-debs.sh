@@ -24,6 +24,8 @@ packages=(
   # same throwaway cluster); python3-swiftclient warms up its first bucket in scripts/ceph/up.sh,
   # and curl asks the scripts' servers whether they answer yet.
   radosgw python3-swiftclient curl
+  # A Swift all-in-one (scripts/swift), with memcached for tempauth's tokens.
+  swift swift-proxy swift-object swift-container swift-account memcached
   # The postgres and mysql record stores: throwaway servers for their tests and benchmarks
   # (scripts/postgres, scripts/mariadb), with the psql and mariadb clients the tests check them by.
   postgresql mariadb-server

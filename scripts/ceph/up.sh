@@ -84,11 +84,13 @@ rgw_name=client.rgw.kindling
 if [ -n "$rgw_port" ]; then
   mkdir -p "$dir/rgw"
   # `rgw swift url`: the storage URL Swift's auth hands out names this endpoint, not a guess.
+  # tcp_nodelay=1: without it beast sends a small answer's body behind its headers only once the
+  # client's delayed ACK comes, and every small GET takes about 40 ms instead of 2-3.
   cat >> "$CEPH_CONF" <<CONF
 [$rgw_name]
 keyring = $dir/rgw/keyring
 rgw data = $dir/rgw
-rgw frontends = beast endpoint=127.0.0.1:$rgw_port
+rgw frontends = beast endpoint=127.0.0.1:$rgw_port tcp_nodelay=1
 rgw swift url = http://127.0.0.1:$rgw_port
 CONF
 fi

@@ -7,7 +7,11 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { randomBytes } from "node:crypto";
-import { stillRunning } from "./helpers/processes";
+import { spawnSync } from "node:child_process";
+import { statSync } from "node:fs";
+import { join } from "node:path";
+import { processes, stillRunning } from "./helpers/processes";
+import { ROOT } from "./helpers/pulumi";
 import {
   RadosGateway,
   SwiftAio,
@@ -176,7 +180,7 @@ describe("Swift all-in-one", { skip }, () => {
     t.diagnostic(`winners of 16 per round: ${winners.join(", ")} (Swift checks each replica before the body is staged, so overlapping PUTs can all pass)`);
   });
 
-  test("X-Delete-After: the object is there, then gone once it expires", async () => {
+  test("X-Delete-After: the object is gone once it expires, and If-None-Match: * then creates it again", async () => {
     const put = await swift(open(), "PUT", `${container}/lease`, { headers: { "X-Delete-After": "1" }, body: "holder a" });
     assert.equal(put.status, 201);
     let gone = false;
@@ -191,6 +195,10 @@ describe("Swift all-in-one", { skip }, () => {
     // Expired counts as absent, so a lease can be taken again with If-None-Match: *.
     const again = await swift(open(), "PUT", `${container}/lease`, { headers: { "If-None-Match": "*", "X-Delete-After": "30" }, body: "holder b" });
     assert.equal(again.status, 201);
+    const head = await swift(open(), "HEAD", `${container}/lease`, { headers: { "X-Newest": "true" } });
+    await head.arrayBuffer();
+    assert.equal(head.status, 200, "the new lease is there");
+    assert.match(head.headers.get("x-delete-at") ?? "", /^\d+$/, "and carries its expiry");
   });
 
   test("a ranged GET gets 206 and exactly those bytes", async () => {
@@ -240,6 +248,26 @@ describe("radosgw, Swift API", { skip }, () => {
     const r = await swiftAuthResponse({ ...gateway().swift, key: `${gateway().swiftKey}x` });
     await r.arrayBuffer();
     assert.equal(r.status, 401);
+  });
+});
+
+describe("the stores' scripts", { skip }, () => {
+  test("keys live in files of mode 0600 (the proxy's configuration too), and on no process's command line", () => {
+    const cluster = gateway().cluster.dir;
+    const aio = allInOne().dir;
+    for (const file of [join(cluster, "rgw.access-key"), join(cluster, "rgw.secret-key"), join(cluster, "rgw.swift-key"), join(aio, "tester.key"), join(aio, "etc", "proxy-server.conf")]) {
+      assert.equal(statSync(file).mode & 0o777, 0o600, file);
+    }
+    const secrets = [gateway().secretKey, gateway().swiftKey, allInOne().key];
+    const exposed = processes().filter((p) => secrets.some((secret) => p.cmdline.includes(secret)));
+    assert.deepEqual(exposed.map((p) => p.pid), []);
+  });
+
+  test("swift up.sh refuses a second start in the same directory, and the first keeps running", () => {
+    const r = spawnSync(join(ROOT, "scripts", "swift", "up.sh"), [allInOne().dir], { encoding: "utf8" });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /is not empty/);
+    assert.equal(stillRunning(allInOne().procs).length, allInOne().procs.length);
   });
 });
 

@@ -64,6 +64,7 @@ bench: setup
 	node dist/bench/records.js
 	node dist/bench/persistence.js
 	node dist/bench/rbd.js
+	node dist/bench/object-store.js
 
 clean:
 	rm -rf dist node_modules .tools

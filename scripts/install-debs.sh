@@ -20,6 +20,12 @@ packages=(
   # rbd-fuse (local attach without the kernel's rbd module), and a throwaway cluster for tests.
   ceph-common qemu-block-extra rbd-fuse
   ceph-mon ceph-mgr ceph-osd ceph-base uuid-runtime
+  # The object driver's stores, for its tests and benchmarks: radosgw (S3 and Swift APIs on the
+  # same throwaway cluster); python3-swiftclient warms up its first bucket in scripts/ceph/up.sh,
+  # and curl asks the scripts' servers whether they answer yet.
+  radosgw python3-swiftclient curl
+  # A Swift all-in-one (scripts/swift), with memcached for tempauth's tokens.
+  swift swift-proxy swift-object swift-container swift-account memcached
   # The postgres and mysql record stores: throwaway servers for their tests and benchmarks
   # (scripts/postgres, scripts/mariadb), with the psql and mariadb clients the tests check them by.
   postgresql mariadb-server

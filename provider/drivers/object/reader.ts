@@ -156,7 +156,9 @@ export class BlockReader {
       const pending = this.inflight.get(key);
       if (pending) {
         got.set(key, Buffer.alloc(0));
-        waits.push(pending.then((b) => void got.set(key, b)));
+        const wait = pending.then((b) => void got.set(key, b));
+        wait.catch(() => undefined); // awaited below; a failed read of ours may end this call first
+        waits.push(wait);
         continue;
       }
       got.set(key, Buffer.alloc(0));
@@ -168,12 +170,8 @@ export class BlockReader {
     const worker = async () => {
       while (next < missing.length) {
         const run = missing[next++];
-        const fetched = this.fetchLines(run.seq, run.first, run.count);
-        for (let i = 0; i < run.count; i++) {
-          const key = this.lineKey(run.seq, run.first + i);
-          waits.push(fetched.then((lines) => void got.set(key, lines[i])));
-        }
-        await fetched;
+        const lines = await this.fetchLines(run.seq, run.first, run.count);
+        lines.forEach((line, i) => got.set(this.lineKey(run.seq, run.first + i), line));
       }
     };
     await Promise.all(Array.from({ length: Math.min(PARALLEL_GETS, missing.length) }, worker));

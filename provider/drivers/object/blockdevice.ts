@@ -8,6 +8,8 @@ import type { VolumeWriter } from "./writer";
 // and trimming whole blocks are map changes with no data; only the partial blocks at a range's
 // edges are written as zeroes.
 
+/** The most blocks a WRITE_ZEROES keeps as allocated zeroes one by one (4 MiB at 4 KiB blocks). */
+const ZERO_ENTRIES_MAX = 1024;
 /** Blocks handled in one batch of a large request. */
 const BATCH_BLOCKS = 256;
 
@@ -106,18 +108,32 @@ export class ObjectBlockDevice implements BlockDevice {
     return this.writable().flush();
   }
 
+  /**
+   * Whole blocks become a range of the map (a trim) or zero entries (WRITE_ZEROES that must stay
+   * allocated, up to ZERO_ENTRIES_MAX blocks: beyond that a range of holes, which reads the same);
+   * the partial blocks at the edges are written as zeroes.
+   */
   private async empty(offset: number, length: number, kind: "unmap" | "zero"): Promise<void> {
     this.checkRange(offset, length);
     const w = this.writable();
     const bs = this.blockSize;
     const end = offset + length;
-    for (let pos = offset; pos < end; ) {
-      const b = Math.floor(pos / bs);
-      const to = Math.min(end, (b + 1) * bs);
-      if (pos === b * bs && to === (b + 1) * bs) await w.setEmpty(b, kind);
-      else await w.writePart(b, pos - b * bs, Buffer.alloc(to - pos));
-      pos = to;
+    const first = Math.ceil(offset / bs);
+    const last = Math.floor(end / bs);
+    if (first >= last) {
+      // No whole block inside: zeroes written, split at the block edge it may cross.
+      for (let pos = offset; pos < end; ) {
+        const b = Math.floor(pos / bs);
+        const to = Math.min(end, (b + 1) * bs);
+        await w.writePart(b, pos - b * bs, Buffer.alloc(to - pos));
+        pos = to;
+      }
+      return;
     }
+    if (offset < first * bs) await w.writePart(Math.floor(offset / bs), offset % bs, Buffer.alloc(first * bs - offset));
+    if (kind === "zero" && last - first <= ZERO_ENTRIES_MAX) for (let b = first; b < last; b++) await w.zeroBlock(b);
+    else await w.unmapRange(first, last);
+    if (end > last * bs) await w.writePart(last, 0, Buffer.alloc(end - last * bs));
   }
 
   trim(offset: number, length: number): Promise<void> {

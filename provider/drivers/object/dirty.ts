@@ -1,4 +1,5 @@
 import { crc32 } from "node:zlib";
+import { Intervals } from "./intervals";
 
 // Writes not yet committed, block by block. The newest write to a block replaces what an
 // older one left (writes are coalesced before they go up); a write that covers only part of a
@@ -15,13 +16,20 @@ export type Dirty =
 
 export class DirtySet {
   readonly blocks = new Map<number, Dirty>();
+  /** Ranges trimmed since; a block entry (newer) wins over a range it falls in. */
+  readonly unmapped = new Intervals();
   /** performance.now() of the oldest write here. */
   since = 0;
 
   constructor(readonly blockSize: number) {}
 
+  /** Blocks with an entry of their own (what a record must carry one by one). */
   get size(): number {
     return this.blocks.size;
+  }
+
+  get isEmpty(): boolean {
+    return this.blocks.size === 0 && this.unmapped.empty;
   }
 
   get bytes(): number {
@@ -29,7 +37,21 @@ export class DirtySet {
   }
 
   private touch(): void {
-    if (this.blocks.size === 0) this.since = performance.now();
+    if (this.isEmpty) this.since = performance.now();
+  }
+
+  /** Blocks [start, end) trimmed: one range, whatever its length; older entries in it go. */
+  unmapRange(start: number, end: number): void {
+    this.touch();
+    if (this.blocks.size < end - start) {
+      for (const b of [...this.blocks.keys()]) if (b >= start && b < end) this.blocks.delete(b);
+    } else for (let b = start; b < end; b++) this.blocks.delete(b);
+    this.unmapped.add(start, end);
+  }
+
+  /** What the set says of a block: an entry, "unmap" for a trimmed range, or nothing. */
+  lookup(block: number): Dirty | undefined {
+    return this.blocks.get(block) ?? (this.unmapped.has(block) ? { kind: "unmap" } : undefined);
   }
 
   /** Whole block of data (the caller's buffer is copied: NBD reuses its buffers). */
@@ -51,7 +73,7 @@ export class DirtySet {
    */
   setPart(block: number, at: number, data: Buffer): boolean {
     const aligned = at % SECTOR === 0 && data.length % SECTOR === 0;
-    const cur = this.blocks.get(block);
+    const cur = this.lookup(block);
     if (cur?.kind === "data" && !cur.mask) {
       data.copy(cur.buf, at);
       cur.crc = undefined;

@@ -69,7 +69,7 @@ export class BlockReader {
   status(block: number): BlockStatus {
     const loc = this.state.map.get(block);
     if (loc === undefined) {
-      if (this.parent && block < this.parent.state.blocks) return this.parent.status(block);
+      if (this.showsParent(block)) return (this.parent as BlockReader).status(block);
       return "hole";
     }
     if (loc === ZERO_HOLE) return "hole";
@@ -83,9 +83,7 @@ export class BlockReader {
     for (let b = first; b < end; ) {
       const next = this.state.map.nextSet(b, end);
       if (next > b) {
-        const parentEnd = this.parent ? Math.min(next, this.parent.state.blocks) : b;
-        if (this.parent && b < parentEnd) for (const r of this.parent.statusRuns(b, parentEnd)) pushRun(out, r.start, r.end, r.status);
-        pushRun(out, Math.max(b, parentEnd), next, "hole");
+        this.unmappedRuns(b, next, out);
         b = next;
         continue;
       }
@@ -94,6 +92,28 @@ export class BlockReader {
       b++;
     }
     return out;
+  }
+
+  /** An unmapped block of a clone reads its parent's, unless the clone trimmed it or grew past it. */
+  private showsParent(block: number): boolean {
+    return this.parent !== undefined && block < this.parent.state.blocks && !this.state.hidden.has(block);
+  }
+
+  /** Runs of an unmapped stretch: the parent's where it shows through, holes elsewhere. */
+  private unmappedRuns(start: number, end: number, out: StatusRun[]): void {
+    const parent = this.parent;
+    if (!parent) return pushRun(out, start, end, "hole");
+    for (let b = start; b < end; ) {
+      const { inside, end: edge } = this.state.hidden.around(b);
+      const stop = Math.min(end, edge);
+      if (inside) pushRun(out, b, stop, "hole");
+      else {
+        const parentEnd = Math.min(stop, parent.state.blocks);
+        if (b < parentEnd) for (const r of parent.statusRuns(b, parentEnd)) pushRun(out, r.start, r.end, r.status);
+        pushRun(out, Math.max(b, parentEnd), stop, "hole");
+      }
+      b = stop;
+    }
   }
 
   /** A record just committed: its lines are cached from the body that went up, so reading back costs no GET. */
@@ -116,7 +136,7 @@ export class BlockReader {
     for (const block of blocks) {
       const loc = this.state.map.get(block);
       if (loc === undefined) {
-        if (this.parent && block < this.parent.state.blocks) fromParent.push(block);
+        if (this.showsParent(block)) fromParent.push(block);
         else out.set(block, null);
       } else if (loc < 0) out.set(block, null);
       else wanted.push({ block, seq: locSeq(loc), slot: locSlot(loc) });

@@ -1,5 +1,6 @@
 import { BackendError } from "../../util/errors";
 import { BlockMap } from "./blockmap";
+import { Intervals } from "./intervals";
 import { runsToBlocks, type ParentRef, type RecordHeader } from "./record";
 
 // A volume as its log says it is at one sequence number: size, the map from block to where its
@@ -45,6 +46,8 @@ export class VolumeState {
   /** CRC-32 of each mapped data block, checked on reads. */
   readonly crcs = new BlockMap();
   readonly records = new Map<number, RecordInfo>();
+  /** A clone's trimmed ranges: unmapped there, yet they must not show the parent's data. */
+  hidden = new Intervals();
   readonly pins: Pins = { snapshots: new Map(), clones: new Map() };
   /** The sequence number of the newest checkpoint this state came from or was saved as. */
   checkpointSeq = -1;
@@ -94,6 +97,7 @@ export class VolumeState {
       case "flattened":
         this.parent = undefined;
         for (const [block, loc] of this.map) if (loc === ZERO_HOLE) this.map.delete(block);
+        this.hidden = new Intervals();
         break;
       case "close":
         this.holder = undefined;
@@ -103,6 +107,12 @@ export class VolumeState {
 
   private applyData(header: RecordHeader, dataStart: number): void {
     const seq = header.seq;
+    // Trimmed ranges first, then the blocks the record carries one by one (newer than any range).
+    for (const [start, count] of header.unmap ?? []) {
+      this.clearRange(start, start + count, seq);
+      if (this.parent) this.hidden.add(start, start + count);
+    }
+    for (const block of runsToBlocks(header.zero)) this.setBlock(block, ZERO_ALLOC, seq);
     const data = runsToBlocks(header.data);
     if (data.length) this.records.set(seq, { dataStart, blocks: data.length, live: 0 });
     data.forEach((block, slot) => {
@@ -110,11 +120,11 @@ export class VolumeState {
       const crc = header.crc?.[slot];
       if (crc !== undefined) this.crcs.set(block, crc);
     });
-    for (const block of runsToBlocks(header.unmap)) {
-      if (this.parent) this.setBlock(block, ZERO_HOLE, seq);
-      else this.clearBlock(block, seq);
-    }
-    for (const block of runsToBlocks(header.zero)) this.setBlock(block, ZERO_ALLOC, seq);
+  }
+
+  /** Unmaps every mapped block in [start, end), skipping unmapped stretches a page at a time. */
+  private clearRange(start: number, end: number, seq: number): void {
+    for (let b = this.map.nextSet(start, end); b < end; b = this.map.nextSet(b + 1, end)) this.clearBlock(b, seq);
   }
 
   private release(old: number | undefined, seq: number): void {
@@ -186,6 +196,7 @@ export class VolumeState {
       holder: this.holder,
       snapshots: Object.fromEntries(this.pins.snapshots),
       clones: Object.fromEntries(this.pins.clones),
+      hidden: this.hidden.list,
       records: [...this.records].map(([seq, r]) => [seq, r.dataStart, r.live, r.deadAt ?? -1, r.blocks]),
       entries: this.map.size,
     };
@@ -208,12 +219,13 @@ export class VolumeState {
     const len = bytes.readUInt32BE(8);
     const h = JSON.parse(bytes.toString("utf8", 12, 12 + len)) as {
       volume: string; seq: number; sizeBytes: number; blockSize: number; parent?: ParentRef; epoch: number; holder?: string;
-      snapshots: Record<string, number>; clones: Record<string, number>; records: Array<[number, number, number, number, number]>; entries: number;
+      snapshots: Record<string, number>; clones: Record<string, number>; hidden?: Array<[number, number]>; records: Array<[number, number, number, number, number]>; entries: number;
     };
     const s = new VolumeState(h.volume);
     Object.assign(s, { seq: h.seq, sizeBytes: h.sizeBytes, blockSize: h.blockSize, parent: h.parent, epoch: h.epoch, holder: h.holder, checkpointSeq: h.seq });
     for (const [id, seq] of Object.entries(h.snapshots)) s.pins.snapshots.set(id, seq);
     for (const [id, seq] of Object.entries(h.clones)) s.pins.clones.set(id, seq);
+    s.hidden = Intervals.from(h.hidden);
     for (const [seq, dataStart, live, deadAt, blocks] of h.records) s.records.set(seq, { dataStart, blocks, live, deadAt: deadAt < 0 ? undefined : deadAt });
     const start = 12 + len;
     const raw = bytes.subarray(start, start + h.entries * 24);

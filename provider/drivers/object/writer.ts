@@ -8,6 +8,7 @@ import { StoreLease, type HeldLease } from "./lease";
 import { appendRecord, probeTail, readHeader, saveCheckpoint } from "./log";
 import { BlockReader, pushRun, type BlockStatus, type StatusRun } from "./reader";
 import { blocksToRuns, encodeRecord, newHeader, type RecordHeader } from "./record";
+import { Intervals } from "./intervals";
 import { MAX_RECORD_BLOCKS, type VolumeState } from "./state";
 import { PreconditionFailed, type ObjectStore } from "./store";
 
@@ -51,6 +52,8 @@ export class VolumeWriter {
   private checkpoints: Array<{ seq: number; at: number }> = [];
   private lastError?: Error;
   private autoQueued = false;
+  /** A commit's PUT is under way. */
+  private uploading = false;
   private opens = 1;
   private closing?: Promise<void>;
   readonly reader: BlockReader;
@@ -108,12 +111,12 @@ export class VolumeWriter {
   private start(): void {
     const renew = setInterval(() => void this.renew(), Math.max(1000, this.settings.leaseMs / 3));
     const age = setInterval(() => {
-      if (this.active.size && performance.now() - this.active.since >= this.settings.dirtyAgeMs && !this.committing && !this.autoQueued) void this.commit().catch(() => undefined);
+      if (!this.active.isEmpty && performance.now() - this.active.since >= this.settings.dirtyAgeMs && !this.uploading && !this.autoQueued) void this.commit().catch(() => undefined);
     }, Math.max(50, Math.min(1000, this.settings.dirtyAgeMs / 2)));
     // Records others append (a snapshot, an extend) are seen at the next commit; an idle writer
     // looks for them now and then, so a grown volume shows its new size.
     const poll = setInterval(() => {
-      if (!this.committing && !this.active.size) this.chain = this.chain.then(() => this.catchUp()).catch(() => undefined);
+      if (!this.uploading && !this.committing && this.active.isEmpty) this.chain = this.chain.then(() => this.catchUp()).catch(() => undefined);
     }, 2000);
     for (const t of [renew, age, poll]) t.unref();
     this.timers.push(renew, age, poll);
@@ -157,8 +160,8 @@ export class VolumeWriter {
   // ---- reads, over what is not committed yet
 
   private pending(block: number): Dirty | undefined {
-    const a = this.active.blocks.get(block);
-    const c = this.committing?.blocks.get(block);
+    const a = this.active.lookup(block);
+    const c = this.committing?.lookup(block);
     if (a && c) return overlay(c, a, this.state.blockSize);
     return a ?? c;
   }
@@ -188,26 +191,19 @@ export class VolumeWriter {
     return d.kind === "data" ? "data" : d.kind === "unmap" ? "hole" : "zero";
   }
 
-  /** The committed runs with what is not committed yet laid over them. */
+  /** The committed runs with what is not committed yet laid over them: older sets first, each its ranges then its blocks. */
   statusRuns(first: number, end: number): StatusRun[] {
-    const pendingBlocks = new Set<number>();
-    for (const set of [this.active, this.committing]) for (const b of set?.blocks.keys() ?? []) if (b >= first && b < end) pendingBlocks.add(b);
-    const base = this.reader.statusRuns(first, end);
-    if (!pendingBlocks.size) return base;
-    const pending = [...pendingBlocks].sort((a, b) => a - b);
-    const out: StatusRun[] = [];
-    let i = 0;
-    for (const r of base) {
-      let at = r.start;
-      for (; i < pending.length && pending[i] < r.end; i++) {
-        const b = pending[i];
-        pushRun(out, at, b, r.status);
-        pushRun(out, b, b + 1, this.status(b));
-        at = b + 1;
+    let runs = this.reader.statusRuns(first, end);
+    for (const set of [this.committing, this.active]) {
+      if (!set) continue;
+      for (const [s, e] of set.unmapped.list) if (e > first && s < end) runs = paint(runs, Math.max(s, first), Math.min(e, end), "hole");
+      const blocks = [...set.blocks.keys()].filter((b) => b >= first && b < end).sort((a, b) => a - b);
+      for (const b of blocks) {
+        const d = set.blocks.get(b) as Dirty;
+        runs = paint(runs, b, b + 1, d.kind === "data" ? "data" : d.kind === "unmap" ? "hole" : "zero");
       }
-      pushRun(out, at, r.end, r.status);
     }
-    return out;
+    return runs;
   }
 
   // ---- writes
@@ -239,11 +235,17 @@ export class VolumeWriter {
     this.kick();
   }
 
-  async setEmpty(block: number, kind: "unmap" | "zero"): Promise<void> {
+  /** Zeroes the client wants kept allocated (WRITE_ZEROES without trim), one block. */
+  async zeroBlock(block: number): Promise<void> {
     await this.room();
-    // A trimmed block of a volume without a parent is simply unmapped: zeroes, no data.
-    this.active.setEmpty(block, kind);
+    this.active.setEmpty(block, "zero");
     this.kick();
+  }
+
+  /** Trims blocks [start, end): one range in the next record, however long. */
+  async unmapRange(start: number, end: number): Promise<void> {
+    await this.room();
+    this.active.unmapRange(start, end);
   }
 
   /**
@@ -251,7 +253,7 @@ export class VolumeWriter {
    * one ends, whatever came in meanwhile goes in the next, so commits stay large.
    */
   private kick(): void {
-    if (this.autoQueued || this.committing || this.active.bytes < this.settings.segmentBytes) return;
+    if (this.autoQueued || this.uploading || this.active.bytes < this.settings.segmentBytes) return;
     this.autoQueued = true;
     const run = this.chain.then(() => {
       this.autoQueued = false;
@@ -275,31 +277,36 @@ export class VolumeWriter {
     if (this.settings.durability !== "unsafe") {
       await this.commit();
       // A commit that failed earlier left its blocks waiting; the one above retried them.
-      if (this.active.size && this.lastError) throw this.lastError;
+      if (this.committing && this.lastError) throw this.lastError;
     }
     this.checkLease();
   }
 
+  /**
+   * Commits the set that failed last time (it goes first, as it was, so the order of writes
+   * holds), then everything waiting now.
+   */
   private async commitActive(): Promise<void> {
     this.check();
-    if (!this.active.size) return;
-    const gen = this.active;
-    this.active = new DirtySet(this.state.blockSize);
-    this.committing = gen;
+    this.uploading = true;
     try {
-      await this.commitSet(gen);
+      if (this.committing) {
+        await this.commitSet(this.committing);
+        this.committing = undefined;
+      }
+      if (!this.active.isEmpty) {
+        this.committing = this.active;
+        this.active = new DirtySet(this.state.blockSize);
+        await this.commitSet(this.committing);
+        this.committing = undefined;
+      }
       this.lastError = undefined;
     } catch (err) {
-      // Nothing of the set is lost: it goes back under anything written since, for the next try.
-      for (const [b, d] of gen.blocks) {
-        const newer = this.active.blocks.get(b);
-        this.active.blocks.set(b, newer ? overlay(d, newer, this.state.blockSize) : d);
-      }
-      if (this.active.size) this.active.since = Math.min(this.active.since || gen.since, gen.since);
+      // Nothing of the set is lost: it stays, and is committed before anything newer.
       this.lastError = err as Error;
       throw err;
     } finally {
-      this.committing = undefined;
+      this.uploading = false;
       for (const w of this.waiters.splice(0)) w();
       this.kick();
     }
@@ -311,12 +318,14 @@ export class VolumeWriter {
     const bs = this.state.blockSize;
     const sorted = [...gen.blocks.keys()].sort((a, b) => a - b);
     const dataBlocks: number[] = [];
-    const unmap: number[] = [];
     const zero: number[] = [];
+    const unmapped = new Intervals();
+    for (const [s, e] of gen.unmapped.list) unmapped.add(s, e);
     for (const b of sorted) {
       const d = gen.blocks.get(b) as Dirty;
       if (d.kind === "data") dataBlocks.push(b);
-      else (d.kind === "unmap" ? unmap : zero).push(b);
+      else if (d.kind === "zero") zero.push(b);
+      else unmapped.add(b, b + 1);
     }
     // Partial blocks get their other sectors from the committed state, off the write's path.
     const partial = dataBlocks.filter((b) => (gen.blocks.get(b) as Dirty & { kind: "data" }).mask);
@@ -326,7 +335,7 @@ export class VolumeWriter {
       epoch: this.state.epoch,
       data: blocksToRuns(dataBlocks),
       crc: dataBlocks.map((b, i) => (gen.blocks.get(b) as Dirty & { kind: "data" }).crc ?? crc32(bufs[i])),
-      unmap: unmap.length ? blocksToRuns(unmap) : undefined,
+      unmap: unmapped.empty ? undefined : unmapped.list.map(([s, e]) => [s, e - s] as [number, number]),
       zero: zero.length ? blocksToRuns(zero) : undefined,
     };
     for (;;) {
@@ -419,13 +428,13 @@ export class VolumeWriter {
     for (let first = 0; first < limit; first += 256) {
       const blocks: number[] = [];
       for (let b = first; b < Math.min(limit, first + 256); b++) {
-        if (!this.state.map.has(b) && !this.active.blocks.has(b) && parent.status(b) !== "hole") blocks.push(b);
+        if (!this.state.map.has(b) && !this.state.hidden.has(b) && !this.active.lookup(b) && parent.status(b) !== "hole") blocks.push(b);
       }
       if (!blocks.length) continue;
       for (const [b, data] of await parent.read(blocks)) {
-        if (this.active.blocks.has(b) || this.state.map.has(b)) continue;
+        if (this.active.lookup(b) || this.state.map.has(b)) continue;
         if (data) await this.writeFull(b, data);
-        else await this.setEmpty(b, "zero");
+        else await this.zeroBlock(b);
       }
     }
     await this.commit();
@@ -458,4 +467,19 @@ export class VolumeWriter {
       this.onClosed();
     }
   }
+}
+
+/** `runs` with [start, end) set to `status`. */
+function paint(runs: StatusRun[], start: number, end: number, status: BlockStatus): StatusRun[] {
+  const out: StatusRun[] = [];
+  for (const r of runs) {
+    if (r.end <= start || r.start >= end) {
+      pushRun(out, r.start, r.end, r.status);
+      continue;
+    }
+    pushRun(out, r.start, Math.min(r.end, start), r.status);
+    pushRun(out, Math.max(r.start, start), Math.min(r.end, end), status);
+    pushRun(out, Math.max(end, r.start), r.end, r.status);
+  }
+  return out;
 }

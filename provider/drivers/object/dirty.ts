@@ -20,6 +20,8 @@ export class DirtySet {
   readonly unmapped = new Intervals();
   /** performance.now() of the oldest write here. */
   since = 0;
+  /** The commit id of the record this set goes up as, fixed at its first attempt. */
+  commitId?: string;
 
   constructor(readonly blockSize: number) {}
 

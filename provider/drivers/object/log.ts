@@ -1,6 +1,7 @@
 import { BackendError, NotFoundError } from "../../util/errors";
 import { checkpointKey, hintKey, logKey } from "./layout";
 import { decodeHeader, encodeRecord, headerLength, newHeader, RECORD_PREFIX_BYTES, type DecodedHeader, type RecordHeader, type RecordKind } from "./record";
+import { failpoint } from "./failpoints";
 import { PreconditionFailed, type ObjectStore } from "./store";
 import { VolumeState } from "./state";
 
@@ -130,6 +131,7 @@ export async function appendRecord(
 /** Saves the state as a checkpoint, then points the hint at it when it is the newest. */
 export async function saveCheckpoint(store: ObjectStore, state: VolumeState, opts: { hint: boolean }): Promise<void> {
   await store.put(checkpointKey(state.volumeId, state.seq), state.encode());
+  failpoint("checkpoint-before-hint");
   if (opts.hint) await store.put(hintKey(state.volumeId), Buffer.from(JSON.stringify({ checkpoint: state.seq })));
   state.checkpointSeq = Math.max(state.checkpointSeq, state.seq);
 }

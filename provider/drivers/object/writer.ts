@@ -8,6 +8,7 @@ import { StoreLease, type HeldLease } from "./lease";
 import { appendRecord, probeTail, readHeader, saveCheckpoint } from "./log";
 import { BlockReader, pushRun, type BlockStatus, type StatusRun } from "./reader";
 import { blocksToRuns, encodeRecord, newHeader, type RecordHeader } from "./record";
+import { failpoint } from "./failpoints";
 import { Intervals } from "./intervals";
 import { MAX_RECORD_BLOCKS, type VolumeState } from "./state";
 import { PreconditionFailed, type ObjectStore } from "./store";
@@ -341,11 +342,16 @@ export class VolumeWriter {
     for (;;) {
       this.check();
       const seq = this.state.seq + 1;
-      const header = newHeader("data", this.state.volumeId, seq, fields);
+      // The same commit id on every attempt of this set: an attempt whose answer was lost
+      // (a timeout) but that landed is known as ours by the 412 of the next one.
+      gen.commitId ??= newHeader("data", this.state.volumeId, seq).commit;
+      const header = newHeader("data", this.state.volumeId, seq, { ...fields, commit: gen.commitId });
       const body = encodeRecord(header, bufs);
       const dataStart = body.length - bufs.length * bs;
       try {
+        failpoint("commit-before-put");
         await this.store.put(logKey(this.state.volumeId, seq), body, { ifNoneMatch: true });
+        failpoint("commit-after-put");
       } catch (err) {
         if (!(err instanceof PreconditionFailed)) throw err;
         if (await this.resolveCollision(seq, header.commit)) {
@@ -413,6 +419,7 @@ export class VolumeWriter {
     await this.catchUp();
     for (const seq of this.state.deadRecords(old.seq)) {
       await this.store.delete(logKey(this.state.volumeId, seq));
+      failpoint("sweep-after-delete");
       this.state.forgetRecord(seq);
     }
   }

@@ -211,6 +211,71 @@ for (const kind of STORE_KINDS) {
       }
     });
 
+    test("durability local: a FLUSH is the journal on disk; after kill -9 the next writer here puts it back", async () => {
+      assert.ok(stores);
+      // Nothing reaches the store by itself for a minute: whatever survives comes from the journal.
+      const made = await objectBackendConfig(stores, kind as StoreKind, { durability: "local", dirtyAgeSeconds: 60, segmentSizeMiB: 32 });
+      const config = { name: "objects", ...made.config, persistence: { storage: "sqlite", path: join(made.dir, "records.db") } };
+      const setup = await Backend.open(config as never);
+      const volume = await setup.createVolume({ name: "journalled", sizeGiB: 1 });
+      await setup.close();
+      const history = new History();
+      try {
+        const w = startWorker(config, volume.id, 1, {}, 4);
+        await until("acknowledged flushes", () => w.lines.filter((l) => l.startsWith("acked")).length >= 5);
+        w.child.kill("SIGKILL");
+        await w.exited;
+        history.take(w.lines);
+        assert.ok(history.lastAcked >= 20);
+        const logs = (await keysUnder(made.store, `kindling/v1/vol/${volume.id}/log/`)).length;
+        assert.ok(logs <= 3, `the writes never reached the store (${logs} log records: genesis, open)`);
+        // Another host's writer (its own cache directory, no journal) would have to refuse nothing;
+        // this host's next writer replays the journal and commits it.
+        const b = await Backend.open(config as never);
+        const d = await (await b.getVolume(volume.id)).open();
+        await d.close();
+        await b.close();
+        history.truncate(await check(config, volume.id, history, "after the replay"));
+      } finally {
+        const c = await Backend.open(config as never);
+        await (await c.getVolume(volume.id)).delete().catch(() => undefined);
+        await c.close();
+        removeDir(made.dir);
+      }
+    });
+
+    test("durability local: a journal left behind after another writer opened the volume is refused, not replayed over it", async () => {
+      assert.ok(stores);
+      const made = await objectBackendConfig(stores, kind as StoreKind, { durability: "local", dirtyAgeSeconds: 60, segmentSizeMiB: 32 });
+      const config = { name: "objects", ...made.config, persistence: { storage: "sqlite", path: join(made.dir, "records.db") } };
+      const elsewhere = { ...config, cacheDir: join(made.dir, "other-host-cache") };
+      const setup = await Backend.open(config as never);
+      const volume = await setup.createVolume({ name: "diverged", sizeGiB: 1 });
+      await setup.close();
+      try {
+        const w = startWorker(config, volume.id, 1, {}, 4);
+        await until("acknowledged flushes", () => w.lines.some((l) => l.startsWith("acked")));
+        w.child.kill("SIGKILL");
+        await w.exited;
+        const other = await Backend.open(elsewhere as never);
+        const od = await (await other.getVolume(volume.id)).open();
+        await od.pwrite(Buffer.alloc(4096, 0x77), 0);
+        await od.close();
+        await other.close();
+        const again = await Backend.open(config as never);
+        try {
+          await assert.rejects((await again.getVolume(volume.id)).open(), /journal .* holds writes the store never got, and another writer has opened the volume since/);
+        } finally {
+          await again.close();
+        }
+      } finally {
+        const c = await Backend.open(elsewhere as never);
+        await (await c.getVolume(volume.id)).delete().catch(() => undefined);
+        await c.close();
+        removeDir(made.dir);
+      }
+    });
+
     test("the store stops answering mid-write: FLUSH fails clearly, and nothing acknowledged or written is lost", async () => {
       assert.ok(stores);
       const made = await objectBackendConfig(stores, kind as StoreKind, { timeoutSeconds: 2 });

@@ -60,8 +60,12 @@ export const objectConfigSchema = z
     dirtyAgeSeconds: z.number().min(0.01).max(60).default(1),
     /** RAM for blocks read from the store, per process. */
     cacheSizeMiB: z.number().int().min(0).max(1024 * 1024).default(256),
-    /** remote: FLUSH returns once the data is committed in the store; unsafe: FLUSH returns at once. */
-    durability: z.enum(["remote", "unsafe"]).default("remote"),
+    /**
+     * remote: FLUSH returns once the data is committed in the store; local: once it is in a
+     * journal on this host's disk (cacheDir), replayed by the next writer here after a crash;
+     * unsafe: FLUSH returns at once.
+     */
+    durability: z.enum(["remote", "local", "unsafe"]).default("remote"),
     timeoutSeconds: z.number().int().min(1).max(3600).default(30),
     /** How long a writer's lease lasts unrenewed: a writer that dies elsewhere holds the volume this long. */
     leaseSeconds: z.number().int().min(3).max(3600).default(30),

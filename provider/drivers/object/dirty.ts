@@ -22,6 +22,8 @@ export class DirtySet {
   since = 0;
   /** The commit id of the record this set goes up as, fixed at its first attempt. */
   commitId?: string;
+  /** The newest local journal entry in this set (durability local). */
+  maxJseq?: number;
 
   constructor(readonly blockSize: number) {}
 

@@ -125,6 +125,7 @@ export class ObjectDriver implements VolumeDriver {
       leaseMs: c.leaseSeconds * 1000,
       checkpointEvery: c.checkpointEvery,
       gcHorizonMs: c.gcHorizonSeconds * 1000,
+      cacheDir: c.cacheDir,
     };
   }
 

@@ -50,6 +50,8 @@ export interface RecordHeader {
   unmap?: Run[];
   /** ... or zeroes the client asked to keep allocated (WRITE_ZEROES without trim). */
   zero?: Run[];
+  /** The newest journal entry (durability local) the record holds. */
+  jseq?: number;
   snapshot?: string;
   child?: string;
   at?: number;

@@ -41,6 +41,8 @@ export class VolumeState {
   parent?: ParentRef;
   /** The newest writer's epoch (its `open` record's sequence number). */
   epoch = 0;
+  /** The newest local journal entry committed (durability local). */
+  jseq = 0;
   holder?: string;
   readonly map = new BlockMap();
   /** CRC-32 of each mapped data block, checked on reads. */
@@ -107,6 +109,7 @@ export class VolumeState {
 
   private applyData(header: RecordHeader, dataStart: number): void {
     const seq = header.seq;
+    if (header.jseq !== undefined) this.jseq = header.jseq;
     // Trimmed ranges first, then the blocks the record carries one by one (newer than any range).
     for (const [start, count] of header.unmap ?? []) {
       this.clearRange(start, start + count, seq);
@@ -193,6 +196,7 @@ export class VolumeState {
       blockSize: this.blockSize,
       parent: this.parent,
       epoch: this.epoch,
+      jseq: this.jseq,
       holder: this.holder,
       snapshots: Object.fromEntries(this.pins.snapshots),
       clones: Object.fromEntries(this.pins.clones),
@@ -218,11 +222,11 @@ export class VolumeState {
     if (bytes.length < 12 || bytes.toString("latin1", 0, 8) !== "KNDLCKP1") throw new BackendError(`${key} is not a kindling checkpoint`);
     const len = bytes.readUInt32BE(8);
     const h = JSON.parse(bytes.toString("utf8", 12, 12 + len)) as {
-      volume: string; seq: number; sizeBytes: number; blockSize: number; parent?: ParentRef; epoch: number; holder?: string;
+      volume: string; seq: number; sizeBytes: number; blockSize: number; parent?: ParentRef; epoch: number; jseq?: number; holder?: string;
       snapshots: Record<string, number>; clones: Record<string, number>; hidden?: Array<[number, number]>; records: Array<[number, number, number, number, number]>; entries: number;
     };
     const s = new VolumeState(h.volume);
-    Object.assign(s, { seq: h.seq, sizeBytes: h.sizeBytes, blockSize: h.blockSize, parent: h.parent, epoch: h.epoch, holder: h.holder, checkpointSeq: h.seq });
+    Object.assign(s, { seq: h.seq, sizeBytes: h.sizeBytes, blockSize: h.blockSize, parent: h.parent, epoch: h.epoch, jseq: h.jseq ?? 0, holder: h.holder, checkpointSeq: h.seq });
     for (const [id, seq] of Object.entries(h.snapshots)) s.pins.snapshots.set(id, seq);
     for (const [id, seq] of Object.entries(h.clones)) s.pins.clones.set(id, seq);
     s.hidden = Intervals.from(h.hidden);

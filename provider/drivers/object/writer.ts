@@ -10,6 +10,7 @@ import { BlockReader, pushRun, type BlockStatus, type StatusRun } from "./reader
 import { blocksToRuns, encodeRecord, newHeader, type RecordHeader } from "./record";
 import { failpoint } from "./failpoints";
 import { Intervals } from "./intervals";
+import { Journal, leftJournals, readJournals, removeJournals, type JournalEntry } from "./journal";
 import { MAX_RECORD_BLOCKS, type VolumeState } from "./state";
 import { PreconditionFailed, type ObjectStore } from "./store";
 
@@ -37,6 +38,8 @@ export interface WriterSettings {
   checkpointEvery: number;
   /** Dead records go only once a checkpoint past them is this old (readers mid-replay finish first). */
   gcHorizonMs: number;
+  /** Where the local journal lives (durability local) and where a dead writer's journal is looked for. */
+  cacheDir: string;
 }
 
 /** The writer lost the volume (another took it over, or its lease could not be renewed): EIO from now on. */
@@ -58,6 +61,7 @@ export class VolumeWriter {
   private opens = 1;
   private closing?: Promise<void>;
   readonly reader: BlockReader;
+  private journal?: Journal;
 
   private constructor(
     private readonly store: ObjectStore,
@@ -86,15 +90,43 @@ export class VolumeWriter {
     const held = await lease.acquire();
     try {
       const s = await state();
+      // A writer that died here under `durability: local` left acknowledged writes in its journal.
+      const left = leftJournals(settings.cacheDir, volumeId);
+      const entries = readJournals(left).filter((e) => e.jseq > s.jseq);
+      if (entries.length && entries[0].epoch !== s.epoch) {
+        throw new BackendError(`volume ${volumeId}: the local journal ${left[0]} holds writes the store never got, and another writer has opened the volume since`, {
+          hint: "those writes cannot be put back over the other writer's; remove the journal files to open the volume without them",
+        });
+      }
       const w = new VolumeWriter(store, s, await parent(s), cache, lease, settings, onClosed);
       w.held = held;
       await appendRecord(store, s, "open", { holder: `pid ${process.pid}` });
+      if (entries.length) await w.replay(entries);
+      removeJournals(left);
+      if (settings.durability === "local") w.journal = await Journal.create(settings.cacheDir, volumeId, s.epoch, s.jseq);
       w.start();
       return w;
     } catch (err) {
       await lease.release(held).catch(() => undefined);
       throw err;
     }
+  }
+
+  /** The writes of a dead writer's journal, committed before anything else. */
+  private async replay(entries: JournalEntry[]): Promise<void> {
+    const bs = this.state.blockSize;
+    for (const e of entries) {
+      if (e.kind === "unmap") await this.unmapRange(e.offset / bs, (e.offset + e.length) / bs);
+      else if (e.kind === "zero") await this.zeroBlock(e.offset / bs);
+      else {
+        const b = Math.floor(e.offset / bs);
+        const data = e.data as Buffer;
+        if (e.offset % bs === 0 && data.length === bs) await this.writeFull(b, data);
+        else await this.writePart(b, e.offset - b * bs, data);
+      }
+      this.active.maxJseq = e.jseq;
+    }
+    await this.commit();
   }
 
   /** Another open of the same volume in this process; false while it is closing (wait for `closed()`, then open anew). */
@@ -218,9 +250,14 @@ export class VolumeWriter {
     this.check();
   }
 
+  private journalled(kind: "write" | "unmap" | "zero", offset: number, length: number, data?: Buffer): void {
+    if (this.journal) this.active.maxJseq = this.journal.append(kind, offset, length, data);
+  }
+
   async writeFull(block: number, data: Buffer): Promise<void> {
     await this.room();
     this.active.setFull(block, data);
+    this.journalled("write", block * this.state.blockSize, data.length, data);
     this.kick();
   }
 
@@ -233,6 +270,7 @@ export class VolumeWriter {
       data.copy(whole, at);
       this.active.setFull(block, whole);
     }
+    this.journalled("write", block * this.state.blockSize + at, data.length, data);
     this.kick();
   }
 
@@ -240,6 +278,7 @@ export class VolumeWriter {
   async zeroBlock(block: number): Promise<void> {
     await this.room();
     this.active.setEmpty(block, "zero");
+    this.journalled("zero", block * this.state.blockSize, this.state.blockSize);
     this.kick();
   }
 
@@ -247,6 +286,7 @@ export class VolumeWriter {
   async unmapRange(start: number, end: number): Promise<void> {
     await this.room();
     this.active.unmapRange(start, end);
+    this.journalled("unmap", start * this.state.blockSize, (end - start) * this.state.blockSize);
   }
 
   /**
@@ -272,10 +312,14 @@ export class VolumeWriter {
     return run;
   }
 
-  /** FLUSH: in `remote` mode, returns once everything written before it is committed. */
+  /**
+   * FLUSH: in `remote` mode, returns once everything written before it is committed; in
+   * `local` mode once it is in the journal on this host's disk; in `unsafe` mode at once.
+   */
   async flush(): Promise<void> {
     this.check();
-    if (this.settings.durability !== "unsafe") {
+    if (this.journal) await this.journal.sync();
+    else if (this.settings.durability !== "unsafe") {
       await this.commit();
       // A commit that failed earlier left its blocks waiting; the one above retried them.
       if (this.committing && this.lastError) throw this.lastError;
@@ -302,6 +346,7 @@ export class VolumeWriter {
         this.committing = undefined;
       }
       this.lastError = undefined;
+      await this.journal?.committed(this.state.jseq);
     } catch (err) {
       // Nothing of the set is lost: it stays, and is committed before anything newer.
       this.lastError = err as Error;
@@ -337,6 +382,7 @@ export class VolumeWriter {
       data: blocksToRuns(dataBlocks),
       crc: dataBlocks.map((b, i) => (gen.blocks.get(b) as Dirty & { kind: "data" }).crc ?? crc32(bufs[i])),
       unmap: unmapped.empty ? undefined : unmapped.list.map(([s, e]) => [s, e - s] as [number, number]),
+      jseq: gen.maxJseq,
       zero: zero.length ? blocksToRuns(zero) : undefined,
     };
     for (;;) {
@@ -466,6 +512,8 @@ export class VolumeWriter {
       else if (!this.fenced) await this.commit().catch((err) => logger().warn({ err: (err as Error).message }, "unsafe volume: data not committed at close"));
       if (!this.fenced) {
         await this.chain;
+        // Everything is in the store: the journal has nothing the store lacks.
+        if (this.active.isEmpty && !this.committing) await this.journal?.remove();
         await appendRecord(this.store, this.state, "close", {}).catch(() => undefined);
         if (this.state.seq > this.state.checkpointSeq) await this.checkpoint().catch(() => undefined);
       }

@@ -4,14 +4,16 @@
 // and its objects read with S3 requests this test signs itself, and a volume's state rebuilt
 // from its log by the driver's own reader (loadState), never from kindling's records.
 import assert from "node:assert/strict";
-import { lstatSync, readFileSync, readdirSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { lstatSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadState } from "../provider/drivers/object/log";
 import { decodeHeader, type RecordHeader } from "../provider/drivers/object/record";
 import { S3Store } from "../provider/drivers/object/s3";
 import { GiB } from "../provider/util/sizes";
-import { removeDir } from "./helpers/env";
+import { removeDir, tempDir } from "./helpers/env";
+import { stillRunning } from "./helpers/processes";
 import { RadosGateway, objectStoresMissing, s3 } from "./helpers/objectstores";
 import { Project } from "./helpers/pulumi";
 
@@ -40,21 +42,24 @@ before(async () => {
   if (skip) return;
   rgw = await RadosGateway.start();
   // The driver never makes a bucket of its own: the user does, once (README).
-  await gateway().store().createContainer();
+  await bucketStore().createContainer();
 });
 
 after(() => {
-  rgw?.stop();
+  if (!rgw) return;
+  rgw.stop();
+  assert.deepEqual(stillRunning(rgw.procs).map((p) => p.cmdline), [], "no daemon of this test's cluster is left");
 });
 
-function gateway() {
+function gateway(): RadosGateway {
   assert.ok(rgw, "radosgw is up");
-  const g = rgw;
-  return {
-    g,
-    /** kindling's own client of the bucket, for loadState (the driver's reading of a log). */
-    store: () => new S3Store({ endpoint: g.endpoint, bucket: BUCKET, region: "us-east-1", accessKey: g.accessKey, secretKey: g.secretKey, timeoutMs: 30_000 }),
-  };
+  return rgw;
+}
+
+/** kindling's own client of the bucket, for loadState: the driver's reading of a log. */
+function bucketStore(): S3Store {
+  const g = gateway();
+  return new S3Store({ endpoint: g.endpoint, bucket: BUCKET, region: "us-east-1", accessKey: g.accessKey, secretKey: g.secretKey, timeoutMs: 30_000 });
 }
 
 const decodeXml = (s: string) => s.replace(/&(lt|gt|amp|quot|apos);/g, (_, e: string) => ({ lt: "<", gt: ">", amp: "&", quot: '"', apos: "'" })[e] as string);
@@ -65,7 +70,7 @@ async function keysUnder(prefix: string): Promise<string[]> {
   let token: string | undefined;
   for (;;) {
     const query = new URLSearchParams({ "list-type": "2", prefix, ...(token ? { "continuation-token": token } : {}) });
-    const r = await s3(gateway().g, "GET", `/${BUCKET}?${query}`);
+    const r = await s3(gateway(), "GET", `/${BUCKET}?${query}`);
     const xml = await r.text();
     assert.equal(r.status, 200, xml);
     for (const m of xml.matchAll(/<Key>([\s\S]*?)<\/Key>/g)) keys.push(decodeXml(m[1]));
@@ -82,7 +87,7 @@ async function volumeIds(): Promise<string[]> {
 
 /** An object's bytes, or undefined when the bucket has no such key. */
 async function getObject(key: string): Promise<Buffer | undefined> {
-  const r = await s3(gateway().g, "GET", `/${BUCKET}/${key}`);
+  const r = await s3(gateway(), "GET", `/${BUCKET}/${key}`);
   const body = Buffer.from(await r.arrayBuffer());
   if (r.status === 404) return undefined;
   assert.equal(r.status, 200, body.toString("utf8"));
@@ -120,17 +125,17 @@ const isSecret = (value: unknown) => (value as Record<string, unknown> | undefin
 describe("examples/object through the Pulumi engine on radosgw (S3)", { skip }, () => {
   let project: Project;
   const outputs = () => JSON.parse(project.ok(["stack", "output", "--json"]).stdout) as Outputs;
-  const location = (id: string) => `${gateway().g.endpoint}/${BUCKET}/${VOLUMES}${id}/`;
+  const location = (id: string) => `${gateway().endpoint}/${BUCKET}/${VOLUMES}${id}/`;
 
   before(() => {
     project = Project.example("object");
     project.init();
     // What the README tells a user to set: the endpoint, bucket and access key, the secret key
     // as a secret, and here a cache dir inside the project, so the key can be looked for there.
-    project.config("endpoint", gateway().g.endpoint);
+    project.config("endpoint", gateway().endpoint);
     project.config("bucket", BUCKET);
-    project.config("accessKey", gateway().g.accessKey);
-    project.config("secretKey", gateway().g.secretKey, { secret: true });
+    project.config("accessKey", gateway().accessKey);
+    project.config("secretKey", gateway().secretKey, { secret: true });
     project.config("cacheDir", join(project.dir, "cache"));
   });
 
@@ -149,7 +154,7 @@ describe("examples/object through the Pulumi engine on radosgw (S3)", { skip }, 
       assert.ok((await keysUnder(`${VOLUMES}${v.id}/`)).includes(`${VOLUMES}${v.id}/${GENESIS}`), `${v.name} has its first log record`);
       assert.equal(v.location, location(v.id));
     }
-    const store = gateway().store();
+    const store = bucketStore();
     const data = await loadState(store, out.volume.id);
     assert.equal(data.sizeBytes, GiB);
     assert.equal(data.parent, undefined, "the volume stands alone");
@@ -193,7 +198,7 @@ describe("examples/object through the Pulumi engine on radosgw (S3)", { skip }, 
     assert.deepEqual(objectsBefore.filter((k) => !keys.includes(k)), [], "no object went: nothing was made again");
     const resize = (await logOf(out.volume.id)).filter((h) => h.kind === "resize");
     assert.deepEqual(resize.map((h) => h.sizeBytes), [2 * GiB], "one resize record, to 2 GiB");
-    const store = gateway().store();
+    const store = bucketStore();
     assert.equal((await loadState(store, out.volume.id)).sizeBytes, 2 * GiB);
     // The clone follows the volume's size in the program; the restored volume keeps its own.
     assert.equal(out.clone.id, before.clone.id);
@@ -209,7 +214,7 @@ describe("examples/object through the Pulumi engine on radosgw (S3)", { skip }, 
     const cloneKeys = await keysUnder(`${VOLUMES}${before.clone.id}/`);
     assert.ok(cloneKeys.length >= 1);
     for (const key of cloneKeys) {
-      const r = await s3(gateway().g, "DELETE", `/${BUCKET}/${key}`);
+      const r = await s3(gateway(), "DELETE", `/${BUCKET}/${key}`);
       await r.arrayBuffer();
       assert.equal(r.status, 204, `DELETE ${key}`);
     }
@@ -229,7 +234,7 @@ describe("examples/object through the Pulumi engine on radosgw (S3)", { skip }, 
     const out = outputs();
     assert.notEqual(out.clone.id, before.clone.id);
     assert.deepEqual(await volumeIds(), [out.volume.id, out.clone.id, out.fromSnapshot.id].sort());
-    const store = gateway().store();
+    const store = bucketStore();
     const clone = await loadState(store, out.clone.id);
     assert.equal(clone.parent?.volumeId, out.volume.id);
     assert.equal((await loadState(store, out.volume.id)).pins.clones.get(out.clone.id), clone.parent?.seq, "the volume's log pins the new clone's state");
@@ -237,7 +242,7 @@ describe("examples/object through the Pulumi engine on radosgw (S3)", { skip }, 
   });
 
   test("4. the secret key never reaches state, the project's files or engine output in clear", () => {
-    const key = gateway().g.secretKey;
+    const key = gateway().secretKey;
     assert.ok(key.length >= 20, "radosgw gave the user a secret key");
     // The control: decrypted, the state holds the key, so the searches below can find it.
     const revealed = project.stateResources({ showSecrets: true });
@@ -248,6 +253,21 @@ describe("examples/object through the Pulumi engine on radosgw (S3)", { skip }, 
     const state = filesUnder(project.state);
     assert.ok(state.some((f) => f.path.endsWith(".json")), `the state files are where we look: ${state.map((f) => f.path)}`);
     for (const file of state) assert.ok(!file.text.includes(key), `${file.path} holds the key in clear`);
+    // The same with grep, as a user would look; it reads the key from a file, not its argv.
+    const keyDir = tempDir("kindling-object-key-");
+    try {
+      const keyFile = join(keyDir, "key");
+      writeFileSync(keyFile, `${key}\n`, { mode: 0o600 });
+      const grep = (dir: string) => spawnSync("grep", ["-rlF", "--binary-files=text", "-f", keyFile, dir], { encoding: "utf8" });
+      const control = join(keyDir, "export");
+      mkdirSync(control);
+      writeFileSync(join(control, "revealed.json"), project.ok(["stack", "export", "--show-secrets"]).stdout, { mode: 0o600 });
+      assert.equal(grep(control).status, 0, "grep finds the key where it is (stack export --show-secrets)");
+      const found = grep(project.state);
+      assert.equal(found.status, 1, `grep finds the key in the state directory: ${found.stdout}${found.stderr}`);
+    } finally {
+      removeDir(keyDir);
+    }
     // Everything else the project has: its stack config, kindling's records (in its data home),
     // the driver's cache dir, the engine's home.
     const all = filesUnder(project.dir);

@@ -116,11 +116,13 @@ export async function create(inputs: VolumeInputs): Promise<{ id: string; outs: 
   // Only a volume of this name is what an interrupted create of this resource made; under
   // another name it may be the one this replaces (the engine told nothing of it): left alone.
   if (found && !replacing && found.name === inputs.name) {
-    if (found.status === "available" || found.status === "in-use") {
+    // The record alone does not say the volume is there: one deleted from storage behind
+    // kindling's back (dropped from the state by a refresh) still has an available record.
+    if ((found.status === "available" || found.status === "in-use") && (await found.inspect()).exists) {
       replacements.tookUp(found.id, inputs.ownerKey);
       return { id: found.id, outs: outputs(inputs, found) };
     }
-    await found.delete(); // half made when the last run was killed: start again
+    await found.delete(); // half made when the last run was killed, or gone from storage: start again
   }
   const id = newId();
   await recordOwner(backend, "volume", inputs.ownerKey, id);

@@ -234,6 +234,59 @@ for (const kind of STORE_KINDS) {
       await v.delete();
     });
 
+    test("garbage collection: records nothing reads any more go; a snapshot keeps what it reads", async () => {
+      const g = await rig(kind, { checkpointEvery: 4, gcHorizonSeconds: 0 });
+      try {
+        const v = await g.backend.createVolume({ name: "churn", sizeGiB: 1 });
+        const first = pattern(64 * 1024, 10);
+        await writeAt(v, first, 0);
+        const snap = await v.createSnapshot({ name: "kept" });
+        const d = await v.open();
+        let last = first;
+        for (let i = 0; i < 24; i++) {
+          last = pattern(64 * 1024, 11 + i);
+          await d.pwrite(last, 0);
+          await d.flush();
+        }
+        await d.close();
+        const state = await loadState(g.store, v.id);
+        const logs = (await keysUnder(g.store, `kindling/v1/vol/${v.id}/log/`)).length;
+        assert.ok(logs < state.seq + 1 - 10, `dead records were deleted: ${logs} log objects for ${state.seq + 1} records`);
+        assert.deepEqual(await readAt(v, last.length, 0), last);
+        const sd = await snap.open();
+        const got = Buffer.alloc(first.length);
+        await sd.pread(got, 0);
+        await sd.close();
+        assert.deepEqual(got, first, "the snapshot's blocks were kept");
+        const details = (await v.inspect()).details ?? {};
+        assert.equal(details.durability, "remote");
+        assert.equal(details.snapshots, 1);
+        assert.match(String(details.fencing), kind === "s3" ? /^exact/ : /^best effort/);
+        await snap.delete();
+        await v.delete();
+      } finally {
+        await g.backend.close();
+        removeDir(g.dir);
+      }
+    });
+
+    test("a clone whose objects vanished behind kindling's back no longer holds its parent", async () => {
+      const g = await rig(kind, { dependentClones: "refuse" });
+      try {
+        const v = await g.backend.createVolume({ name: "p", sizeGiB: 1 });
+        await writeAt(v, pattern(4096, 12), 0);
+        const c = await v.clone({ name: "c" });
+        await assert.rejects(v.delete(), (err: unknown) => err instanceof InUseError, "refused while the clone lives");
+        for (const k of await volumeKeys(g.store, c.id)) await g.store.delete(k);
+        await v.delete();
+        assert.deepEqual(await volumeKeys(g.store, v.id), []);
+        await c.delete();
+      } finally {
+        await g.backend.close();
+        removeDir(g.dir);
+      }
+    });
+
     test("a volume's objects removed behind kindling's back: reads fail, inspect sees it", async () => {
       const v = await r.backend.createVolume({ name: "vandalised", sizeGiB: 1 });
       await writeAt(v, pattern(1 * MiB, 9), 0);

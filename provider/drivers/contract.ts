@@ -81,6 +81,8 @@ export interface Inspection {
   sizeGiB?: number;
   allocatedBytes?: number;
   location?: string;
+  /** What else the storage says of it, in the driver's words (durability, the writer holding it). */
+  details?: Record<string, string | number | boolean>;
 }
 
 export interface Extent {

@@ -12,7 +12,7 @@ import { BlockCache } from "./cache";
 import { ObjectBlockDevice } from "./blockdevice";
 import { checkpointKey, checkedId, logKey, snapshotKey, volumePrefix } from "./layout";
 import { StoreLease } from "./lease";
-import { appendRecord, loadState, saveCheckpoint } from "./log";
+import { appendRecord, dropVanishedClones, loadState, saveCheckpoint } from "./log";
 import { BlockReader } from "./reader";
 import { encodeRecord, newHeader } from "./record";
 import { S3Store } from "./s3";
@@ -203,8 +203,12 @@ export class ObjectDriver implements VolumeDriver {
     return `${this.store.where}/${volumePrefix(volumeId)}`;
   }
 
-  /** The genesis record: the volume exists once it is there. A re-run after a crash finds its own. */
-  private async genesis(volume: DriverVolume, fields: { blockSize: number; parent?: { volumeId: string; seq: number } }): Promise<void> {
+  /**
+   * The genesis record: the volume exists once it is there. A re-run after a crash finds its
+   * own, and returns the parent it names (a clone re-run pins what its genesis reads, not what
+   * the source is now).
+   */
+  private async genesis(volume: DriverVolume, fields: { blockSize: number; parent?: { volumeId: string; seq: number } }): Promise<{ volumeId: string; seq: number } | undefined> {
     const header = newHeader("genesis", checkedId(volume.id), 0, { sizeBytes: volume.sizeGiB * GiB, blockSize: fields.blockSize, parent: fields.parent });
     try {
       await this.store.put(logKey(volume.id, 0), encodeRecord(header), { ifNoneMatch: true });
@@ -214,7 +218,9 @@ export class ObjectDriver implements VolumeDriver {
       if (there.blockSize !== fields.blockSize || there.parent?.volumeId !== fields.parent?.volumeId) {
         throw new BackendError(`volume ${volume.id} already has objects at ${this.location(volume.id)} that kindling did not make for this volume`, { hint: "remove them, or use another bucket" });
       }
+      return there.parent;
     }
+    return fields.parent;
   }
 
   async createVolume(volume: DriverVolume): Promise<ModelUpdate> {
@@ -238,6 +244,7 @@ export class ObjectDriver implements VolumeDriver {
     if (state) {
       const holder = await new StoreLease(this.store, id, this.settings.leaseMs).holder();
       if (holder && !this.writers.has(id)) throw new InUseError(`volume ${id} is held by ${holder}`, { hint: "close it there first" });
+      await dropVanishedClones(this.store, state);
       for (const child of state.pins.clones.keys()) {
         if (this.config.dependentClones === "refuse") {
           throw new InUseError(`volume ${id} has clones that read through to it (${[...state.pins.clones.keys()].join(", ")})`, { hint: "delete or flatten them first, or set dependentClones: flatten" });
@@ -323,9 +330,9 @@ export class ObjectDriver implements VolumeDriver {
   /** A clone reads through to `parentId` as it was at `seq` until written; `ckpt/seq` must exist. */
   private async makeClone(volume: DriverVolume, parentId: string, seq: number, blockSize: number): Promise<ModelUpdate> {
     this.checkPool(volume.pool);
-    await this.genesis(volume, { blockSize, parent: { volumeId: parentId, seq } });
+    const reads = (await this.genesis(volume, { blockSize, parent: { volumeId: parentId, seq } })) as { volumeId: string; seq: number };
     const parent = await loadState(this.store, parentId);
-    if (!parent.pins.clones.has(volume.id)) await appendRecord(this.store, parent, "clone", { child: volume.id, at: seq });
+    if (parent.pins.clones.get(volume.id) !== reads.seq) await appendRecord(this.store, parent, "clone", { child: volume.id, at: reads.seq });
     return { location: this.location(volume.id) };
   }
 
@@ -347,7 +354,23 @@ export class ObjectDriver implements VolumeDriver {
   async inspect(volume: DriverVolume): Promise<Inspection> {
     const state = await this.stateOf(checkedId(volume.id));
     if (!state) return { exists: false };
-    return { exists: true, sizeBytes: state.sizeBytes, sizeGiB: bytesToGiB(state.sizeBytes), allocatedBytes: state.allocatedBytes, location: this.location(volume.id) };
+    const writer = await new StoreLease(this.store, volume.id, this.settings.leaseMs).holder();
+    return {
+      exists: true, sizeBytes: state.sizeBytes, sizeGiB: bytesToGiB(state.sizeBytes), allocatedBytes: state.allocatedBytes, location: this.location(volume.id),
+      details: {
+        durability: this.config.durability,
+        // S3's create-only PUT is atomic; Swift checks it replica by replica, so two creates at
+        // the same moment can both succeed there (measured on the all-in-one).
+        fencing: this.config.api === "s3" ? "exact: create-only commits (If-None-Match)" : "best effort: Swift's If-None-Match is not atomic under concurrent creates",
+        blockSizeBytes: state.blockSize,
+        logRecords: state.seq + 1,
+        checkpoint: state.checkpointSeq,
+        snapshots: state.pins.snapshots.size,
+        clones: state.pins.clones.size,
+        parent: state.parent ? `${state.parent.volumeId}@${state.parent.seq}` : "none",
+        writer: writer ?? "none",
+      },
+    };
   }
 
   async inspectSnapshot(snapshot: DriverSnapshot): Promise<Inspection> {

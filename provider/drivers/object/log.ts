@@ -135,3 +135,15 @@ export async function saveCheckpoint(store: ObjectStore, state: VolumeState, opt
   if (opts.hint) await store.put(hintKey(state.volumeId), Buffer.from(JSON.stringify({ checkpoint: state.seq })));
   state.checkpointSeq = Math.max(state.checkpointSeq, state.seq);
 }
+
+/**
+ * Ends the pins of clones whose objects are gone (deleted behind kindling's back: a clone's own
+ * delete unpins it first), so they hold no data and block no delete. A clone's genesis comes
+ * before its pin, so a pin without a genesis is never a clone still being made.
+ */
+export async function dropVanishedClones(store: ObjectStore, state: VolumeState): Promise<void> {
+  for (const child of [...state.pins.clones.keys()]) {
+    if (await store.head(logKey(child, 0))) continue;
+    await appendRecord(store, state, "unclone", { child });
+  }
+}

@@ -5,7 +5,7 @@ import type { BlockCache } from "./cache";
 import { DirtySet, fill, overlay, type Dirty } from "./dirty";
 import { logKey } from "./layout";
 import { StoreLease, type HeldLease } from "./lease";
-import { appendRecord, probeTail, readHeader, saveCheckpoint } from "./log";
+import { appendRecord, dropVanishedClones, probeTail, readHeader, saveCheckpoint } from "./log";
 import { BlockReader, pushRun, type BlockStatus, type StatusRun } from "./reader";
 import { blocksToRuns, encodeRecord, newHeader, type RecordHeader } from "./record";
 import { failpoint } from "./failpoints";
@@ -463,6 +463,8 @@ export class VolumeWriter {
     if (!old) return;
     // Records others appended (a new snapshot's pin) count before anything is judged dead.
     await this.catchUp();
+    this.check();
+    await dropVanishedClones(this.store, this.state);
     for (const seq of this.state.deadRecords(old.seq)) {
       await this.store.delete(logKey(this.state.volumeId, seq));
       failpoint("sweep-after-delete");

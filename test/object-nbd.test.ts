@@ -4,8 +4,8 @@
 // store holds is counted from the store's side.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { readFileSync, truncateSync, writeFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { readFileSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Backend } from "../provider/library";
@@ -95,6 +95,34 @@ for (const kind of STORE_KINDS) {
       const job = JSON.parse(fio.stdout.slice(fio.stdout.indexOf("{"))).jobs[0];
       assert.equal(job.error, 0);
       assert.ok(job.write.io_bytes >= 64 * MiB && job.read.io_bytes >= 64 * MiB, "fio wrote and verified 64 MiB");
+    });
+
+    test("download (sparse, with its checksum) and lock by hand, through the command", async () => {
+      // What the export serves now (the copy, then fio's writes over part of it).
+      const served = join(dir, "served.img");
+      ok("nbdcopy", [uri("disk"), served]);
+      const source = readFileSync(served);
+      const file = join(dir, "downloaded.img");
+      cli("snapshot", "create", "disk", "for-download");
+      const got = cli("volume", "download", "disk", file, "--snapshot", "for-download");
+      assert.equal(got.bytes, 1024 * MiB);
+      assert.equal(got.sha256, createHash("sha256").update(source).digest("hex"));
+      assert.ok(readFileSync(file).equals(source));
+      assert.ok(statSync(file).blocks * 512 < 200 * MiB, "the holes stay holes");
+      // `disk` is exported read-write (the server holds its writer lock); `big` is not.
+      cli("volume", "lock", "big");
+      // The store's own lease holds it too: a library user elsewhere is refused by the store.
+      const backend = await Backend.open({ name: "objects", ...JSON.parse(readFileSync(config, "utf8")).backends.objects } as never);
+      try {
+        await assert.rejects((await backend.getVolume(big.id)).open(), /held by a lock held by hand|locked by hand/);
+        const locked = kindling(["--config", config, "volume", "lock", "big"]);
+        assert.notEqual(locked.code, 0, "a second lock is refused");
+        cli("volume", "unlock", "big");
+        const d = await (await backend.getVolume(big.id)).open();
+        await d.close();
+      } finally {
+        await backend.close();
+      }
     });
 
     test("mkfs.ext4 on a 64 GiB volume through nbdfuse and a loop device: discard is map changes", async (t) => {

@@ -7,19 +7,23 @@
 //    cache, its file served by `nbdkit file` so that the same NBD clients drive every server);
 //  - a Swift all-in-one: kindling (api swift) against swiftnbd 0.11 (bench/vendor), which needs
 //    three fixes to start on Python 3.11 (it is run as shipped first, and its error reported).
-// Rows: nbdcopy of a file of random data into the export with its final FLUSH, nbdcopy of the
-// export to null: from a fresh server process, fio's nbd engine 4 KiB random writes at QD32
-// with a FLUSH about every second (`--fsync=N`, N the server's last IOPS), 4 KiB random reads
-// at QD32 from a fresh process, and the objects (and, on radosgw, PUTs) a sequential GiB costs.
-// Then snapshot, clone and extend of a 1 GiB and a 32 GiB volume half written, through the
-// library; the peers have no snapshots.
+// Rows, each server process fresh: nbdcopy of a file of random data into the export with its
+// final FLUSH (and the objects, and on radosgw the PUTs, that costs); nbdcopy of the export to
+// null:; then fio's nbd engine, 4 KiB random reads at QD32 and 4 KiB random writes at QD32
+// with a FLUSH about every second (`--fsync=N`, N the server's IOPS in the run before). The
+// optional row `fragread` reads the export sequentially once more after the random writes
+// (kindling's blocks then lie scattered over many records). Then snapshot, clone and extend
+// of a small and a large volume, half written, through the library; the peers have none.
 //   KINDLING_BENCH_RUNS=3  KINDLING_BENCH_PARTS=s3,s3-cow,swift,swift-cow
 //   KINDLING_BENCH_SUBJECTS=kindling,nbdkit-64k,nbdkit-1m,s3backer-64k,s3backer-1m,swiftnbd
-//   KINDLING_BENCH_ROWS=seqwrite,seqread,randwrite,randread
+//   KINDLING_BENCH_ROWS=seqwrite,seqread,randread,randwrite (and fragread)
+//   KINDLING_BENCH_LARGE_ROWS=seqwrite,seqread (the 1 MiB-object peers: a 4 KiB write is a
+//     read-modify-write of 1 MiB for them, slower than at 64 KiB in every run measured)
 //   KINDLING_BENCH_MIB=1024 (sequential data: kindling, 1 MiB-object peers)
 //   KINDLING_BENCH_SMALL_MIB=256 (64 KiB-object peers)  KINDLING_BENCH_SWIFTNBD_MIB=64
-//   KINDLING_BENCH_SECONDS=30 (kindling's random writes)  KINDLING_BENCH_PEER_SECONDS=10
-//   KINDLING_BENCH_READ_SECONDS=5  KINDLING_BENCH_SIZES=1,32 (GiB)  KINDLING_BENCH_OP_RUNS=5
+//   KINDLING_BENCH_SECONDS=30 (kindling's random writes on radosgw)  KINDLING_BENCH_SWIFT_SECONDS=10
+//   KINDLING_BENCH_PEER_SECONDS=5 (the peers' random writes)  KINDLING_BENCH_READ_SECONDS=5
+//   KINDLING_BENCH_SIZES=1,32  KINDLING_BENCH_SWIFT_SIZES=1,8 (GiB)  KINDLING_BENCH_OP_RUNS=5
 //   KINDLING_BENCH_DIR=/var/tmp  KINDLING_BENCH_PROFILE=DIR (kindling's daemons run --cpu-prof)
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -43,14 +47,19 @@ const list = (name: string, fallback: string) => (env[name] ?? fallback).split("
 const runs = Number(env.KINDLING_BENCH_RUNS ?? 3);
 const parts = new Set(list("KINDLING_BENCH_PARTS", "s3,s3-cow,swift,swift-cow"));
 const wanted = new Set(list("KINDLING_BENCH_SUBJECTS", "kindling,nbdkit-64k,nbdkit-1m,s3backer-64k,s3backer-1m,swiftnbd"));
-const rows = new Set(list("KINDLING_BENCH_ROWS", "seqwrite,seqread,randwrite,randread"));
+const rows = new Set(list("KINDLING_BENCH_ROWS", "seqwrite,seqread,randread,randwrite"));
+const largeRows = new Set(list("KINDLING_BENCH_LARGE_ROWS", "seqwrite,seqread"));
+/** The rows of a peer by its object or block size. */
+const peerRows = (unit: number) => (unit < MiB ? rows : new Set([...rows].filter((r) => largeRows.has(r))));
 const seqBytes = Number(env.KINDLING_BENCH_MIB ?? 1024) * MiB;
 const smallBytes = Number(env.KINDLING_BENCH_SMALL_MIB ?? 256) * MiB;
 const swiftnbdBytes = Number(env.KINDLING_BENCH_SWIFTNBD_MIB ?? 64) * MiB;
 const writeSeconds = Number(env.KINDLING_BENCH_SECONDS ?? 30);
-const peerWriteSeconds = Number(env.KINDLING_BENCH_PEER_SECONDS ?? 10);
+const swiftWriteSeconds = Number(env.KINDLING_BENCH_SWIFT_SECONDS ?? 10);
+const peerWriteSeconds = Number(env.KINDLING_BENCH_PEER_SECONDS ?? 5);
 const readSeconds = Number(env.KINDLING_BENCH_READ_SECONDS ?? 5);
 const cowSizes = list("KINDLING_BENCH_SIZES", "1,32").map(Number);
+const swiftCowSizes = list("KINDLING_BENCH_SWIFT_SIZES", "1,8").map(Number);
 const opRuns = Number(env.KINDLING_BENCH_OP_RUNS ?? 5);
 const base = env.KINDLING_BENCH_DIR ?? "/var/tmp";
 const profileDir = env.KINDLING_BENCH_PROFILE ? resolve(env.KINDLING_BENCH_PROFILE) : undefined;
@@ -198,6 +207,8 @@ interface Subject {
   /** The sequential rows' data, and the region of the random ones. */
   bytes: number;
   writeSeconds: number;
+  /** The rows this subject takes part in. */
+  rows: Set<string>;
   /** fio's --fsync=N in the first run (later runs take the last IOPS). */
   flushGuess: number;
   /** Before a run's rows (kindling: a fresh volume). */
@@ -210,6 +221,7 @@ interface Subject {
 
 interface KindlingSetup {
   key: string;
+  writeSeconds: number;
   dir: string;
   backend: Record<string, unknown>;
   store: ObjectStore;
@@ -228,7 +240,8 @@ function kindlingSubject(s: KindlingSetup): Subject {
     key: s.key,
     label: "kindling",
     bytes: seqBytes,
-    writeSeconds,
+    writeSeconds: s.writeSeconds,
+    rows,
     flushGuess: 10_000,
     async beginRun(r) {
       const name = `seq-${r}`;
@@ -270,6 +283,7 @@ function nbdkitSubject(rgw: RgwSetup, store: ObjectStore, bucket: string, object
     label: `nbdkit S3, ${sizeName(objectSize)} objects`,
     bytes,
     writeSeconds: peerWriteSeconds,
+    rows: peerRows(objectSize),
     flushGuess: 200,
     beginRun: async () => undefined,
     async start(r) {
@@ -313,6 +327,7 @@ function s3backerSubject(rgw: RgwSetup, store: ObjectStore, bucket: string, bloc
     label: `s3backer, ${sizeName(blockSize)} blocks`,
     bytes,
     writeSeconds: peerWriteSeconds,
+    rows: peerRows(blockSize),
     flushGuess: 200,
     beginRun: async () => undefined,
     async start(r) {
@@ -399,6 +414,7 @@ function swiftnbdSubject(dir: string, aio: SwiftAio, store: ObjectStore, contain
     label: "swiftnbd 0.11 (ported)",
     bytes: swiftnbdBytes,
     writeSeconds: peerWriteSeconds,
+    rows,
     flushGuess: 30,
     beginRun: async () => undefined,
     async start(r) {
@@ -423,19 +439,31 @@ interface Sample {
   seqWrite?: number;
   objectsPerGiB?: number;
   putsPerGiB?: number;
+  seqRead?: number;
+  randRead?: number;
   randWrite?: number;
   flushEvery?: number;
   drain?: number;
-  seqRead?: number;
-  randRead?: number;
+  fragRead?: number;
+}
+
+/** Runs `work` against a fresh server process of `s`, stopped afterwards whatever happens. */
+async function withServer<T>(s: Subject, r: number, work: (e: Export) => Promise<T>): Promise<T> {
+  const e = await s.start(r);
+  try {
+    return await work(e);
+  } finally {
+    await e.stop();
+  }
 }
 
 async function measureRun(s: Subject, r: number, last: Sample | undefined): Promise<Sample> {
   const out: Sample = {};
+  const has = (row: string) => s.rows.has(row);
+  const note = (what: string) => say(`${s.key} run ${r + 1}: ${what}`);
   await s.beginRun(r);
-  let e = await s.start(r);
-  try {
-    if (rows.has("seqwrite")) {
+  if (has("seqwrite")) {
+    await withServer(s, r, async (e) => {
       const before = await s.objects();
       const puts = s.puts?.();
       const file = source(workDir, s.bytes);
@@ -444,37 +472,35 @@ async function measureRun(s: Subject, r: number, last: Sample | undefined): Prom
         await e.settle();
       });
       out.seqWrite = s.bytes / MiB / t;
-      out.objectsPerGiB = ((await s.objects()) - before) / (s.bytes / GiB);
+      // New objects count only in an empty prefix: the peers overwrite theirs in the runs after the first.
+      if (before === 0) out.objectsPerGiB = (await s.objects()) / (s.bytes / GiB);
       if (puts) out.putsPerGiB = puts() / (s.bytes / GiB);
-      say(`${s.key} run ${r + 1}: seq write ${out.seqWrite.toFixed(1)} MiB/s, ${out.objectsPerGiB.toFixed(0)} objects/GiB`);
-    }
-    if (rows.has("randwrite")) {
-      out.flushEvery = Math.max(1, Math.round(last?.randWrite ?? s.flushGuess));
-      const f = fio(e.uri, "randwrite", s.bytes, s.writeSeconds, out.flushEvery);
-      out.drain = await timed(() => e.settle());
-      out.randWrite = f.ios / (f.seconds + out.drain);
-      say(`${s.key} run ${r + 1}: rand write ${out.randWrite.toFixed(0)} IOPS (fio ${f.iops.toFixed(0)}, drain ${out.drain.toFixed(1)} s, fsync=${out.flushEvery})`);
-    }
-  } finally {
-    await e.stop();
+    });
+    note(`seq write ${out.seqWrite?.toFixed(1)} MiB/s, ${out.objectsPerGiB?.toFixed(0)} objects/GiB, ${out.putsPerGiB?.toFixed(0) ?? "?"} PUTs/GiB`);
   }
-  if (rows.has("seqread")) {
-    e = await s.start(r);
-    try {
-      out.seqRead = s.bytes / MiB / (await timed(() => run("nbdcopy", [e.uri, "null:"])));
-    } finally {
-      await e.stop();
-    }
-    say(`${s.key} run ${r + 1}: seq read ${out.seqRead.toFixed(1)} MiB/s`);
+  if (has("seqread")) {
+    out.seqRead = await withServer(s, r, async (e) => s.bytes / MiB / (await timed(() => run("nbdcopy", [e.uri, "null:"]))));
+    note(`seq read ${out.seqRead.toFixed(1)} MiB/s`);
   }
-  if (rows.has("randread")) {
-    e = await s.start(r);
-    try {
-      out.randRead = fio(e.uri, "randread", s.bytes, readSeconds).iops;
-    } finally {
-      await e.stop();
-    }
-    say(`${s.key} run ${r + 1}: rand read ${out.randRead.toFixed(0)} IOPS`);
+  if (has("randread") || has("randwrite")) {
+    // Reads first, of what the sequential write left; then writes, in the same process.
+    await withServer(s, r, async (e) => {
+      if (has("randread")) {
+        out.randRead = fio(e.uri, "randread", s.bytes, readSeconds).iops;
+        note(`rand read ${out.randRead.toFixed(0)} IOPS`);
+      }
+      if (has("randwrite")) {
+        out.flushEvery = Math.max(1, Math.round(last?.randWrite ?? s.flushGuess));
+        const f = fio(e.uri, "randwrite", s.bytes, s.writeSeconds, out.flushEvery);
+        out.drain = await timed(() => e.settle());
+        out.randWrite = f.ios / (f.seconds + out.drain);
+        note(`rand write ${out.randWrite.toFixed(0)} IOPS (fio ${f.iops.toFixed(0)}, then ${out.drain.toFixed(1)} s until nothing was dirty; fsync=${out.flushEvery})`);
+      }
+    });
+  }
+  if (has("fragread")) {
+    out.fragRead = await withServer(s, r, async (e) => s.bytes / MiB / (await timed(() => run("nbdcopy", [e.uri, "null:"]))));
+    note(`seq read after the random writes ${out.fragRead.toFixed(1)} MiB/s`);
   }
   await s.endRun(r);
   return out;
@@ -519,11 +545,11 @@ async function writeHalf(volume: Volume): Promise<number> {
   return half / MiB / seconds;
 }
 
-async function copyOnWrite(backendConfig: Record<string, unknown>, dir: string, label: string): Promise<CowRow[]> {
+async function copyOnWrite(backendConfig: Record<string, unknown>, dir: string, label: string, sizes: number[]): Promise<CowRow[]> {
   const backend = await Backend.open({ name: "cow", ...backendConfig, persistence: { storage: "sqlite", path: join(dir, `cow-${label}.db`) } } as Parameters<typeof Backend.open>[0]);
   const out: CowRow[] = [];
   try {
-    for (const sizeGiB of cowSizes) {
+    for (const sizeGiB of sizes) {
       const volume = await backend.createVolume({ name: `cow-${sizeGiB}`, sizeGiB });
       try {
         const fillMiBs = await writeHalf(volume);
@@ -610,9 +636,10 @@ function nbdRows(store: "s3" | "swift"): Row[] {
   return [
     { title: "sequential write incl. FLUSH (MiB/s)", pick: (s) => s.seqWrite, target: rgw ? { min: 100, ratio: 2.5, text: "≥100 and ≥2.5× best peer" } : { min: 50, ratio: 5, text: "≥50 and ≥5× swiftnbd" } },
     { title: "sequential read, fresh process (MiB/s)", pick: (s) => s.seqRead, target: rgw ? { min: 100, text: "≥100" } : { min: 50, text: "≥50" } },
-    { title: "4 KiB random write QD32, FLUSH about each 1 s (IOPS)", pick: (s) => s.randWrite, target: rgw ? { min: 10_000, text: "≥10,000" } : { min: 5000, text: "≥5,000" } },
     { title: "4 KiB random read QD32, fresh process (IOPS)", pick: (s) => s.randRead, target: rgw ? { min: 2000, text: "≥2,000 (cold)" } : { min: 500, text: "≥500 (cold)" } },
-    { title: "objects written per GiB, sequential (listing)", pick: (s) => s.objectsPerGiB, lower: true, target: { max: 130, text: "≤130" } },
+    { title: "4 KiB random write QD32, FLUSH about each 1 s (IOPS)", pick: (s) => s.randWrite, target: rgw ? { min: 10_000, text: "≥10,000" } : { min: 5000, text: "≥5,000" } },
+    { title: "sequential read after the random writes, fresh process (MiB/s)", pick: (s) => s.fragRead },
+    { title: "objects written per GiB, sequential into an empty volume (listing)", pick: (s) => s.objectsPerGiB, lower: true, target: { max: 130, text: "≤130" } },
     ...(rgw ? [{ title: "PUTs per GiB, sequential (radosgw's log)", pick: (s: Sample) => s.putsPerGiB, lower: true, target: { max: 130, text: "≤130" } }] : []),
   ];
 }
@@ -664,7 +691,7 @@ async function main(): Promise<void> {
   const osdGiB = Math.max(40, Math.ceil(dataGiB * 1.4));
   const { bavail, bsize } = statfsSync(workDir);
   const free = (bavail * bsize) / GiB;
-  const want = osdGiB * 0.8 + (parts.has("swift-cow") ? Math.max(...cowSizes) / 2 : 0) + 3;
+  const want = osdGiB * 0.8 + (parts.has("swift-cow") ? Math.max(...swiftCowSizes) / 2 : 0) + 3;
   if (free < want) {
     rmSync(workDir, { recursive: true, force: true });
     throw new Error(`${base} has ${free.toFixed(1)} GiB free; this run may write up to ${want.toFixed(0)} GiB (set KINDLING_BENCH_DIR, KINDLING_BENCH_SIZES or KINDLING_BENCH_PARTS)`);
@@ -705,7 +732,7 @@ async function main(): Promise<void> {
       for (const s of Object.values(stores)) await s.createContainer();
 
       if (parts.has("s3")) {
-        const subjects: Subject[] = [kindlingSubject({ key: "kindling-s3", dir: workDir, backend: backendFor("kindling-bench"), store: stores["kindling-bench"], rgwLog: rgw.rgwLog, bucket: "kindling-bench" })];
+        const subjects: Subject[] = [kindlingSubject({ key: "kindling-s3", writeSeconds, dir: workDir, backend: backendFor("kindling-bench"), store: stores["kindling-bench"], rgwLog: rgw.rgwLog, bucket: "kindling-bench" })];
         if (wanted.has("nbdkit-64k")) subjects.push(nbdkitSubject(rgw, stores["nbdkit-bench"], "nbdkit-bench", 64 * 1024));
         if (wanted.has("nbdkit-1m")) subjects.push(nbdkitSubject(rgw, stores["nbdkit-bench"], "nbdkit-bench", MiB));
         if (wanted.has("s3backer-64k")) subjects.push(s3backerSubject(rgw, stores["s3backer-bench"], "s3backer-bench", 64 * 1024));
@@ -721,7 +748,7 @@ async function main(): Promise<void> {
         );
       }
       if (parts.has("s3-cow")) {
-        const cow = await copyOnWrite(backendFor("kindling-cow"), workDir, "radosgw");
+        const cow = await copyOnWrite(backendFor("kindling-cow"), workDir, "radosgw", cowSizes);
         out.push(
           "",
           `Snapshot, clone and extend through the library on radosgw (volumes half written first: ${cow.map((r) => `${r.sizeGiB / 2} GiB at ${r.fillMiBs.toFixed(0)} MiB/s`).join(", ")}); extend is by 100 GiB each time; median of ${opRuns}.`,
@@ -744,7 +771,7 @@ async function main(): Promise<void> {
       for (const [name, s] of Object.entries(stores)) if (name !== "swiftnbd") await s.createContainer();
 
       if (parts.has("swift")) {
-        const subjects: Subject[] = [kindlingSubject({ key: "kindling-swift", dir: workDir, backend: backendFor("kindling-bench"), store: stores["kindling-bench"] })];
+        const subjects: Subject[] = [kindlingSubject({ key: "kindling-swift", writeSeconds: swiftWriteSeconds, dir: workDir, backend: backendFor("kindling-bench"), store: stores["kindling-bench"] })];
         let shipped: string | undefined;
         if (wanted.has("swiftnbd")) {
           shipped = swiftnbdAsShipped(workDir);
@@ -760,11 +787,11 @@ async function main(): Promise<void> {
           ...detailLines(subjects, samples),
         );
         if (wanted.has("swiftnbd")) {
-          out.push(`- swiftnbd 0.11 as shipped on Python ${run(PYTHON, ["-c", "import sys; print(sys.version.split()[0])"]).trim()}: ${shipped ?? "it starts"}; measured with ${SWIFTNBD_PORT.length - 1} lines changed in server.py (\`@asyncio.coroutine\` → \`@types.coroutine\`, \`asyncio.async\` → \`asyncio.ensure_future\`, no \`loop=\` to \`start_server\`).`);
+          out.push(`- swiftnbd 0.11 as shipped on Python ${run(PYTHON, ["-c", "import sys; print(sys.version.split()[0])"]).trim()}: ${shipped ?? "it starts"}; measured with server.py ported, nothing else changed: \`import types\`, \`@asyncio.coroutine\` → \`@types.coroutine\` (3 places), \`asyncio.async\` → \`asyncio.ensure_future\`, no \`loop=\` to \`start_server\`.`);
         }
       }
       if (parts.has("swift-cow")) {
-        const cow = await copyOnWrite(backendFor("kindling-cow"), workDir, "swift");
+        const cow = await copyOnWrite(backendFor("kindling-cow"), workDir, "swift", swiftCowSizes);
         out.push(
           "",
           `Snapshot, clone and extend through the library on Swift (half written first: ${cow.map((r) => `${r.sizeGiB / 2} GiB at ${r.fillMiBs.toFixed(0)} MiB/s`).join(", ")}); median of ${opRuns}.`,

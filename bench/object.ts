@@ -23,7 +23,7 @@
 //   KINDLING_BENCH_SMALL_MIB=256 (64 KiB-object peers)  KINDLING_BENCH_SWIFTNBD_MIB=64
 //   KINDLING_BENCH_SECONDS=30 (kindling's random writes on radosgw)  KINDLING_BENCH_SWIFT_SECONDS=10
 //   KINDLING_BENCH_PEER_SECONDS=5 (the peers' random writes)  KINDLING_BENCH_READ_SECONDS=5
-//   KINDLING_BENCH_SIZES=1,32  KINDLING_BENCH_SWIFT_SIZES=1,8 (GiB)  KINDLING_BENCH_OP_RUNS=5
+//   KINDLING_BENCH_SIZES=1,32  KINDLING_BENCH_SWIFT_SIZES=1,8 (GiB)  KINDLING_BENCH_OP_RUNS=3
 //   KINDLING_BENCH_DIR=/var/tmp  KINDLING_BENCH_PROFILE=DIR (kindling's daemons run --cpu-prof)
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -60,7 +60,7 @@ const peerWriteSeconds = Number(env.KINDLING_BENCH_PEER_SECONDS ?? 5);
 const readSeconds = Number(env.KINDLING_BENCH_READ_SECONDS ?? 5);
 const cowSizes = list("KINDLING_BENCH_SIZES", "1,32").map(Number);
 const swiftCowSizes = list("KINDLING_BENCH_SWIFT_SIZES", "1,8").map(Number);
-const opRuns = Number(env.KINDLING_BENCH_OP_RUNS ?? 5);
+const opRuns = Number(env.KINDLING_BENCH_OP_RUNS ?? 3);
 const base = env.KINDLING_BENCH_DIR ?? "/var/tmp";
 const profileDir = env.KINDLING_BENCH_PROFILE ? resolve(env.KINDLING_BENCH_PROFILE) : undefined;
 const ROOT = resolve(__dirname, "..", "..");
@@ -213,6 +213,8 @@ interface Subject {
   flushGuess: number;
   /** Before a run's rows (kindling: a fresh volume). */
   beginRun(run: number): Promise<void>;
+  /** Every run writes where nothing was (kindling's fresh volumes); the peers overwrite their first run's objects. */
+  freshEachRun: boolean;
   start(run: number): Promise<Export>;
   objects(): Promise<number>;
   puts?(): () => number;
@@ -242,6 +244,7 @@ function kindlingSubject(s: KindlingSetup): Subject {
     bytes: seqBytes,
     writeSeconds: s.writeSeconds,
     rows,
+    freshEachRun: true,
     flushGuess: 10_000,
     async beginRun(r) {
       const name = `seq-${r}`;
@@ -284,6 +287,7 @@ function nbdkitSubject(rgw: RgwSetup, store: ObjectStore, bucket: string, object
     bytes,
     writeSeconds: peerWriteSeconds,
     rows: peerRows(objectSize),
+    freshEachRun: false,
     flushGuess: 200,
     beginRun: async () => undefined,
     async start(r) {
@@ -328,6 +332,7 @@ function s3backerSubject(rgw: RgwSetup, store: ObjectStore, bucket: string, bloc
     bytes,
     writeSeconds: peerWriteSeconds,
     rows: peerRows(blockSize),
+    freshEachRun: false,
     flushGuess: 200,
     beginRun: async () => undefined,
     async start(r) {
@@ -415,6 +420,7 @@ function swiftnbdSubject(dir: string, aio: SwiftAio, store: ObjectStore, contain
     bytes: swiftnbdBytes,
     writeSeconds: peerWriteSeconds,
     rows,
+    freshEachRun: false,
     flushGuess: 30,
     beginRun: async () => undefined,
     async start(r) {
@@ -472,8 +478,8 @@ async function measureRun(s: Subject, r: number, last: Sample | undefined): Prom
         await e.settle();
       });
       out.seqWrite = s.bytes / MiB / t;
-      // New objects count only in an empty prefix: the peers overwrite theirs in the runs after the first.
-      if (before === 0) out.objectsPerGiB = (await s.objects()) / (s.bytes / GiB);
+      // New objects count only where nothing was written before: the peers overwrite theirs after the first run.
+      if (s.freshEachRun || r === 0) out.objectsPerGiB = ((await s.objects()) - before) / (s.bytes / GiB);
       if (puts) out.putsPerGiB = puts() / (s.bytes / GiB);
     });
     note(`seq write ${out.seqWrite?.toFixed(1)} MiB/s, ${out.objectsPerGiB?.toFixed(0)} objects/GiB, ${out.putsPerGiB?.toFixed(0) ?? "?"} PUTs/GiB`);

@@ -70,7 +70,12 @@ const SWIFTNBD = join(ROOT, "bench", "vendor", "swiftnbd-0.11");
 const PYTHON = "/usr/bin/python3";
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const say = (line: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
+/** The machine's 1-minute load after each row: others share it, and the table says how much. */
+const loads: number[] = [];
+const say = (line: string) => {
+  loads.push(loadavg()[0]);
+  process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${line} (load ${loadavg()[0].toFixed(1)})\n`);
+};
 
 async function timed(work: () => unknown): Promise<number> {
   const start = process.hrtime.bigint();
@@ -812,7 +817,7 @@ async function main(): Promise<void> {
     cleanup();
   }
 
-  const header = `Machine: ${cpus().length} cores, ${Math.round(totalmem() / GiB)} GiB, Linux ${release().split("-")[0]}; ${new Date().toISOString().slice(0, 10)}; load ${load.toFixed(1)} at start, ${loadavg()[0].toFixed(1)} at the end; ${Math.round((Date.now() - started) / 1000)} s in all.`;
+  const header = `Machine: ${cpus().length} cores, ${Math.round(totalmem() / GiB)} GiB, Linux ${release().split("-")[0]}; ${new Date().toISOString().slice(0, 10)}; load ${load.toFixed(1)} at start, ${loads.length ? `${(loads.reduce((a, b) => a + b, 0) / loads.length).toFixed(1)} on average and ${Math.max(...loads).toFixed(1)} at most after a row` : "no row run"}; ${Math.round((Date.now() - started) / 1000)} s in all.`;
   const table = [header, ...out].join("\n");
   process.stdout.write(`${table}\n`);
   mkdirSync(join(ROOT, "bench", "results"), { recursive: true });

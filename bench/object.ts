@@ -86,6 +86,7 @@ async function timed(work: () => unknown): Promise<number> {
 // ---- processes: each with its output in a log file, stopped by its pid
 
 const running = new Set<Proc>();
+const daemons = new Set<Daemon>();
 const mounts = new Set<string>();
 
 class Proc {
@@ -118,7 +119,7 @@ class Proc {
   async stop(graceMs = 30_000, signal: NodeJS.Signals | null = "SIGTERM"): Promise<void> {
     if (!this.alive) return;
     if (signal) this.child.kill(signal);
-    const gone = await Promise.race([this.exited.then(() => true), sleep(graceMs).then(() => false)]);
+    const gone = await Promise.race([this.exited.then(() => true), sleep(graceMs, undefined, { ref: false }).then(() => false)]);
     if (!gone) {
       this.child.kill("SIGKILL");
       await this.exited;
@@ -260,7 +261,11 @@ function kindlingSubject(s: KindlingSetup): Subject {
       const extra: Record<string, string> = {};
       if (profileDir) extra.NODE_OPTIONS = `--cpu-prof --cpu-prof-dir=${join(profileDir, `${s.key}-run${r + 1}`)}`;
       const daemon = await Daemon.start(config, await freePort(), extra);
-      const stop = async () => void (await daemon.stop());
+      daemons.add(daemon);
+      const stop = async () => {
+        await daemon.stop();
+        daemons.delete(daemon);
+      };
       return { uri: `${daemon.uri}/${volume.name}`, settle: async () => undefined, stop };
     },
     objects: () => countObjects(s.store, `kindling/v1/vol/${volume.id}/`),
@@ -632,8 +637,8 @@ function nbdTable(subjects: Subject[], samples: Map<string, Sample[]>, rowsOf: R
     let met = "";
     if (t) {
       const abs = (t.min === undefined || k >= t.min) && (t.max === undefined || k <= t.max);
-      const rel = t.ratio === undefined || ratio === undefined || ratio >= t.ratio;
-      met = abs && rel ? "yes" : "no";
+      const rel = t.ratio === undefined || (ratio !== undefined && ratio >= t.ratio);
+      met = abs && rel ? "yes" : !abs ? "no" : "no peer to compare";
     }
     lines.push(
       `| ${row.title} | ${subjects.map((s) => fmt(med(s, row), row.digits)).join(" | ")} | ${best ? best.p.label : "—"} | ${ratio === undefined ? "—" : ratio.toFixed(2)} | ${t?.text ?? ""} | ${met} |`,
@@ -712,6 +717,7 @@ async function main(): Promise<void> {
   let aio: SwiftAio | undefined;
   const cleanup = () => {
     for (const p of running) p.child.kill("SIGKILL");
+    for (const d of daemons) d.child.kill("SIGKILL");
     for (const m of mounts) spawnSync("umount", ["-l", m]);
     if (cluster) {
       cluster.stop();

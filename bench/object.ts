@@ -382,7 +382,7 @@ function s3backerSubject(rgw: RgwSetup, store: ObjectStore, bucket: string, bloc
   };
 }
 
-/** What happens when swiftnbd 0.11 is started as shipped on this Python: its first error line, or undefined if it starts. */
+/** What happens when swiftnbd 0.11 is started as shipped on this Python: its error and where, or undefined if it starts. */
 function swiftnbdAsShipped(dir: string): string | undefined {
   const copy = join(dir, "swiftnbd-as-shipped");
   cpSync(SWIFTNBD, copy, { recursive: true });

@@ -65,6 +65,7 @@ bench: setup
 	node dist/bench/persistence.js
 	node dist/bench/rbd.js
 	node dist/bench/object-store.js
+	node dist/bench/object.js
 
 clean:
 	rm -rf dist node_modules .tools

@@ -26,6 +26,9 @@ packages=(
   radosgw python3-swiftclient curl
   # A Swift all-in-one (scripts/swift), with memcached for tempauth's tokens.
   swift swift-proxy swift-object swift-container swift-account memcached
+  # The peers of bench/object.ts on radosgw: nbdkit's S3 plugin (Python, through boto3) and
+  # s3backer (FUSE: the benchmark serves its file with nbdkit's file plugin).
+  nbdkit-plugin-python python3-boto3 s3backer
   # The postgres and mysql record stores: throwaway servers for their tests and benchmarks
   # (scripts/postgres, scripts/mariadb), with the psql and mariadb clients the tests check them by.
   postgresql mariadb-server

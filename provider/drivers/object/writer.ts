@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { crc32 } from "node:zlib";
 import { BackendError } from "../../util/errors";
 import { logger } from "../../util/log";
@@ -390,7 +391,7 @@ export class VolumeWriter {
       const seq = this.state.seq + 1;
       // The same commit id on every attempt of this set: an attempt whose answer was lost
       // (a timeout) but that landed is known as ours by the 412 of the next one.
-      gen.commitId ??= newHeader("data", this.state.volumeId, seq).commit;
+      gen.commitId ??= randomBytes(8).toString("hex");
       const header = newHeader("data", this.state.volumeId, seq, { ...fields, commit: gen.commitId });
       const body = encodeRecord(header, bufs);
       const dataStart = body.length - bufs.length * bs;

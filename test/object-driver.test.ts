@@ -43,6 +43,25 @@ async function rig(kind: StoreKind, extra: Record<string, unknown> = {}): Promis
   return { backend: await open(), store, config, dir, reopen: open };
 }
 
+/** The same store, counting the bytes its GETs return. */
+function countingStore(inner: ObjectStore): { store: ObjectStore; gotBytes: number } {
+  const out = { gotBytes: 0, store: inner };
+  out.store = new Proxy(inner, {
+    get(target, prop, receiver) {
+      if (prop !== "get") {
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      }
+      return async (key: string, range?: { offset: number; length: number }) => {
+        const body = await target.get(key, range);
+        out.gotBytes += body?.length ?? 0;
+        return body;
+      };
+    },
+  });
+  return out;
+}
+
 const pattern = (n: number, seed: number) => {
   const b = Buffer.alloc(n);
   for (let i = 0; i < n; i++) b[i] = (i * 31 + seed * 7) & 0xff;
@@ -264,6 +283,58 @@ for (const kind of STORE_KINDS) {
         assert.match(String(details.fencing), kind === "s3" ? /^exact/ : /^best effort/);
         await snap.delete();
         await v.delete();
+      } finally {
+        await g.backend.close();
+        removeDir(g.dir);
+      }
+    });
+
+    test("snapshot, clone and extend read no map and write no checkpoint; the writer checkpoints the pins before its sweep", async () => {
+      const g = await rig(kind, { checkpointEvery: 4, gcHorizonSeconds: 0 });
+      try {
+        const v = await g.backend.createVolume({ name: "pinned", sizeGiB: 1 });
+        // 32 MiB written: a checkpoint of 8,192 blocks (196 KiB), more than the volume's meta reads.
+        const bulk = randomBytes(32 * MiB);
+        await writeAt(v, bulk, 0);
+        const ckpts = () => keysUnder(g.store, `kindling/v1/vol/${v.id}/ckpt/`);
+        const before = await ckpts();
+        assert.ok(before.length >= 1, "closing the writer left a checkpoint");
+        const counted = countingStore(g.store);
+        const meta = await loadState(counted.store, v.id, { meta: true });
+        assert.equal(meta.sizeBytes, 1 * GiB);
+        assert.ok(counted.gotBytes < 160 * 1024, `the volume's meta read ${counted.gotBytes} bytes, not its map`);
+        const a = pattern(64 * 1024, 21);
+        const d = await v.open();
+        await d.pwrite(a, 0);
+        await d.flush();
+        // Taken while the writer holds the volume, from this process's records (another process alike).
+        const snap = await v.createSnapshot({ name: "at-a" });
+        const clone = await v.clone({ name: "of-a" });
+        await v.extend(2);
+        assert.deepEqual(await ckpts(), before, "snapshot, clone and extend wrote no checkpoint");
+        // Until the writer makes its checkpoint, the snapshot opens from its base and the records after.
+        assert.deepEqual(await readAt(snap, a.length, 0), a);
+        let last = a;
+        for (let i = 0; i < 16; i++) {
+          last = pattern(64 * 1024, 30 + i);
+          await d.pwrite(last, 0);
+          await d.flush();
+        }
+        await d.close();
+        const after = await ckpts();
+        const snapSeq = (JSON.parse(((await g.store.get(snapshotKey(v.id, snap.id))) as Buffer).toString("utf8")) as { seq: number }).seq;
+        assert.ok(after.some((k) => k.endsWith(snapSeq.toString(16).padStart(16, "0"))), "the writer made the snapshot's checkpoint");
+        assert.ok(after.length <= 4, `superseded checkpoints were deleted: ${after.length} left (${after.map((k) => k.slice(-4)).join(", ")})`);
+        // Each still reads its own point in time after the sweep took the records in between.
+        assert.deepEqual(await readAt(snap, a.length, 0), a);
+        assert.deepEqual(await readAt(clone, a.length, 0), a);
+        assert.deepEqual(await readAt(clone, 1 * MiB, 16 * MiB), bulk.subarray(16 * MiB, 17 * MiB));
+        assert.deepEqual(await readAt(v, last.length, 0), last);
+        assert.equal((await v.inspect()).sizeBytes, 2 * GiB);
+        await clone.delete();
+        await snap.delete();
+        await v.delete();
+        assert.deepEqual(await volumeKeys(g.store, v.id), []);
       } finally {
         await g.backend.close();
         removeDir(g.dir);

@@ -12,9 +12,9 @@ import { BlockCache } from "./cache";
 import { ObjectBlockDevice } from "./blockdevice";
 import { checkpointKey, checkedId, logKey, snapshotKey, volumePrefix } from "./layout";
 import { StoreLease } from "./lease";
-import { appendRecord, dropVanishedClones, loadState, saveCheckpoint } from "./log";
+import { appendRecord, dropVanishedClones, loadState } from "./log";
 import { BlockReader } from "./reader";
-import { encodeRecord, newHeader } from "./record";
+import { encodeRecord, newHeader, type ParentRef } from "./record";
 import { S3Store } from "./s3";
 import { SwiftStore } from "./swift";
 import { PreconditionFailed, type ObjectStore } from "./store";
@@ -23,6 +23,14 @@ import { VolumeWriter, type WriterSettings } from "./writer";
 import { probeConditionalCreate, type Fencing } from "./probe";
 
 export const OBJECT_DRIVER_VERSION = "1.0.0";
+
+/** `snap/<id>`: the state the snapshot holds, and a checkpoint before it to rebuild it from until it has its own. */
+interface SnapshotObject {
+  seq: number;
+  base?: number;
+  sizeBytes: number;
+  blockSize?: number;
+}
 
 const isNotFound = (err: unknown) => err instanceof KindlingError && err.code === "NOT_FOUND";
 
@@ -208,7 +216,7 @@ export class ObjectDriver implements VolumeDriver {
    * own, and returns the parent it names (a clone re-run pins what its genesis reads, not what
    * the source is now).
    */
-  private async genesis(volume: DriverVolume, fields: { blockSize: number; parent?: { volumeId: string; seq: number } }): Promise<{ volumeId: string; seq: number } | undefined> {
+  private async genesis(volume: DriverVolume, fields: { blockSize: number; parent?: ParentRef }): Promise<ParentRef | undefined> {
     const header = newHeader("genesis", checkedId(volume.id), 0, { sizeBytes: volume.sizeGiB * GiB, blockSize: fields.blockSize, parent: fields.parent });
     try {
       await this.store.put(logKey(volume.id, 0), encodeRecord(header), { ifNoneMatch: true });
@@ -229,8 +237,9 @@ export class ObjectDriver implements VolumeDriver {
     return { location: this.location(volume.id) };
   }
 
-  private async stateOf(volumeId: string): Promise<VolumeState | undefined> {
-    return loadState(this.store, volumeId).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+  /** The state at the log's end, undefined when the volume has no log; `meta`: without the map (metaOf). */
+  private async stateOf(volumeId: string, opts: { meta?: boolean } = {}): Promise<VolumeState | undefined> {
+    return loadState(this.store, volumeId, opts).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
   }
 
   /**
@@ -240,7 +249,7 @@ export class ObjectDriver implements VolumeDriver {
    */
   async deleteVolume(volume: DriverVolume): Promise<void> {
     const id = checkedId(volume.id);
-    const state = await this.stateOf(id);
+    const state = await this.stateOf(id, { meta: true });
     if (state) {
       const holder = await new StoreLease(this.store, id, this.settings.leaseMs).holder();
       if (holder && !this.writers.has(id)) throw new InUseError(`volume ${id} is held by ${holder}`, { hint: "close it there first" });
@@ -263,13 +272,13 @@ export class ObjectDriver implements VolumeDriver {
 
   /** Ends a clone's hold on its parent (the parent may be gone already). */
   private async unpin(parentId: string, what: { child: string }): Promise<void> {
-    const parent = await this.stateOf(parentId);
+    const parent = await this.stateOf(parentId, { meta: true });
     if (parent?.pins.clones.has(what.child)) await appendRecord(this.store, parent, "unclone", { child: what.child });
   }
 
   /** Copies what a clone reads from its parent into the clone; then it stands alone. */
   private async flatten(childId: string): Promise<void> {
-    const child = await this.stateOf(childId);
+    const child = await this.stateOf(childId, { meta: true });
     if (!child?.parent) {
       return;
     }
@@ -284,8 +293,14 @@ export class ObjectDriver implements VolumeDriver {
     await this.unpin(parentId, { child: childId });
   }
 
+  /** Size, pins, parent and tail without the map: constant time whatever the volume holds. */
+  private async metaOf(volumeId: string): Promise<VolumeState> {
+    return loadState(this.store, checkedId(volumeId), { meta: true });
+  }
+
+  /** One record; nothing is allocated. A writer of the volume sees it at its next commit or poll. */
   async extendVolume(volume: DriverVolume, newSizeGiB: number): Promise<void> {
-    const state = await loadState(this.store, checkedId(volume.id));
+    const state = await this.metaOf(volume.id);
     const newBytes = newSizeGiB * GiB;
     if (state.sizeBytes >= newBytes) return; // done already (a re-run)
     await appendRecord(this.store, state, "resize", { sizeBytes: newBytes });
@@ -293,30 +308,30 @@ export class ObjectDriver implements VolumeDriver {
 
   /**
    * A snapshot is the volume's log at one sequence number: one small record pins it (what a
-   * writer has not committed yet is not in it: it holds what was flushed), a checkpoint of the
-   * map there lets it open without replaying, and `snap/<id>` names it.
+   * writer has not committed yet is not in it: it holds what was flushed) and `snap/<id>` names
+   * it. No checkpoint is written here (that would take time in proportion to the volume): the
+   * record names the newest checkpoint before it, from which the state at the pin is the records
+   * after, and the volume's writer makes the pin's own checkpoint before its sweep could take
+   * any of them.
    */
   async createSnapshot(snapshot: DriverSnapshot): Promise<ModelUpdate> {
     const id = checkedId(snapshot.id);
-    const state = await loadState(this.store, checkedId(snapshot.volumeId));
-    const seq = await appendRecord(this.store, state, "snapshot", { snapshot: id });
-    if (state.seq !== seq) {
-      // Others appended after our record: the checkpoint must hold the state at our record.
-      const at = await loadState(this.store, snapshot.volumeId, { upTo: seq });
-      await saveCheckpoint(this.store, at, { hint: false });
-    } else await saveCheckpoint(this.store, state, { hint: false });
-    await this.store.put(snapshotKey(snapshot.volumeId, id), Buffer.from(JSON.stringify({ seq, sizeBytes: state.sizeBytes })));
+    const state = await this.metaOf(snapshot.volumeId);
+    const base = state.checkpointSeq;
+    const seq = await appendRecord(this.store, state, "snapshot", { snapshot: id, base });
+    const named: SnapshotObject = { seq, base, sizeBytes: state.sizeBytes, blockSize: state.blockSize };
+    await this.store.put(snapshotKey(snapshot.volumeId, id), Buffer.from(JSON.stringify(named)));
     return { location: `${this.location(snapshot.volumeId)}@${seq}` };
   }
 
-  private async snapshotSeq(snapshot: DriverSnapshot): Promise<{ seq: number; sizeBytes: number } | undefined> {
+  private async snapshotSeq(snapshot: DriverSnapshot): Promise<SnapshotObject | undefined> {
     const body = await this.store.get(snapshotKey(snapshot.volumeId, checkedId(snapshot.id)));
-    return body ? (JSON.parse(body.toString("utf8")) as { seq: number; sizeBytes: number }) : undefined;
+    return body ? (JSON.parse(body.toString("utf8")) as SnapshotObject) : undefined;
   }
 
   async deleteSnapshot(snapshot: DriverSnapshot): Promise<void> {
     const id = checkedId(snapshot.id);
-    const state = await this.stateOf(checkedId(snapshot.volumeId));
+    const state = await this.stateOf(checkedId(snapshot.volumeId), { meta: true });
     if (!state) return;
     const seq = state.pins.snapshots.get(id);
     if (seq !== undefined) await appendRecord(this.store, state, "snapdel", { snapshot: id });
@@ -327,26 +342,28 @@ export class ObjectDriver implements VolumeDriver {
     }
   }
 
-  /** A clone reads through to `parentId` as it was at `seq` until written; `ckpt/seq` must exist. */
-  private async makeClone(volume: DriverVolume, parentId: string, seq: number, blockSize: number): Promise<ModelUpdate> {
+  /**
+   * A clone reads through to its parent as it was at `reads.seq` until written: its genesis names
+   * that state (and a checkpoint before it to rebuild it from), then a pin in the parent's log
+   * keeps it. Constant time: nothing of the parent's map is read or written.
+   */
+  private async makeClone(volume: DriverVolume, parent: VolumeState, reads: ParentRef, blockSize: number): Promise<ModelUpdate> {
     this.checkPool(volume.pool);
-    const reads = (await this.genesis(volume, { blockSize, parent: { volumeId: parentId, seq } })) as { volumeId: string; seq: number };
-    const parent = await loadState(this.store, parentId);
-    if (parent.pins.clones.get(volume.id) !== reads.seq) await appendRecord(this.store, parent, "clone", { child: volume.id, at: reads.seq });
+    const pinned = (await this.genesis(volume, { blockSize, parent: reads })) as ParentRef;
+    if (parent.pins.clones.get(volume.id) !== pinned.seq) await appendRecord(this.store, parent, "clone", { child: volume.id, at: pinned.seq, base: pinned.base });
     return { location: this.location(volume.id) };
   }
 
   async cloneVolume(volume: DriverVolume, source: DriverVolume): Promise<ModelUpdate> {
-    const state = await loadState(this.store, checkedId(source.id));
-    await saveCheckpoint(this.store, state, { hint: false });
-    return this.makeClone(volume, source.id, state.seq, state.blockSize);
+    const state = await this.metaOf(source.id);
+    return this.makeClone(volume, state, { volumeId: source.id, seq: state.seq, base: state.checkpointSeq }, state.blockSize);
   }
 
   async createVolumeFromSnapshot(volume: DriverVolume, snapshot: DriverSnapshot): Promise<ModelUpdate> {
     const snap = await this.snapshotSeq(snapshot);
     if (!snap) throw new NotFoundError("snapshot", snapshot.id, { hint: `its objects are not at ${this.location(snapshot.volumeId)}` });
-    const at = await loadState(this.store, snapshot.volumeId, { upTo: snap.seq });
-    return this.makeClone(volume, snapshot.volumeId, snap.seq, at.blockSize);
+    const parent = await this.metaOf(snapshot.volumeId);
+    return this.makeClone(volume, parent, { volumeId: snapshot.volumeId, seq: snap.seq, base: snap.base }, snap.blockSize ?? parent.blockSize);
   }
 
   // ---- the truth for refresh
@@ -376,7 +393,12 @@ export class ObjectDriver implements VolumeDriver {
   async inspectSnapshot(snapshot: DriverSnapshot): Promise<Inspection> {
     const snap = await this.snapshotSeq(snapshot);
     if (!snap) return { exists: false };
-    if (!(await this.store.head(checkpointKey(snapshot.volumeId, snap.seq)))) return { exists: false };
+    // Its state: its own checkpoint, or (until the writer makes that) its base and its record.
+    const own = await this.store.head(checkpointKey(snapshot.volumeId, snap.seq));
+    if (!own) {
+      const base = snap.base !== undefined && snap.base >= 0 ? await this.store.head(checkpointKey(snapshot.volumeId, snap.base)) : await this.store.head(logKey(snapshot.volumeId, 0));
+      if (!base || !(await this.store.head(logKey(snapshot.volumeId, snap.seq)))) return { exists: false };
+    }
     return { exists: true, sizeBytes: snap.sizeBytes, sizeGiB: bytesToGiB(snap.sizeBytes), location: `${this.location(snapshot.volumeId)}@${snap.seq}` };
   }
 
@@ -397,7 +419,7 @@ export class ObjectDriver implements VolumeDriver {
 
   private async parentReader(state: VolumeState): Promise<BlockReader | undefined> {
     if (!state.parent) return undefined;
-    const ps = await loadState(this.store, state.parent.volumeId, { upTo: state.parent.seq }).catch((err) => {
+    const ps = await loadState(this.store, state.parent.volumeId, { upTo: state.parent.seq, base: state.parent.base }).catch((err) => {
       if (isNotFound(err)) throw new BackendError(`clone ${state.volumeId} reads through to volume ${state.parent?.volumeId}, whose objects are gone`, { hint: "the clone's data that was never written to it is lost" });
       throw err;
     });
@@ -434,7 +456,7 @@ export class ObjectDriver implements VolumeDriver {
     if (target.kind === "snapshot") {
       const snap = await this.snapshotSeq(target.snapshot);
       if (!snap) throw new NotFoundError("snapshot", target.snapshot.id, { hint: `its objects are not at ${this.location(target.snapshot.volumeId)}` });
-      const state = await loadState(this.store, target.snapshot.volumeId, { upTo: snap.seq });
+      const state = await loadState(this.store, target.snapshot.volumeId, { upTo: snap.seq, base: snap.base });
       const reader = new BlockReader(this.store, state, this.cache, await this.parentReader(state));
       return new ObjectBlockDevice(target.snapshot.volumeSizeGiB * GiB, state.blockSize, { reader }, async () => undefined);
     }

@@ -65,7 +65,7 @@ export class Intervals {
     this.items = out;
   }
 
-  static from(list: Array<[number, number]> | undefined): Intervals {
+  static from(list: ReadonlyArray<readonly [number, number]> | undefined): Intervals {
     const i = new Intervals();
     for (const [s, e] of list ?? []) i.add(s, e);
     return i;

@@ -1,55 +1,104 @@
 import { BackendError, NotFoundError } from "../../util/errors";
 import { checkpointKey, hintKey, logKey } from "./layout";
-import { decodeHeader, encodeRecord, headerLength, newHeader, RECORD_PREFIX_BYTES, type DecodedHeader, type RecordHeader, type RecordKind } from "./record";
+import { decodeHeader, encodeRecord, headerLength, newHeader, peekKind, RECORD_PREFIX_BYTES, type DecodedHeader, type RecordHeader, type RecordKind } from "./record";
 import { failpoint } from "./failpoints";
 import { PreconditionFailed, type ObjectStore } from "./store";
-import { VolumeState } from "./state";
+import { CHECKPOINT_PREFIX_BYTES, checkpointHeaderLength, VolumeState } from "./state";
 
 // Reading and appending a volume's log. The log above the newest checkpoint has no gaps (a
-// commit is always at the next sequence number), so its end is found by probing, never by
-// LIST: doubling steps, then a binary search.
+// commit is always at the next sequence number, and only records behind an older checkpoint
+// are ever deleted), so its end is where the first record is missing: found by reading the
+// records' headers a batch at a time, never by LIST.
 
-/** How many requests for record headers are in flight while a state is rebuilt. */
-const HEADER_READS = 16;
-/** What a first ranged GET of a record reads: its header almost always fits. */
+/** What a first ranged GET of a record or checkpoint reads: its header almost always fits. */
 const HEADER_GUESS = 64 * 1024;
+/** Headers read at once while looking for the log's end: a few first (there are seldom more), then more. */
+const FIRST_BATCH = 4;
+const BATCH = 16;
+/** How often a load starts over when the log moved under it (a sweep, a new checkpoint). */
+const LOAD_ATTEMPTS = 3;
 
-export async function readHeader(store: ObjectStore, volumeId: string, seq: number): Promise<DecodedHeader | undefined> {
+/**
+ * A record's header, or undefined when there is no record at `seq`. `meta`: a data record's
+ * header is not fetched whole when it is long (its block lists are not wanted).
+ */
+export async function readHeader(store: ObjectStore, volumeId: string, seq: number, opts: { meta?: boolean } = {}): Promise<DecodedHeader | undefined> {
   const key = logKey(volumeId, seq);
   let bytes = await store.get(key, { offset: 0, length: HEADER_GUESS });
   if (!bytes) return undefined;
   const len = headerLength(bytes, key);
   if (bytes.length < RECORD_PREFIX_BYTES + len) {
+    if (opts.meta && peekKind(bytes) === "data") {
+      return { header: { v: 1, kind: "data", volume: volumeId, seq, commit: "", time: "" }, dataStart: RECORD_PREFIX_BYTES + len };
+    }
     bytes = await store.get(key, { offset: 0, length: RECORD_PREFIX_BYTES + len });
     if (!bytes) return undefined;
   }
   return decodeHeader(bytes, key);
 }
 
-const exists = async (store: ObjectStore, volumeId: string, seq: number) => (await store.head(logKey(volumeId, seq))) !== undefined;
-
-/** The last sequence number in the log, given one known to exist (`from`). */
-export async function probeTail(store: ObjectStore, volumeId: string, from: number): Promise<number> {
-  let present = from;
-  let step = 1;
-  let absent: number | undefined;
-  while (absent === undefined) {
-    const probe = present + step;
-    if (await exists(store, volumeId, probe)) {
-      present = probe;
-      step *= 2;
-    } else absent = probe;
+/** The log changed while it was read (records swept, a checkpoint replaced): reading again will do. */
+class LogMoved extends Error {
+  constructor(readonly failure: BackendError) {
+    super(failure.message);
   }
-  while (absent - present > 1) {
-    const mid = Math.floor((present + absent) / 2);
-    if (await exists(store, volumeId, mid)) present = mid;
-    else absent = mid;
-  }
-  return present;
 }
 
-/** The newest checkpoint the hint names, if it is there. */
-async function hintedCheckpoint(store: ObjectStore, volumeId: string, upTo: number | undefined): Promise<VolumeState | undefined> {
+const missingRecord = (store: ObjectStore, volumeId: string, seq: number) =>
+  new LogMoved(new BackendError(`volume ${volumeId}: log record ${seq} is missing from ${store.where}, though later ones are there`, { hint: "the volume's objects were changed behind kindling's back" }));
+
+/**
+ * Applies every record after the state's sequence number up to the log's end. `check` sees
+ * each header before it is applied and may throw (a writer meeting another writer's record).
+ */
+export async function scanTail(store: ObjectStore, state: VolumeState, opts: { check?: (h: RecordHeader) => void } = {}): Promise<void> {
+  await scan(store, state, opts).catch((err) => Promise.reject(err instanceof LogMoved ? err.failure : err));
+}
+
+async function scan(store: ObjectStore, state: VolumeState, opts: { check?: (h: RecordHeader) => void }): Promise<void> {
+  for (let batch = FIRST_BATCH; ; batch = BATCH) {
+    const seqs = Array.from({ length: batch }, (_, i) => state.seq + 1 + i);
+    const got = await Promise.all(seqs.map((s) => readHeader(store, state.volumeId, s, { meta: state.metaOnly })));
+    const miss = got.findIndex((h) => !h);
+    for (const h of miss < 0 ? got : got.slice(0, miss)) {
+      opts.check?.((h as DecodedHeader).header);
+      state.apply((h as DecodedHeader).header, (h as DecodedHeader).dataStart);
+    }
+    if (miss < 0) continue;
+    // A record after the missing one: a gap, unless both were appended while the batch was read.
+    if (got.slice(miss + 1).some(Boolean)) throw missingRecord(store, state.volumeId, seqs[miss]);
+    return;
+  }
+}
+
+/** Applies the records after the state's sequence number, up to `tail` (which must be there). */
+async function replayTo(store: ObjectStore, state: VolumeState, tail: number): Promise<void> {
+  for (let next = state.seq + 1; next <= tail; next += BATCH) {
+    const seqs = Array.from({ length: Math.min(BATCH, tail - next + 1) }, (_, i) => next + i);
+    const headers = await Promise.all(seqs.map((s) => readHeader(store, state.volumeId, s, { meta: state.metaOnly })));
+    headers.forEach((h, i) => {
+      if (!h) throw missingRecord(store, state.volumeId, seqs[i]);
+      state.apply(h.header, h.dataStart);
+    });
+  }
+}
+
+/** A checkpoint, or undefined when there is none at `seq`; `meta`: its header only (one small ranged GET). */
+export async function loadCheckpoint(store: ObjectStore, volumeId: string, seq: number, opts: { meta?: boolean } = {}): Promise<VolumeState | undefined> {
+  const key = checkpointKey(volumeId, seq);
+  if (!opts.meta) {
+    const bytes = await store.get(key);
+    return bytes ? VolumeState.decode(bytes, key) : undefined;
+  }
+  let bytes = await store.get(key, { offset: 0, length: HEADER_GUESS });
+  if (!bytes) return undefined;
+  const len = checkpointHeaderLength(bytes, key);
+  if (bytes.length < CHECKPOINT_PREFIX_BYTES + len) bytes = await store.get(key, { offset: 0, length: CHECKPOINT_PREFIX_BYTES + len });
+  return bytes ? VolumeState.decodeMeta(bytes, key) : undefined;
+}
+
+/** The checkpoint the hint names: undefined when there is no usable hint; LogMoved when it names one just replaced. */
+async function hintedCheckpoint(store: ObjectStore, volumeId: string, upTo: number | undefined, meta: boolean, lastTry: boolean): Promise<VolumeState | undefined> {
   const hint = await store.get(hintKey(volumeId));
   let seq: number | undefined;
   try {
@@ -58,41 +107,63 @@ async function hintedCheckpoint(store: ObjectStore, volumeId: string, upTo: numb
     seq = undefined; // a hint is only ever a shortcut
   }
   if (seq === undefined || (upTo !== undefined && seq > upTo)) return undefined;
-  return loadCheckpoint(store, volumeId, seq);
-}
-
-export async function loadCheckpoint(store: ObjectStore, volumeId: string, seq: number): Promise<VolumeState | undefined> {
-  const key = checkpointKey(volumeId, seq);
-  const bytes = await store.get(key);
-  return bytes ? VolumeState.decode(bytes, key) : undefined;
-}
-
-/**
- * The volume's state at its log's end (or at `upTo`, for a snapshot or a clone's parent): the
- * nearest checkpoint, then the records after it. NotFoundError when the volume has no log.
- */
-export async function loadState(store: ObjectStore, volumeId: string, opts: { upTo?: number } = {}): Promise<VolumeState> {
-  let state = opts.upTo !== undefined ? await loadCheckpoint(store, volumeId, opts.upTo) : undefined;
-  state ??= await hintedCheckpoint(store, volumeId, opts.upTo);
-  if (!state) {
-    state = new VolumeState(volumeId);
-    if (!(await exists(store, volumeId, 0))) throw new NotFoundError("volume", volumeId, { hint: `no log at ${store.where}` });
-  }
-  const tail = opts.upTo ?? (await probeTail(store, volumeId, Math.max(state.seq, 0)));
-  await replay(store, state, tail);
+  const state = await loadCheckpoint(store, volumeId, seq, { meta });
+  // The writer deletes an old checkpoint only after the hint names a newer one: read the hint again.
+  if (!state && !lastTry) throw new LogMoved(new BackendError(`volume ${volumeId}: checkpoint ${seq} is gone`));
   return state;
 }
 
-/** Applies the records after the state's sequence number, up to `tail`. */
-export async function replay(store: ObjectStore, state: VolumeState, tail: number): Promise<void> {
-  for (let next = state.seq + 1; next <= tail; next += HEADER_READS) {
-    const seqs = Array.from({ length: Math.min(HEADER_READS, tail - next + 1) }, (_, i) => next + i);
-    const headers = await Promise.all(seqs.map((s) => readHeader(store, state.volumeId, s)));
-    headers.forEach((h, i) => {
-      if (!h) throw new BackendError(`volume ${state.volumeId}: log record ${seqs[i]} is missing from ${store.where}, though later ones are there`, { hint: "the volume's objects were changed behind kindling's back" });
-      state.apply(h.header, h.dataStart);
-    });
+export interface LoadOptions {
+  /** The state at this sequence number (a snapshot, a clone's parent) instead of at the log's end. */
+  upTo?: number;
+  /** With `upTo`: a checkpoint at or before it, while there is none at `upTo` itself. */
+  base?: number;
+  /** Without the map: see VolumeState's `metaOnly`. */
+  meta?: boolean;
+}
+
+/**
+ * The volume's state at its log's end (or at `upTo`): the nearest checkpoint, then the records
+ * after it. NotFoundError when the volume has no log. Started over when the log moves under it.
+ */
+export async function loadState(store: ObjectStore, volumeId: string, opts: LoadOptions = {}): Promise<VolumeState> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await loadOnce(store, volumeId, opts, attempt === LOAD_ATTEMPTS);
+    } catch (err) {
+      if (!(err instanceof LogMoved)) throw err;
+      if (attempt === LOAD_ATTEMPTS) throw err.failure;
+    }
   }
+}
+
+async function loadOnce(store: ObjectStore, volumeId: string, opts: LoadOptions, lastTry: boolean): Promise<VolumeState> {
+  const meta = opts.meta ?? false;
+  const { upTo, base } = opts;
+  let state: VolumeState | undefined;
+  if (upTo !== undefined) {
+    state = await loadCheckpoint(store, volumeId, upTo, { meta });
+    if (!state && base !== undefined && base >= 0 && base <= upTo) {
+      state = await loadCheckpoint(store, volumeId, base, { meta });
+      // Gone once the writer made the checkpoint at `upTo`: read that one.
+      if (!state && !lastTry) throw new LogMoved(new BackendError(`volume ${volumeId}: checkpoint ${base} is gone`));
+    }
+  }
+  state ??= await hintedCheckpoint(store, volumeId, upTo, meta, lastTry);
+  state ??= new VolumeState(volumeId, meta);
+  const notFound = () => new NotFoundError("volume", volumeId, { hint: `no log at ${store.where}` });
+  if (upTo !== undefined) {
+    try {
+      await replayTo(store, state, upTo);
+    } catch (err) {
+      if (err instanceof LogMoved && state.seq < 0) throw notFound();
+      throw err;
+    }
+  } else {
+    await scan(store, state, {});
+    if (state.seq < 0) throw notFound();
+  }
+  return state;
 }
 
 /**
@@ -116,14 +187,14 @@ export async function appendRecord(
       return seq;
     } catch (err) {
       if (!(err instanceof PreconditionFailed)) throw err;
-      const there = await readHeader(store, state.volumeId, seq);
+      const there = await readHeader(store, state.volumeId, seq, { meta: state.metaOnly });
       if (!there) continue; // gone again (a store without atomic creates): try once more
       if (there.header.commit === header.commit) {
         state.apply(there.header, there.dataStart); // our own earlier attempt landed
         return seq;
       }
       state.apply(there.header, there.dataStart);
-      await replay(store, state, await probeTail(store, state.volumeId, state.seq));
+      await scanTail(store, state);
     }
   }
 }

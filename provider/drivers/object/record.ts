@@ -27,6 +27,8 @@ export type RecordKind =
 export interface ParentRef {
   volumeId: string;
   seq: number;
+  /** A checkpoint at or before `seq` to replay from while the parent has none at `seq` yet. */
+  base?: number;
 }
 
 export interface RecordHeader {
@@ -55,6 +57,13 @@ export interface RecordHeader {
   snapshot?: string;
   child?: string;
   at?: number;
+  /**
+   * Pins (snapshot, clone): a checkpoint at or before the pinned state. A pin is appended
+   * without writing a checkpoint of its own (that would cost time in proportion to the
+   * volume), so until the volume's writer makes one at the pin, its state is this checkpoint
+   * and the records after it.
+   */
+  base?: number;
 }
 
 export function newHeader(kind: RecordKind, volume: string, seq: number, fields: Partial<RecordHeader> = {}): RecordHeader {
@@ -84,6 +93,15 @@ export function headerLength(prefix: Buffer, key: string): number {
     throw new BackendError(`${key} is not a kindling record (bad magic): the store holds something kindling did not write there`);
   }
   return prefix.readUInt32BE(8);
+}
+
+/**
+ * A record's kind from the start of its header (the header always begins `{"v":1,"kind":"...`,
+ * as `newHeader` builds it), for readers that skip data records and so need not fetch a long
+ * header whole.
+ */
+export function peekKind(bytes: Buffer): string | undefined {
+  return /^\{"v":1,"kind":"([a-z]+)"/.exec(bytes.toString("utf8", RECORD_PREFIX_BYTES, Math.min(bytes.length, RECORD_PREFIX_BYTES + 64)))?.[1];
 }
 
 export interface DecodedHeader {

@@ -32,6 +32,24 @@ export interface RecordInfo {
 export interface Pins {
   snapshots: Map<string, number>;
   clones: Map<string, number>;
+  /** Pinned sequence number -> a checkpoint at or before it (pins appended without one of their own). */
+  bases: Map<number, number>;
+}
+
+/** A checkpoint's header: everything but the map. */
+interface CheckpointHeader {
+  volume: string; seq: number; sizeBytes: number; blockSize: number; parent?: ParentRef; epoch: number; jseq?: number; holder?: string;
+  snapshots: Record<string, number>; clones: Record<string, number>; bases?: Array<[number, number]>; hidden?: ReadonlyArray<readonly [number, number]>;
+  records: Array<[number, number, number, number, number]>; entries: number;
+}
+
+export const CHECKPOINT_PREFIX_BYTES = 12;
+const CHECKPOINT_MAGIC = "KNDLCKP1";
+
+/** The length of a checkpoint's JSON header, from its first 12 bytes. */
+export function checkpointHeaderLength(bytes: Buffer, key: string): number {
+  if (bytes.length < CHECKPOINT_PREFIX_BYTES || bytes.toString("latin1", 0, 8) !== CHECKPOINT_MAGIC) throw new BackendError(`${key} is not a kindling checkpoint`);
+  return bytes.readUInt32BE(8);
 }
 
 export class VolumeState {
@@ -50,11 +68,19 @@ export class VolumeState {
   readonly records = new Map<number, RecordInfo>();
   /** A clone's trimmed ranges: unmapped there, yet they must not show the parent's data. */
   hidden = new Intervals();
-  readonly pins: Pins = { snapshots: new Map(), clones: new Map() };
+  readonly pins: Pins = { snapshots: new Map(), clones: new Map(), bases: new Map() };
   /** The sequence number of the newest checkpoint this state came from or was saved as. */
   checkpointSeq = -1;
 
-  constructor(readonly volumeId: string) {}
+  /**
+   * `metaOnly`: everything but the map (size, pins, parent, writer), built from a checkpoint's
+   * header and the records' headers without their block lists: what snapshot, clone and extend
+   * need, in time that does not grow with the volume. Never saved as a checkpoint.
+   */
+  constructor(
+    readonly volumeId: string,
+    readonly metaOnly = false,
+  ) {}
 
   get blocks(): number {
     return Math.ceil(this.sizeBytes / this.blockSize);
@@ -78,7 +104,7 @@ export class VolumeState {
       case "data":
         // A record from a writer that has since been fenced cannot land after the fence (every
         // commit is a create at the next sequence number), but an old record is never applied.
-        if (header.epoch !== this.epoch) break;
+        if (header.epoch !== this.epoch || this.metaOnly) break;
         this.applyData(header, dataStart);
         break;
       case "resize":
@@ -86,18 +112,21 @@ export class VolumeState {
         break;
       case "snapshot":
         if (header.snapshot) this.pins.snapshots.set(header.snapshot, header.seq);
+        if (header.base !== undefined) this.pins.bases.set(header.seq, header.base);
         break;
       case "snapdel":
         if (header.snapshot) this.pins.snapshots.delete(header.snapshot);
         break;
       case "clone":
         if (header.child) this.pins.clones.set(header.child, header.at ?? header.seq);
+        if (header.base !== undefined) this.pins.bases.set(header.at ?? header.seq, header.base);
         break;
       case "unclone":
         if (header.child) this.pins.clones.delete(header.child);
         break;
       case "flattened":
         this.parent = undefined;
+        if (this.metaOnly) break;
         for (const [block, loc] of this.map) if (loc === ZERO_HOLE) this.map.delete(block);
         this.hidden = new Intervals();
         break;
@@ -187,8 +216,15 @@ export class VolumeState {
 
   // ---- checkpoints
 
+  /** Where the state at a pinned sequence number can be rebuilt from while it has no checkpoint of its own. */
+  baseOf(pinned: number): number | undefined {
+    return this.pins.bases.get(pinned);
+  }
+
   encode(): Buffer {
-    const header = {
+    if (this.metaOnly) throw new BackendError(`volume ${this.volumeId}: a state without its map cannot be saved as a checkpoint`);
+    const pinned = new Set(this.pinnedSeqs());
+    const header: CheckpointHeader & { v: 1 } = {
       v: 1,
       volume: this.volumeId,
       seq: this.seq,
@@ -200,6 +236,7 @@ export class VolumeState {
       holder: this.holder,
       snapshots: Object.fromEntries(this.pins.snapshots),
       clones: Object.fromEntries(this.pins.clones),
+      bases: [...this.pins.bases].filter(([seq]) => pinned.has(seq)),
       hidden: this.hidden.list,
       records: [...this.records].map(([seq, r]) => [seq, r.dataStart, r.live, r.deadAt ?? -1, r.blocks]),
       entries: this.map.size,
@@ -212,26 +249,42 @@ export class VolumeState {
       table[i++] = loc;
       table[i++] = this.crcs.get(block) ?? -1;
     }
-    const prefix = Buffer.alloc(12);
-    prefix.write("KNDLCKP1", 0, "latin1");
+    const prefix = Buffer.alloc(CHECKPOINT_PREFIX_BYTES);
+    prefix.write(CHECKPOINT_MAGIC, 0, "latin1");
     prefix.writeUInt32BE(json.length, 8);
     return Buffer.concat([prefix, json, Buffer.from(table.buffer, table.byteOffset, table.byteLength)]);
   }
 
-  static decode(bytes: Buffer, key: string): VolumeState {
-    if (bytes.length < 12 || bytes.toString("latin1", 0, 8) !== "KNDLCKP1") throw new BackendError(`${key} is not a kindling checkpoint`);
-    const len = bytes.readUInt32BE(8);
-    const h = JSON.parse(bytes.toString("utf8", 12, 12 + len)) as {
-      volume: string; seq: number; sizeBytes: number; blockSize: number; parent?: ParentRef; epoch: number; jseq?: number; holder?: string;
-      snapshots: Record<string, number>; clones: Record<string, number>; hidden?: Array<[number, number]>; records: Array<[number, number, number, number, number]>; entries: number;
-    };
-    const s = new VolumeState(h.volume);
+  /** The state a checkpoint's header describes, without its map (`bytes` holds at least the header). */
+  static decodeMeta(bytes: Buffer, key: string): VolumeState {
+    return VolumeState.fromHeader(VolumeState.parseHeader(bytes, key), true);
+  }
+
+  private static parseHeader(bytes: Buffer, key: string): CheckpointHeader {
+    const len = checkpointHeaderLength(bytes, key);
+    if (bytes.length < CHECKPOINT_PREFIX_BYTES + len) throw new BackendError(`${key}: checkpoint header cut short`);
+    try {
+      return JSON.parse(bytes.toString("utf8", CHECKPOINT_PREFIX_BYTES, CHECKPOINT_PREFIX_BYTES + len)) as CheckpointHeader;
+    } catch {
+      throw new BackendError(`${key}: checkpoint header is not JSON`);
+    }
+  }
+
+  private static fromHeader(h: CheckpointHeader, metaOnly: boolean): VolumeState {
+    const s = new VolumeState(h.volume, metaOnly);
     Object.assign(s, { seq: h.seq, sizeBytes: h.sizeBytes, blockSize: h.blockSize, parent: h.parent, epoch: h.epoch, jseq: h.jseq ?? 0, holder: h.holder, checkpointSeq: h.seq });
     for (const [id, seq] of Object.entries(h.snapshots)) s.pins.snapshots.set(id, seq);
     for (const [id, seq] of Object.entries(h.clones)) s.pins.clones.set(id, seq);
+    for (const [seq, base] of h.bases ?? []) s.pins.bases.set(seq, base);
     s.hidden = Intervals.from(h.hidden);
-    for (const [seq, dataStart, live, deadAt, blocks] of h.records) s.records.set(seq, { dataStart, blocks, live, deadAt: deadAt < 0 ? undefined : deadAt });
-    const start = 12 + len;
+    if (!metaOnly) for (const [seq, dataStart, live, deadAt, blocks] of h.records) s.records.set(seq, { dataStart, blocks, live, deadAt: deadAt < 0 ? undefined : deadAt });
+    return s;
+  }
+
+  static decode(bytes: Buffer, key: string): VolumeState {
+    const h = VolumeState.parseHeader(bytes, key);
+    const s = VolumeState.fromHeader(h, false);
+    const start = CHECKPOINT_PREFIX_BYTES + checkpointHeaderLength(bytes, key);
     const raw = bytes.subarray(start, start + h.entries * 24);
     if (raw.length !== h.entries * 24) throw new BackendError(`${key}: checkpoint cut short`);
     const table = new Float64Array(new Uint8Array(raw).buffer);

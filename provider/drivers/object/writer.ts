@@ -4,9 +4,9 @@ import { BackendError } from "../../util/errors";
 import { logger } from "../../util/log";
 import type { BlockCache } from "./cache";
 import { DirtySet, fill, overlay, type Dirty } from "./dirty";
-import { logKey } from "./layout";
+import { checkpointKey, logKey } from "./layout";
 import { StoreLease, type HeldLease } from "./lease";
-import { appendRecord, dropVanishedClones, probeTail, readHeader, saveCheckpoint } from "./log";
+import { appendRecord, dropVanishedClones, loadState, readHeader, saveCheckpoint, scanTail } from "./log";
 import { BlockReader, pushRun, type BlockStatus, type StatusRun } from "./reader";
 import { blocksToRuns, encodeRecord, newHeader, type RecordHeader } from "./record";
 import { failpoint } from "./failpoints";
@@ -54,7 +54,10 @@ export class VolumeWriter {
   private held?: HeldLease;
   private timers: NodeJS.Timeout[] = [];
   private waiters: Array<() => void> = [];
+  /** Checkpoints this writer made or opened from, oldest first: what the sweep may judge by, and delete once superseded. */
   private checkpoints: Array<{ seq: number; at: number }> = [];
+  /** Pinned states known to have a checkpoint of their own. */
+  private readonly pinCheckpoints = new Set<number>();
   private lastError?: Error;
   private autoQueued = false;
   /** A commit's PUT is under way. */
@@ -75,6 +78,8 @@ export class VolumeWriter {
   ) {
     this.reader = new BlockReader(store, state, cache, parent);
     this.active = new DirtySet(state.blockSize);
+    // Readers may be loading it now: it counts as made now.
+    if (state.checkpointSeq >= 0) this.checkpoints.push({ seq: state.checkpointSeq, at: performance.now() });
   }
 
   /** Takes the volume's lease, brings its state up to date and writes the `open` record. */
@@ -438,13 +443,17 @@ export class VolumeWriter {
   /** Applies records others appended since our last commit. */
   private async catchUp(): Promise<void> {
     if (this.fenced) return;
-    const tail = await probeTail(this.store, this.state.volumeId, this.state.seq);
-    for (let seq = this.state.seq + 1; seq <= tail; seq++) {
-      const there = await readHeader(this.store, this.state.volumeId, seq);
-      if (!there) return;
-      if (["open", "data", "close"].includes(there.header.kind)) return this.fence(`another writer committed record ${seq} (${there.header.kind})`);
-      this.state.apply(there.header, there.dataStart);
-    }
+    let foreign: RecordHeader | undefined;
+    await scanTail(this.store, this.state, {
+      check: (h) => {
+        if (!["open", "data", "close"].includes(h.kind)) return;
+        foreign = h;
+        throw new FencedError(`another writer committed record ${h.seq}`);
+      },
+    }).catch((err) => {
+      if (!foreign) throw err;
+    });
+    if (foreign) this.fence(`another writer committed record ${foreign.seq} (${foreign.kind})`);
   }
 
   private async afterCommit(): Promise<void> {
@@ -458,7 +467,11 @@ export class VolumeWriter {
     this.checkpoints.push({ seq: this.state.seq, at: performance.now() });
   }
 
-  /** Deletes records nothing reads any more, behind a checkpoint old enough. */
+  /**
+   * Deletes records nothing reads any more, behind a checkpoint old enough, and the checkpoints
+   * older than that one. Every pinned state gets its checkpoint first: a pin is appended with
+   * only a base checkpoint before it, and replaying from there needs records the sweep may take.
+   */
   private async collect(): Promise<void> {
     const old = this.checkpoints.filter((c) => performance.now() - c.at >= this.settings.gcHorizonMs).pop();
     if (!old) return;
@@ -466,10 +479,30 @@ export class VolumeWriter {
     await this.catchUp();
     this.check();
     await dropVanishedClones(this.store, this.state);
+    await this.checkpointPins();
     for (const seq of this.state.deadRecords(old.seq)) {
       await this.store.delete(logKey(this.state.volumeId, seq));
       failpoint("sweep-after-delete");
       this.state.forgetRecord(seq);
+    }
+    // The hint names a checkpoint at least as new as `old`; pinned states keep theirs.
+    const pinned = new Set(this.state.pinnedSeqs());
+    for (const c of this.checkpoints.filter((c) => c.seq < old.seq)) {
+      if (!pinned.has(c.seq)) await this.store.delete(checkpointKey(this.state.volumeId, c.seq));
+    }
+    this.checkpoints = this.checkpoints.filter((c) => c.seq >= old.seq);
+  }
+
+  /** Makes the checkpoint of every pinned state that has none yet, from its base and the records after it. */
+  private async checkpointPins(): Promise<void> {
+    for (const seq of this.state.pinnedSeqs()) {
+      if (this.pinCheckpoints.has(seq)) continue;
+      if (!(await this.store.head(checkpointKey(this.state.volumeId, seq)))) {
+        const base = this.state.baseOf(seq) ?? this.checkpoints.filter((c) => c.seq <= seq).pop()?.seq;
+        const at = await loadState(this.store, this.state.volumeId, { upTo: seq, base });
+        await saveCheckpoint(this.store, at, { hint: false });
+      }
+      this.pinCheckpoints.add(seq);
     }
   }
 

@@ -92,13 +92,20 @@ export class ObjectBlockDevice implements BlockDevice {
     const w = this.writable();
     const bs = this.blockSize;
     const end = offset + buffer.length;
-    for (let pos = offset; pos < end; ) {
-      const b = Math.floor(pos / bs);
-      const to = Math.min(end, (b + 1) * bs);
-      const piece = buffer.subarray(pos - offset, to - offset);
-      if (pos === b * bs && to === (b + 1) * bs) await w.writeFull(b, piece);
-      else await w.writePart(b, pos - b * bs, piece);
-      pos = to;
+    // Partial blocks at the edges, the whole blocks between them in one go.
+    const wholeFrom = Math.ceil(offset / bs) * bs;
+    const wholeTo = Math.floor(end / bs) * bs;
+    if (wholeTo <= wholeFrom) {
+      for (let pos = offset; pos < end; ) {
+        const b = Math.floor(pos / bs);
+        const to = Math.min(end, (b + 1) * bs);
+        await w.writePart(b, pos - b * bs, buffer.subarray(pos - offset, to - offset));
+        pos = to;
+      }
+    } else {
+      if (offset < wholeFrom) await w.writePart(Math.floor(offset / bs), offset % bs, buffer.subarray(0, wholeFrom - offset));
+      await w.writeBlocks(wholeFrom / bs, buffer.subarray(wholeFrom - offset, wholeTo - offset));
+      if (end > wholeTo) await w.writePart(wholeTo / bs, 0, buffer.subarray(wholeTo - offset));
     }
     if (opts.fua) await w.flush();
   }

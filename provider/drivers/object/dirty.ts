@@ -58,11 +58,14 @@ export class DirtySet {
     return this.blocks.get(block) ?? (this.unmapped.has(block) ? { kind: "unmap" } : undefined);
   }
 
-  /** Whole block of data (the caller's buffer is copied: NBD reuses its buffers). */
-  setFull(block: number, data: Buffer): void {
+  /**
+   * Whole block of data. The caller's buffer is copied (NBD reuses its buffers) unless it is
+   * `owned`: a view into a copy the writer made for a run of blocks.
+   */
+  setFull(block: number, data: Buffer, owned = false): void {
     this.touch();
-    const buf = Buffer.allocUnsafe(data.length);
-    data.copy(buf);
+    const buf = owned ? data : Buffer.allocUnsafe(data.length);
+    if (!owned) data.copy(buf);
     this.blocks.set(block, { kind: "data", buf, crc: crc32(buf) });
   }
 

@@ -32,6 +32,9 @@ interface SnapshotObject {
   blockSize?: number;
 }
 
+/** The checkpoint a state was built from, for a pin on it to be rebuilt from; none: from the log's start. */
+const baseOf = (state: VolumeState) => (state.checkpointSeq >= 0 ? state.checkpointSeq : undefined);
+
 const isNotFound = (err: unknown) => err instanceof KindlingError && err.code === "NOT_FOUND";
 
 /** The largest volume: offsets stay exact in a JavaScript number far beyond this. */
@@ -317,7 +320,7 @@ export class ObjectDriver implements VolumeDriver {
   async createSnapshot(snapshot: DriverSnapshot): Promise<ModelUpdate> {
     const id = checkedId(snapshot.id);
     const state = await this.metaOf(snapshot.volumeId);
-    const base = state.checkpointSeq;
+    const base = baseOf(state);
     const seq = await appendRecord(this.store, state, "snapshot", { snapshot: id, base });
     const named: SnapshotObject = { seq, base, sizeBytes: state.sizeBytes, blockSize: state.blockSize };
     await this.store.put(snapshotKey(snapshot.volumeId, id), Buffer.from(JSON.stringify(named)));
@@ -356,7 +359,7 @@ export class ObjectDriver implements VolumeDriver {
 
   async cloneVolume(volume: DriverVolume, source: DriverVolume): Promise<ModelUpdate> {
     const state = await this.metaOf(source.id);
-    return this.makeClone(volume, state, { volumeId: source.id, seq: state.seq, base: state.checkpointSeq }, state.blockSize);
+    return this.makeClone(volume, state, { volumeId: source.id, seq: state.seq, base: baseOf(state) }, state.blockSize);
   }
 
   async createVolumeFromSnapshot(volume: DriverVolume, snapshot: DriverSnapshot): Promise<ModelUpdate> {

@@ -26,6 +26,9 @@ import { PreconditionFailed, type ObjectStore } from "./store";
 
 export type Durability = "remote" | "local" | "unsafe";
 
+/** A run of whole blocks is copied in pieces of this size, each after waiting for room. */
+const WRITE_CHUNK_BYTES = 1024 * 1024;
+
 export interface WriterSettings {
   durability: Durability;
   /** A commit starts when this much is waiting. */
@@ -127,7 +130,8 @@ export class VolumeWriter {
       else {
         const b = Math.floor(e.offset / bs);
         const data = e.data as Buffer;
-        if (e.offset % bs === 0 && data.length === bs) await this.writeFull(b, data);
+        // Whole blocks were journalled a run at a time, partial ones one block at a time.
+        if (e.offset % bs === 0 && data.length % bs === 0) await this.writeBlocks(b, data);
         else await this.writePart(b, e.offset - b * bs, data);
       }
       this.active.maxJseq = e.jseq;
@@ -260,6 +264,24 @@ export class VolumeWriter {
     if (this.journal) this.active.maxJseq = this.journal.append(kind, offset, length, data);
   }
 
+  /**
+   * Whole blocks from `first` on (`data` a multiple of the block size). Copied once per
+   * megabyte, not once per block: the set keeps views into that copy, and a commit sends
+   * adjacent views as one piece (fewer small buffers to allocate, collect and copy again).
+   */
+  async writeBlocks(first: number, data: Buffer): Promise<void> {
+    const bs = this.state.blockSize;
+    for (let at = 0; at < data.length; at += WRITE_CHUNK_BYTES) {
+      await this.room();
+      const piece = data.subarray(at, Math.min(data.length, at + WRITE_CHUNK_BYTES));
+      const own = Buffer.allocUnsafe(piece.length);
+      piece.copy(own);
+      for (let i = 0; i < own.length; i += bs) this.active.setFull(first + (at + i) / bs, own.subarray(i, i + bs), true);
+      this.journalled("write", first * bs + at, piece.length, piece);
+      this.kick();
+    }
+  }
+
   async writeFull(block: number, data: Buffer): Promise<void> {
     await this.room();
     this.active.setFull(block, data);
@@ -383,6 +405,7 @@ export class VolumeWriter {
     const partial = dataBlocks.filter((b) => (gen.blocks.get(b) as Dirty & { kind: "data" }).mask);
     const bases = partial.length ? await this.reader.read(partial) : new Map<number, Buffer | null>();
     const bufs = dataBlocks.map((b) => fill(gen.blocks.get(b) as Dirty & { kind: "data" }, bases.get(b) ?? null, bs));
+    const pieces = adjacentJoined(bufs);
     const fields: Partial<RecordHeader> = {
       epoch: this.state.epoch,
       data: blocksToRuns(dataBlocks),
@@ -398,7 +421,7 @@ export class VolumeWriter {
       // (a timeout) but that landed is known as ours by the 412 of the next one.
       gen.commitId ??= randomBytes(8).toString("hex");
       const header = newHeader("data", this.state.volumeId, seq, { ...fields, commit: gen.commitId });
-      const body = encodeRecord(header, bufs);
+      const body = encodeRecord(header, pieces);
       const dataStart = body.length - bufs.length * bs;
       try {
         failpoint("commit-before-put");
@@ -558,6 +581,17 @@ export class VolumeWriter {
       this.onClosed();
     }
   }
+}
+
+/** Buffers that follow each other in one ArrayBuffer, as one view each: the record's pieces. */
+function adjacentJoined(bufs: Buffer[]): Buffer[] {
+  const out: Buffer[] = [];
+  for (const b of bufs) {
+    const last = out[out.length - 1];
+    if (last && last.buffer === b.buffer && last.byteOffset + last.length === b.byteOffset) out[out.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + b.length);
+    else out.push(b);
+  }
+  return out;
 }
 
 /** `runs` with [start, end) set to `status`. */

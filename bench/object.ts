@@ -13,8 +13,11 @@
 // with a FLUSH about every second (`--fsync=N`, N the server's IOPS in the run before). The
 // optional row `fragread` reads the export sequentially once more after the random writes
 // (kindling's blocks then lie scattered over many records). Then snapshot, clone and extend
-// of a small and a large volume, half written, through the library; the peers have none.
-//   KINDLING_BENCH_RUNS=3  KINDLING_BENCH_PARTS=s3,s3-cow,swift,swift-cow
+// of a small and a large volume, half written, through the library; the peers have none. And
+// the store itself through the driver's own HTTP client (what no server on it can beat): 1 GiB
+// as 32 MiB PUTs one at a time and with 4 in flight, read back whole with 4 in flight, and
+// 64 KiB ranged GETs at random with 32 in flight.
+//   KINDLING_BENCH_RUNS=3  KINDLING_BENCH_PARTS=s3,s3-cow,s3-store,swift,swift-cow,swift-store
 //   KINDLING_BENCH_SUBJECTS=kindling,nbdkit-64k,nbdkit-1m,s3backer-64k,s3backer-1m,swiftnbd
 //   KINDLING_BENCH_ROWS=seqwrite,seqread,randread,randwrite (and fragread)
 //   KINDLING_BENCH_LARGE_ROWS=seqwrite,seqread (the 1 MiB-object peers: a 4 KiB write is a
@@ -45,7 +48,7 @@ import { SwiftAio } from "../test/helpers/objectstores";
 const env = process.env;
 const list = (name: string, fallback: string) => (env[name] ?? fallback).split(",").map((s) => s.trim()).filter(Boolean);
 const runs = Number(env.KINDLING_BENCH_RUNS ?? 3);
-const parts = new Set(list("KINDLING_BENCH_PARTS", "s3,s3-cow,swift,swift-cow"));
+const parts = new Set(list("KINDLING_BENCH_PARTS", "s3,s3-cow,s3-store,swift,swift-cow,swift-store"));
 const wanted = new Set(list("KINDLING_BENCH_SUBJECTS", "kindling,nbdkit-64k,nbdkit-1m,s3backer-64k,s3backer-1m,swiftnbd"));
 const rows = new Set(list("KINDLING_BENCH_ROWS", "seqwrite,seqread,randread,randwrite"));
 const largeRows = new Set(list("KINDLING_BENCH_LARGE_ROWS", "seqwrite,seqread"));
@@ -596,6 +599,55 @@ async function copyOnWrite(backendConfig: Record<string, unknown>, dir: string, 
   return out;
 }
 
+// ---- the store itself
+
+interface StoreRow {
+  putOne: number;
+  putFour: number;
+  getFour: number;
+  smallGets: number;
+}
+
+/** `count` jobs, `inFlight` at a time. */
+async function pooled(count: number, inFlight: number, job: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: inFlight }, async () => {
+    for (let i = next++; i < count; i = next++) await job(i);
+  }));
+}
+
+/** The ceiling any NBD server on this store meets, through kindling's own client: MiB/s and GETs/s. */
+async function storeCeiling(store: ObjectStore, label: string): Promise<StoreRow> {
+  const big = 32 * MiB;
+  const objects = GiB / big;
+  const body = randomBytes(big);
+  const samples: StoreRow[] = [];
+  for (let r = 0; r < runs; r++) {
+    const key = (i: number) => `ceiling/${r}/${i}`;
+    const putOne = GiB / MiB / (await timed(() => pooled(objects, 1, (i) => store.put(key(i), body))));
+    const putFour = GiB / MiB / (await timed(() => pooled(objects, 4, (i) => store.put(key(i), body))));
+    const getFour = GiB / MiB / (await timed(() => pooled(objects, 4, (i) => store.get(key(i)))));
+    const small = 2000;
+    const smallGets = small / (await timed(() => pooled(small, 32, () => store.get(key(Math.floor(Math.random() * objects)), { offset: Math.floor(Math.random() * (big / 65536)) * 65536, length: 65536 }))));
+    await pooled(objects, 8, (i) => store.delete(key(i)));
+    samples.push({ putOne, putFour, getFour, smallGets });
+    say(`${label} store: PUT ${putOne.toFixed(0)} / ${putFour.toFixed(0)} MiB/s, GET ${getFour.toFixed(0)} MiB/s, ${smallGets.toFixed(0)} small GETs/s`);
+  }
+  const pick = (k: keyof StoreRow) => median(samples.map((x) => x[k]));
+  return { putOne: pick("putOne"), putFour: pick("putFour"), getFour: pick("getFour"), smallGets: pick("smallGets") };
+}
+
+function storeTable(row: StoreRow): string[] {
+  return [
+    "| the store itself, kindling's HTTP client | value |",
+    "|---|---|",
+    `| PUT of 32 MiB objects, one at a time (MiB/s) | ${row.putOne.toFixed(0)} |`,
+    `| PUT of 32 MiB objects, 4 in flight (MiB/s) | ${row.putFour.toFixed(0)} |`,
+    `| GET of 32 MiB objects whole, 4 in flight (MiB/s) | ${row.getFour.toFixed(0)} |`,
+    `| ranged GETs of 64 KiB at random, 32 in flight (GETs/s) | ${row.smallGets.toFixed(0)} |`,
+  ];
+}
+
 // ---- tables
 
 interface Target {
@@ -737,7 +789,7 @@ async function main(): Promise<void> {
   try {
     for (const bytes of new Set([seqBytes, smallBytes, swiftnbdBytes])) source(workDir, bytes);
 
-    if (parts.has("s3") || parts.has("s3-cow")) {
+    if (parts.has("s3") || parts.has("s3-cow") || parts.has("s3-store")) {
       cluster = await CephCluster.start([], { rgw: true, env: { CEPH_OSD_SIZE_GIB: String(osdGiB) } });
       const access = cluster.rgw as NonNullable<CephCluster["rgw"]>;
       const secretFile = join(workDir, "rgw.secret");
@@ -745,8 +797,12 @@ async function main(): Promise<void> {
       const rgw: RgwSetup = { dir: workDir, endpoint: access.endpoint, accessKey: access.accessKey, secretKey: access.secretKey, rgwLog: join(cluster.dir, "log", "client.rgw.kindling.log") };
       const bucketStore = (bucket: string) => new S3Store({ endpoint: access.endpoint, bucket, region: "us-east-1", accessKey: access.accessKey, secretKey: access.secretKey, timeoutMs: 30_000 });
       const backendFor = (bucket: string) => ({ driver: "object", api: "s3", endpoint: access.endpoint, bucket, accessKey: access.accessKey, secretKeyFile: secretFile, cacheDir: join(workDir, "cache", bucket) });
-      const stores = Object.fromEntries(["kindling-bench", "nbdkit-bench", "s3backer-bench", "kindling-cow"].map((b) => [b, bucketStore(b)]));
+      const stores = Object.fromEntries(["kindling-bench", "nbdkit-bench", "s3backer-bench", "kindling-cow", "ceiling"].map((b) => [b, bucketStore(b)]));
       for (const s of Object.values(stores)) await s.createContainer();
+
+      if (parts.has("s3-store")) {
+        out.push("", `radosgw S3, the store itself in the same run (1 GiB each way); median of ${runs}.`, "", ...storeTable(await storeCeiling(stores.ceiling, "radosgw")));
+      }
 
       if (parts.has("s3")) {
         const subjects: Subject[] = [kindlingSubject({ key: "kindling-s3", writeSeconds, dir: workDir, backend: backendFor("kindling-bench"), store: stores["kindling-bench"], rgwLog: rgw.rgwLog, bucket: "kindling-bench" })];
@@ -778,14 +834,18 @@ async function main(): Promise<void> {
       cluster = undefined;
     }
 
-    if (parts.has("swift") || parts.has("swift-cow")) {
+    if (parts.has("swift") || parts.has("swift-cow") || parts.has("swift-store")) {
       aio = await SwiftAio.start();
       const keyFile = join(workDir, "swift.key");
       writeFileSync(keyFile, `${aio.key}\n`, { mode: 0o600 });
       const containerStore = (container: string) => new SwiftStore({ authUrl: aio?.authUrl, user: aio?.user, key: aio?.key, container, timeoutMs: 30_000 });
       const backendFor = (container: string) => ({ driver: "object", api: "swift", authUrl: aio?.authUrl, user: aio?.user, keyFile, container, cacheDir: join(workDir, "cache", container) });
-      const stores = Object.fromEntries(["kindling-bench", "kindling-cow", "swiftnbd"].map((c) => [c, containerStore(c)]));
+      const stores = Object.fromEntries(["kindling-bench", "kindling-cow", "swiftnbd", "ceiling"].map((c) => [c, containerStore(c)]));
       for (const [name, s] of Object.entries(stores)) if (name !== "swiftnbd") await s.createContainer();
+
+      if (parts.has("swift-store")) {
+        out.push("", `Swift all-in-one, the store itself in the same run (1 GiB each way); median of ${runs}.`, "", ...storeTable(await storeCeiling(stores.ceiling, "swift")));
+      }
 
       if (parts.has("swift")) {
         const subjects: Subject[] = [kindlingSubject({ key: "kindling-swift", writeSeconds: swiftWriteSeconds, dir: workDir, backend: backendFor("kindling-bench"), store: stores["kindling-bench"] })];

@@ -143,11 +143,9 @@ async function loadOnce(store: ObjectStore, volumeId: string, opts: LoadOptions,
   let state: VolumeState | undefined;
   if (upTo !== undefined) {
     state = await loadCheckpoint(store, volumeId, upTo, { meta });
-    if (!state && base !== undefined && base >= 0 && base <= upTo) {
-      state = await loadCheckpoint(store, volumeId, base, { meta });
-      // Gone once the writer made the checkpoint at `upTo`: read that one.
-      if (!state && !lastTry) throw new LogMoved(new BackendError(`volume ${volumeId}: checkpoint ${base} is gone`));
-    }
+    // The base goes once the writer has made the checkpoint at `upTo` (read above) or once a
+    // newer one stands before `upTo`, which the hint names.
+    if (!state && base !== undefined && base >= 0 && base <= upTo) state = await loadCheckpoint(store, volumeId, base, { meta });
   }
   state ??= await hintedCheckpoint(store, volumeId, upTo, meta, lastTry);
   state ??= new VolumeState(volumeId, meta);

@@ -33,8 +33,8 @@ interface Worker {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-function startWorker(config: Record<string, unknown>, volumeId: string, firstSeq: number, env: Record<string, string> = {}, flushEvery = 6): Worker {
-  const child = spawn(process.execPath, [WORKER, volumeId, String(BLOCKS), String(firstSeq), String(flushEvery)], {
+function startWorker(config: Record<string, unknown>, volumeId: string, firstSeq: number, env: Record<string, string> = {}, flushEvery = 6, blocks = BLOCKS): Worker {
+  const child = spawn(process.execPath, [WORKER, volumeId, String(blocks), String(firstSeq), String(flushEvery)], {
     env: { ...process.env, KINDLING_TEST_OBJECT: JSON.stringify(config), KINDLING_LOG_LEVEL: "error", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -88,11 +88,11 @@ class History {
   }
 }
 
-/** The volume as a fresh process reads it, checked against the history. */
-async function check(config: Record<string, unknown>, volumeId: string, history: History, round: string): Promise<number> {
+/** The volume (or one of its snapshots) as a fresh process reads it, checked against the history. */
+async function check(config: Record<string, unknown>, volumeId: string, history: History, round: string, snapshotId?: string): Promise<number> {
   const backend = await Backend.open(config as never);
   try {
-    const device = await (await backend.getVolume(volumeId)).open({ readOnly: true });
+    const device = snapshotId ? await (await backend.getSnapshot(snapshotId)).open() : await (await backend.getVolume(volumeId)).open({ readOnly: true });
     const bytes = Buffer.alloc(BLOCKS * STAMP_BLOCK);
     await device.pread(bytes, 0);
     await device.close();
@@ -102,7 +102,7 @@ async function check(config: Record<string, unknown>, volumeId: string, history:
     for (let b = 0; b < BLOCKS; b++) {
       assert.equal(found[b], history.expected(b, prefix), `${round}: block ${b} is not the volume after writes up to ${prefix}`);
     }
-    assert.ok(prefix >= history.lastAcked, `${round}: writes up to ${history.lastAcked} were acknowledged, the volume holds only up to ${prefix}`);
+    if (!snapshotId) assert.ok(prefix >= history.lastAcked, `${round}: writes up to ${history.lastAcked} were acknowledged, the volume holds only up to ${prefix}`);
     return prefix;
   } finally {
     await backend.close();
@@ -161,6 +161,59 @@ for (const kind of STORE_KINDS) {
         const b = await Backend.open(config as never);
         await (await b.getVolume(volume.id)).delete();
         await b.close();
+        removeDir(made.dir);
+      }
+    });
+
+    test("snapshots taken by another process while the writer writes keep their point in time through kill -9 before a pin's checkpoint and the sweeps after", async () => {
+      assert.ok(stores);
+      const made = await objectBackendConfig(stores, kind as StoreKind, { segmentSizeMiB: 1, dirtyAgeSeconds: 0.05, checkpointEvery: 4, gcHorizonSeconds: 0 });
+      const config = { name: "objects", ...made.config, persistence: { storage: "sqlite", path: join(made.dir, "records.db") } };
+      const snapshotter = await Backend.open(config as never);
+      const volume = await snapshotter.createVolume({ name: "snapped", sizeGiB: 1 });
+      const history = new History();
+      const taken: Array<{ id: string; acked: number; round: string }> = [];
+      const acks = (w: Worker) => w.lines.filter((l) => l.startsWith("acked")).length;
+      try {
+        const rounds = ["pin-checkpoint-before-save:1", "", ""];
+        for (const [i, failpoint] of rounds.entries()) {
+          // Few blocks, so that records die young and the sweeps have work.
+          const w = startWorker(config, volume.id, history.maxSeq + 1, failpoint ? { KINDLING_OBJECT_FAILPOINT: failpoint } : {}, 6, 16);
+          await until("acknowledged flushes", () => acks(w) >= 3 || w.child.exitCode !== null);
+          history.take(w.lines);
+          // Everything acknowledged before the snapshot began is in it.
+          const acked = history.lastAcked;
+          const snap = await volume.createSnapshot({ name: `s${i}` });
+          taken.push({ id: snap.id, acked, round: `round ${i} (${failpoint || "kill -9 after more writes"})` });
+          if (failpoint) {
+            // The writer dies when its sweep first makes a pin's checkpoint.
+            const killed = await Promise.race([w.exited, sleep(60_000).then(() => undefined)]);
+            if (!killed) w.child.kill("SIGKILL");
+            assert.ok(killed, `failpoint ${failpoint} was never reached in 60 s: ${acks(w)} flushes acknowledged, last lines ${w.lines.slice(-3).join(" | ")}`);
+          } else {
+            const seen = acks(w);
+            await until("more acknowledged flushes, past checkpoints and sweeps", () => acks(w) >= seen + 12 || w.child.exitCode !== null);
+            w.child.kill("SIGKILL");
+          }
+          const { signal } = await w.exited;
+          assert.equal(signal, "SIGKILL", `round ${i}: the worker died by SIGKILL: ${w.lines.filter((l) => !l.startsWith("w ")).slice(-3).join(" | ")}`);
+          history.take(w.lines);
+          history.truncate(await check(config, volume.id, history, `round ${i}`));
+        }
+        const logs = (await keysUnder(made.store, `kindling/v1/vol/${volume.id}/log/`)).length;
+        const headers = await allHeaders(config, made.store, volume.id);
+        assert.ok(logs < headers[headers.length - 1].seq, `the sweeps deleted records: ${logs} log objects for ${headers[headers.length - 1].seq + 1} records`);
+        const ckpts = await keysUnder(made.store, `kindling/v1/vol/${volume.id}/ckpt/`);
+        for (const t of taken) {
+          const prefix = await check(config, volume.id, history, `snapshot of ${t.round}`, t.id);
+          assert.ok(prefix >= t.acked, `${t.round}: writes up to ${t.acked} were acknowledged before the snapshot, it holds only up to ${prefix}`);
+        }
+        const pinned = headers.filter((h) => h.kind === "snapshot").map((h) => h.seq.toString(16).padStart(16, "0"));
+        assert.ok(pinned.slice(0, 2).every((p) => ckpts.some((k) => k.endsWith(p))), "the writers after made the checkpoints of the earlier snapshots");
+      } finally {
+        for (const t of taken) await (await snapshotter.getSnapshot(t.id)).delete().catch(() => undefined);
+        await (await snapshotter.getVolume(volume.id)).delete();
+        await snapshotter.close();
         removeDir(made.dir);
       }
     });

@@ -1,6 +1,6 @@
 import { BackendError, NotFoundError } from "../../util/errors";
-import { checkpointKey, hintKey, logKey } from "./layout";
-import { decodeHeader, encodeRecord, headerLength, newHeader, peekKind, RECORD_PREFIX_BYTES, type DecodedHeader, type RecordHeader, type RecordKind } from "./record";
+import { checkpointKey, hintKey, logKey, seqOfKey } from "./layout";
+import { decodeHeader, encodeRecord, headerLength, newHeader, peekHeader, RECORD_PREFIX_BYTES, type DecodedHeader, type RecordHeader, type RecordKind } from "./record";
 import { failpoint } from "./failpoints";
 import { PreconditionFailed, type ObjectStore } from "./store";
 import { CHECKPOINT_PREFIX_BYTES, checkpointHeaderLength, VolumeState } from "./state";
@@ -28,9 +28,8 @@ export async function readHeader(store: ObjectStore, volumeId: string, seq: numb
   if (!bytes) return undefined;
   const len = headerLength(bytes, key);
   if (bytes.length < RECORD_PREFIX_BYTES + len) {
-    if (opts.meta && peekKind(bytes) === "data") {
-      return { header: { v: 1, kind: "data", volume: volumeId, seq, commit: "", time: "" }, dataStart: RECORD_PREFIX_BYTES + len };
-    }
+    const peek = opts.meta ? peekHeader(bytes) : undefined;
+    if (peek?.kind === "data") return { header: { v: 1, kind: "data", volume: volumeId, seq, commit: peek.commit, time: "" }, dataStart: RECORD_PREFIX_BYTES + len };
     bytes = await store.get(key, { offset: 0, length: RECORD_PREFIX_BYTES + len });
     if (!bytes) return undefined;
   }
@@ -113,6 +112,19 @@ async function hintedCheckpoint(store: ObjectStore, volumeId: string, upTo: numb
   return state;
 }
 
+async function newestCheckpointBefore(store: ObjectStore, volumeId: string, upTo: number, meta: boolean): Promise<VolumeState | undefined> {
+  const seqs: number[] = [];
+  for await (const o of store.list(checkpointKey(volumeId, 0).slice(0, -16))) {
+    const seq = seqOfKey(o.key);
+    if (seq !== undefined && seq <= upTo) seqs.push(seq);
+  }
+  for (const seq of seqs.sort((a, b) => b - a)) {
+    const state = await loadCheckpoint(store, volumeId, seq, { meta });
+    if (state) return state;
+  }
+  return undefined;
+}
+
 export interface LoadOptions {
   /** The state at this sequence number (a snapshot, a clone's parent) instead of at the log's end. */
   upTo?: number;
@@ -148,6 +160,9 @@ async function loadOnce(store: ObjectStore, volumeId: string, opts: LoadOptions,
     if (!state && base !== undefined && base >= 0 && base <= upTo) state = await loadCheckpoint(store, volumeId, base, { meta });
   }
   state ??= await hintedCheckpoint(store, volumeId, upTo, meta, lastTry);
+  // An old state whose base went, the hint past it: the newest checkpoint before it, by LIST
+  // (opening a snapshot or a clone is neither the write path nor recovery).
+  if (!state && upTo !== undefined) state = await newestCheckpointBefore(store, volumeId, upTo, meta);
   state ??= new VolumeState(volumeId, meta);
   const notFound = () => new NotFoundError("volume", volumeId, { hint: `no log at ${store.where}` });
   if (upTo !== undefined) {
@@ -162,6 +177,20 @@ async function loadOnce(store: ObjectStore, volumeId: string, opts: LoadOptions,
     if (state.seq < 0) throw notFound();
   }
   return state;
+}
+
+/**
+ * Swift checks If-None-Match before it stores the body and not again after, so two creates of
+ * one key at the same moment can both answer 201, and the newer replaces the older (measured on
+ * the all-in-one: a snapshot's record appended while a commit uploaded took the commit's place).
+ * There every create is read back: someone else's record at the key is a collision like a 412.
+ * S3's create-only PUT is atomic and needs no read-back.
+ */
+export async function lostCreate(store: ObjectStore, volumeId: string, seq: number, commit: string, opts: { meta: boolean }): Promise<DecodedHeader | undefined> {
+  if (store.api !== "swift") return undefined;
+  const there = await readHeader(store, volumeId, seq, { meta: true });
+  if (!there || there.header.commit === commit) return undefined;
+  return opts.meta ? there : readHeader(store, volumeId, seq);
 }
 
 /**
@@ -181,6 +210,12 @@ export async function appendRecord(
     const body = encodeRecord(header);
     try {
       await store.put(logKey(state.volumeId, seq), body, { ifNoneMatch: true });
+      const other = await lostCreate(store, state.volumeId, seq, header.commit, { meta: state.metaOnly });
+      if (other) {
+        state.apply(other.header, other.dataStart);
+        await scanTail(store, state);
+        continue;
+      }
       state.apply(header, body.length);
       return seq;
     } catch (err) {

@@ -96,12 +96,13 @@ export function headerLength(prefix: Buffer, key: string): number {
 }
 
 /**
- * A record's kind from the start of its header (the header always begins `{"v":1,"kind":"...`,
- * as `newHeader` builds it), for readers that skip data records and so need not fetch a long
- * header whole.
+ * A record's kind and commit id from the start of its header (it always begins
+ * `{"v":1,"kind":...,"volume":...,"seq":...,"commit":...`, as `newHeader` builds it), for readers
+ * that skip data records and so need not fetch a long header whole.
  */
-export function peekKind(bytes: Buffer): string | undefined {
-  return /^\{"v":1,"kind":"([a-z]+)"/.exec(bytes.toString("utf8", RECORD_PREFIX_BYTES, Math.min(bytes.length, RECORD_PREFIX_BYTES + 64)))?.[1];
+export function peekHeader(bytes: Buffer): { kind: string; commit: string } | undefined {
+  const m = /^\{"v":1,"kind":"([a-z]+)","volume":"[0-9a-f-]+","seq":\d+,"commit":"([0-9a-f]+)"/.exec(bytes.toString("utf8", RECORD_PREFIX_BYTES, Math.min(bytes.length, RECORD_PREFIX_BYTES + 160)));
+  return m ? { kind: m[1], commit: m[2] } : undefined;
 }
 
 export interface DecodedHeader {

@@ -6,9 +6,9 @@ import type { BlockCache } from "./cache";
 import { DirtySet, fill, overlay, type Dirty } from "./dirty";
 import { checkpointKey, logKey } from "./layout";
 import { StoreLease, type HeldLease } from "./lease";
-import { appendRecord, dropVanishedClones, loadState, readHeader, saveCheckpoint, scanTail } from "./log";
+import { appendRecord, dropVanishedClones, loadState, lostCreate, readHeader, saveCheckpoint, scanTail } from "./log";
 import { BlockReader, pushRun, type BlockStatus, type StatusRun } from "./reader";
-import { blocksToRuns, encodeRecord, newHeader, type RecordHeader } from "./record";
+import { blocksToRuns, encodeRecord, newHeader, type DecodedHeader, type RecordHeader } from "./record";
 import { failpoint } from "./failpoints";
 import { Intervals } from "./intervals";
 import { Journal, leftJournals, readJournals, removeJournals, type JournalEntry } from "./journal";
@@ -427,6 +427,12 @@ export class VolumeWriter {
         failpoint("commit-before-put");
         await this.store.put(logKey(this.state.volumeId, seq), body, { ifNoneMatch: true });
         failpoint("commit-after-put");
+        const other = await lostCreate(this.store, this.state.volumeId, seq, header.commit, { meta: false });
+        if (other) {
+          // Another's record replaced ours (Swift): as if the create had met it. Ours goes again.
+          this.takeForeign(other);
+          continue;
+        }
       } catch (err) {
         if (!(err instanceof PreconditionFailed)) throw err;
         if (await this.resolveCollision(seq, header.commit)) {
@@ -455,12 +461,17 @@ export class VolumeWriter {
     const there = await readHeader(this.store, this.state.volumeId, seq);
     if (!there) return false; // vanished: a store without atomic creates; try the number again
     if (there.header.commit === commit) return true;
+    this.takeForeign(there);
+    return false;
+  }
+
+  /** Another process's record where ours was to go: a small one is applied; another writer's fences us. */
+  private takeForeign(there: DecodedHeader): void {
     if (["open", "data", "close", "genesis"].includes(there.header.kind)) {
-      this.fence(`another writer committed record ${seq} (${there.header.kind})`);
+      this.fence(`another writer committed record ${there.header.seq} (${there.header.kind})`);
       this.check();
     }
     this.state.apply(there.header, there.dataStart);
-    return false;
   }
 
   /** Applies records others appended since our last commit. */
@@ -521,8 +532,11 @@ export class VolumeWriter {
     for (const seq of this.state.pinnedSeqs()) {
       if (this.pinCheckpoints.has(seq)) continue;
       if (!(await this.store.head(checkpointKey(this.state.volumeId, seq)))) {
-        const base = this.state.baseOf(seq) ?? this.checkpoints.filter((c) => c.seq <= seq).pop()?.seq;
+        // This writer's own newest checkpoint before the pin is there for sure (it deletes its
+        // old ones only after this); the base the pin names may have gone since it was read.
+        const base = this.checkpoints.filter((c) => c.seq <= seq).pop()?.seq ?? this.state.baseOf(seq);
         const at = await loadState(this.store, this.state.volumeId, { upTo: seq, base });
+        failpoint("pin-checkpoint-before-save");
         await saveCheckpoint(this.store, at, { hint: false });
       }
       this.pinCheckpoints.add(seq);

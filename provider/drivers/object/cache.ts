@@ -75,14 +75,14 @@ export class BlockCache {
     this.bytes -= view.buffer.byteLength;
   }
 
-  /**
-   * Counts `bytes` of read-ahead as on their way, if the limit leaves room for them or the
-   * read-ahead is also what a read waits for (`needed`): then it is counted whatever the limit.
-   */
-  reserveReadAhead(bytes: number, needed: boolean): boolean {
-    if (!needed && this.aheadInFlight + bytes > this.readAheadLimit) return false;
+  /** Whether the read-ahead limit leaves room for `bytes` more. */
+  roomForReadAhead(bytes: number): boolean {
+    return this.aheadInFlight + bytes <= this.readAheadLimit;
+  }
+
+  /** Counts `bytes` of read-ahead as on their way (over the limit, when a read waits for them too). */
+  reserveReadAhead(bytes: number): void {
     this.aheadInFlight += bytes;
-    return true;
   }
 
   /** Read-ahead that arrived, or failed. */

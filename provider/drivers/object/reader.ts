@@ -43,18 +43,25 @@ const PARALLEL_GETS = 16;
 const MAX_GET_BYTES = 8 * 1024 * 1024;
 /** Sequential streams followed at once in one state (nbdcopy reads through 4 connections). */
 const STREAM_SLOTS = 8;
-/** Reads in a row a stream needs before it gets read-ahead: a random read is never the third. */
+/**
+ * Reads that must continue a stream before it gets read-ahead: random reads hardly ever land
+ * right after another one, and practically never twice in a row.
+ */
 const STREAM_CONFIRM = 2;
 /** A stream's read-ahead starts at this far ahead of its read, and doubles with every read that continues it ... */
 const FIRST_WINDOW_BYTES = 1024 * 1024;
-/** ... up to this (a sixteenth of the cache when that is less: all of the streams' windows fit in half of it). */
+/** ... up to this (a sixteenth of the cache when that is less: all the streams' windows fit in half of it). */
 const MAX_WINDOW_BYTES = 16 * 1024 * 1024;
 /**
- * What one read-ahead GET asks for: the stores serve GETs of MiB at 5-10 times the bytes per
- * second of 64 KiB ones (bench/README.md, "Object stores on this machine"), and smaller GETs
- * than that keep several in flight within a window.
+ * What one read-ahead GET asks for at most: GETs of 8 MiB are what both stores serve fastest
+ * here (175-290 MiB/s with 1-4 in flight, against 11-38 MiB/s in GETs of 64 KiB: bench/README.md,
+ * "Object stores on this machine"); a full window keeps two of them in flight per stream.
  */
-const AHEAD_GET_BYTES = 4 * 1024 * 1024;
+const AHEAD_GET_BYTES = MAX_GET_BYTES;
+/** Lines fetched between two wanted ones of a record rather than a GET more for the second. */
+const GAP_LINES = 2;
+
+const EMPTY = Buffer.alloc(0);
 
 interface LineRun {
   seq: number;
@@ -62,10 +69,48 @@ interface LineRun {
   count: number;
 }
 
+/**
+ * Lines to fetch, gathered into runs of neighbours in one record (one GET each), in whatever
+ * order they come: a volume written through several connections at once has its blocks in
+ * records that alternate range by range, down to single blocks, so neighbours in a record are
+ * not neighbours in the volume, and one line may hold blocks of places far apart. A gap of up
+ * to GAP_LINES lines inside a run is fetched with it: another GET costs more than the bytes.
+ */
+class LineRuns {
+  /** By record: each line wanted, with the order it came in. */
+  private readonly bySeq = new Map<number, Map<number, number>>();
+  private added = 0;
+
+  constructor(private readonly maxLines: number) {}
+
+  add(seq: number, line: number): void {
+    let lines = this.bySeq.get(seq);
+    if (!lines) this.bySeq.set(seq, (lines = new Map()));
+    if (!lines.has(line)) lines.set(line, this.added++);
+  }
+
+  /** The runs, the one holding the line that came first first. */
+  runs(): LineRun[] {
+    const out: Array<LineRun & { order: number }> = [];
+    for (const [seq, lines] of this.bySeq) {
+      let run: (LineRun & { order: number }) | undefined;
+      for (const line of [...lines.keys()].sort((a, b) => a - b)) {
+        const order = lines.get(line) as number;
+        if (run && line - (run.first + run.count) <= GAP_LINES && line - run.first < this.maxLines) {
+          run.count = line - run.first + 1;
+          run.order = Math.min(run.order, order);
+        } else out.push((run = { seq, first: line, count: 1, order }));
+      }
+    }
+    return out.sort((a, b) => a.order - b.order);
+  }
+}
+
 export class BlockReader {
   /** Lines being fetched now, so that a read of one waits for it instead of asking again. */
   private readonly inflight = new Map<string, Promise<Buffer>>();
   private readonly lineSlots: number;
+  private readonly maxGetLines: number;
   private readonly streams = new StreamTable(STREAM_SLOTS, STREAM_CONFIRM);
 
   constructor(
@@ -75,6 +120,7 @@ export class BlockReader {
     private parent?: BlockReader,
   ) {
     this.lineSlots = Math.max(1, Math.floor(LINE_BYTES / state.blockSize));
+    this.maxGetLines = Math.max(1, Math.floor(MAX_GET_BYTES / (this.lineSlots * state.blockSize)));
   }
 
   get parentReader(): BlockReader | undefined {
@@ -176,54 +222,71 @@ export class BlockReader {
     // The parent's part at once, so that it too sees its reads in the order they came.
     const parentPart = fromParent.length && this.parent ? this.parent.read(fromParent) : undefined;
     parentPart?.catch(() => undefined); // awaited below, unless our own part fails first
-    const lines = await this.lines(wanted);
+    const { lines, lineOf } = await this.lines(wanted);
     const bs = this.state.blockSize;
-    for (const w of wanted) {
-      const line = lines.get(this.lineKey(w.seq, Math.floor(w.slot / this.lineSlots))) as Buffer;
+    for (let i = 0; i < wanted.length; i++) {
+      const w = wanted[i];
+      const line = lines[lineOf[i]];
       const at = (w.slot % this.lineSlots) * bs;
       if (line.length < at + bs) throw new BackendError(`volume ${this.state.volumeId}: record ${w.seq} is shorter than its header says`);
-      out.set(w.block, this.verified(w.block, line.subarray(at, at + bs), logKey(this.state.volumeId, w.seq)));
+      out.set(w.block, this.verified(w.block, line.subarray(at, at + bs), w.seq));
     }
     if (parentPart) for (const [b, data] of await parentPart) out.set(b, data);
     return out;
   }
 
-  /** The lines the blocks are in: cached, being fetched, or fetched now (neighbours in one GET). */
-  private async lines(wanted: Array<{ seq: number; slot: number }>): Promise<Map<string, Buffer>> {
-    const got = new Map<string, Buffer>();
-    const seen = new Set<string>();
+  /**
+   * The lines the blocks are in (`lines[lineOf[i]]` holds wanted[i]): cached, being fetched, or
+   * fetched now (neighbours in one GET).
+   */
+  private async lines(wanted: Array<{ seq: number; slot: number }>): Promise<{ lines: Buffer[]; lineOf: number[] }> {
+    const lines: Buffer[] = [];
+    const lineOf: number[] = new Array<number>(wanted.length);
+    const index = new Map<string, number>();
     const waits: Array<Promise<void>> = [];
-    const missing: LineRun[] = [];
-    const maxLines = Math.max(1, Math.floor(MAX_GET_BYTES / (this.lineSlots * this.state.blockSize)));
-    for (const w of wanted) {
+    const gather = new LineRuns(this.maxGetLines);
+    let lastSeq = -1;
+    let lastLine = -1;
+    for (let i = 0; i < wanted.length; i++) {
+      const w = wanted[i];
       const line = Math.floor(w.slot / this.lineSlots);
+      // Blocks of one line mostly come one after the other: no key to build for them.
+      if (w.seq === lastSeq && line === lastLine) {
+        lineOf[i] = lineOf[i - 1];
+        continue;
+      }
+      lastSeq = w.seq;
+      lastLine = line;
       const key = this.lineKey(w.seq, line);
-      if (seen.has(key)) continue;
-      seen.add(key);
+      const known = index.get(key);
+      if (known !== undefined) {
+        lineOf[i] = known;
+        continue;
+      }
+      const at = lines.length;
+      index.set(key, at);
+      lineOf[i] = at;
       const cached = this.cache.get(key);
-      if (cached) {
-        got.set(key, cached);
-        continue;
-      }
+      lines.push(cached ?? EMPTY);
+      if (cached) continue;
       const pending = this.inflight.get(key);
-      if (pending) {
-        waits.push(pending.then((b) => void got.set(key, b)));
-        continue;
-      }
-      const run = missing[missing.length - 1];
-      if (run && run.seq === w.seq && run.first + run.count === line && run.count < maxLines) run.count++;
-      else missing.push({ seq: w.seq, first: line, count: 1 });
+      if (pending) waits.push(pending.then((b) => void (lines[at] = b)));
+      else gather.add(w.seq, line);
     }
+    const missing = gather.runs();
     let next = 0;
     const worker = async () => {
       while (next < missing.length) {
         const run = missing[next++];
-        const lines = await this.fetchLines(run.seq, run.first, run.count);
-        lines.forEach((line, i) => got.set(this.lineKey(run.seq, run.first + i), line));
+        const fetched = await this.fetchLines(run.seq, run.first, run.count);
+        fetched.forEach((line, i) => {
+          const at = index.get(this.lineKey(run.seq, run.first + i));
+          if (at !== undefined) lines[at] = line; // a gap line fetched with its neighbours is only cached
+        });
       }
     };
     await Promise.all([...waits, ...Array.from({ length: Math.min(PARALLEL_GETS, missing.length) }, worker)]);
-    return got;
+    return { lines, lineOf };
   }
 
   /**
@@ -312,10 +375,14 @@ export class BlockReader {
     s.aheadEnd = Math.max(s.aheadEnd, at);
   }
 
-  /** Fetches the lines of blocks [from, to) not yet cached or on their way; false when the read-ahead limit has no room for them. */
+  /**
+   * Fetches the lines of blocks [from, to) not yet cached or on their way; false when the
+   * read-ahead limit has no room for them, unless a read waits for them (`needed`).
+   */
   private fetchAhead(from: number, to: number, needed: boolean): boolean {
-    const runs: LineRun[] = [];
-    const maxLines = Math.max(1, Math.floor(MAX_GET_BYTES / (this.lineSlots * this.state.blockSize)));
+    // Asked before the blocks are looked at: while the limit is reached, every read of a stream asks.
+    if (!needed && !this.cache.roomForReadAhead((to - from) * this.state.blockSize)) return false;
+    const gather = new LineRuns(this.maxGetLines);
     let lastSeq = -1;
     let lastLine = -1;
     for (let b = from; b < to; b++) {
@@ -328,12 +395,11 @@ export class BlockReader {
       lastLine = line;
       const key = this.lineKey(seq, line);
       if (this.cache.has(key) || this.inflight.has(key) || !this.state.records.has(seq)) continue;
-      const run = runs[runs.length - 1];
-      if (run && run.seq === seq && run.first + run.count === line && run.count < maxLines) run.count++;
-      else runs.push({ seq, first: line, count: 1 });
+      gather.add(seq, line);
     }
+    const runs = gather.runs();
     const bytes = runs.reduce((n, r) => n + r.count, 0) * this.lineSlots * this.state.blockSize;
-    if (!this.cache.reserveReadAhead(bytes, needed)) return false;
+    this.cache.reserveReadAhead(bytes);
     for (const r of runs) {
       const reserved = r.count * this.lineSlots * this.state.blockSize;
       void this.fetchLines(r.seq, r.first, r.count)
@@ -344,10 +410,10 @@ export class BlockReader {
   }
 
   /** Every block is checked against the CRC its record gave, wherever it came from. */
-  private verified(block: number, data: Buffer, from: string): Buffer {
+  private verified(block: number, data: Buffer, seq: number): Buffer {
     const expected = this.state.crcs.get(block);
     if (expected !== undefined && crc32(data) !== expected) {
-      throw new BackendError(`volume ${this.state.volumeId}: block ${block} from ${from} fails its checksum`, { hint: "the stored object is damaged" });
+      throw new BackendError(`volume ${this.state.volumeId}: block ${block} from ${logKey(this.state.volumeId, seq)} fails its checksum`, { hint: "the stored object is damaged" });
     }
     return data;
   }

@@ -87,7 +87,7 @@ export function send(req: HttpRequest, timeoutMs: number): Promise<HttpResponse>
       }
       res.on("error", fail);
       // A connection that closes mid-body may end the answer without an error.
-      res.on("close", () => fail(new TransportError("the connection closed before the answer was complete", "ECONNRESET")));
+      res.on("close", () => settled || fail(new TransportError("the connection closed before the answer was complete", "ECONNRESET")));
     });
     r.on("error", fail);
     writeBody(r, req.body);

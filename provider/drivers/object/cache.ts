@@ -46,6 +46,7 @@ export class BlockCache {
     return this.entries.has(key);
   }
 
+  /** Caches a view, unless the memory it keeps alive is more than the whole cache may hold. */
   set(key: string, block: Buffer): void {
     if (this.maxBytes <= 0 || block.buffer.byteLength > this.maxBytes) return;
     const old = this.entries.get(key);

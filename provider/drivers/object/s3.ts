@@ -1,7 +1,7 @@
 import { BackendError, InvalidInputError } from "../../util/errors";
-import { errorDetail, sendWithRetry, type HttpRequest, type HttpResponse } from "./http";
+import { bodyProgress, errorDetail, rangeBody, sendWithRetry, type HttpRequest, type HttpResponse } from "./http";
 import { uriEncode, signV4, type SigningKey } from "./sigv4";
-import { PreconditionFailed, type ObjectStore, type PutOptions, type StoredObject } from "./store";
+import { bodyLength, PreconditionFailed, type Body, type ByteRange, type GetOptions, type ObjectStore, type PutOptions, type StoredObject } from "./store";
 
 export interface S3Settings {
   endpoint: string;
@@ -27,14 +27,14 @@ export class S3Store implements ObjectStore {
     this.key = { accessKey: s.accessKey, secretKey: s.secretKey, region: s.region };
   }
 
-  private request(method: HttpRequest["method"], key: string, opts: { query?: Record<string, string>; headers?: Record<string, string>; body?: Buffer } = {}): Promise<HttpResponse> {
+  private request(method: HttpRequest["method"], key: string, opts: { query?: Record<string, string>; headers?: Record<string, string>; body?: Body; onBody?: HttpRequest["onBody"] } = {}): Promise<HttpResponse> {
     const what = `${method} ${key || "(bucket)"} on ${this.where}`;
     return sendWithRetry(() => {
       const url = new URL(`${this.base}/${uriEncode(key, true)}`);
       for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, v);
       const headers = { ...(opts.headers ?? {}) };
       signV4(method, url, headers, this.key);
-      return { method, url, headers, body: opts.body };
+      return { method, url, headers, body: opts.body, onBody: opts.onBody };
     }, { timeoutMs: this.s.timeoutMs, what });
   }
 
@@ -62,7 +62,7 @@ export class S3Store implements ObjectStore {
     if (res.status !== 200 && !(res.status === 409 && errorDetail(res).includes("BucketAlreadyOwnedByYou"))) throw this.failure("PUT bucket", res);
   }
 
-  async put(key: string, body: Buffer, opts: PutOptions = {}): Promise<StoredObject> {
+  async put(key: string, body: Body, opts: PutOptions = {}): Promise<StoredObject> {
     const headers: Record<string, string> = { "content-type": "application/octet-stream" };
     if (opts.ifNoneMatch) headers["if-none-match"] = "*";
     // radosgw compares If-Match with the ETag as stored, without its quotes.
@@ -71,17 +71,16 @@ export class S3Store implements ObjectStore {
     if (res.status === 412) throw new PreconditionFailed(key);
     if (res.status === 404 && opts.ifMatch !== undefined && !errorDetail(res).includes("NoSuchBucket")) throw new PreconditionFailed(key);
     if (res.status !== 200 && res.status !== 201) throw this.failure(`PUT ${key}`, res);
-    return { etag: unquote(res.headers.etag), size: body.length };
+    return { etag: unquote(res.headers.etag), size: bodyLength(body) };
   }
 
-  async get(key: string, range?: { offset: number; length: number }): Promise<Buffer | undefined> {
+  async get(key: string, range?: ByteRange, opts: GetOptions = {}): Promise<Buffer | undefined> {
     const headers: Record<string, string> = {};
     if (range) headers.range = `bytes=${range.offset}-${range.offset + range.length - 1}`;
-    const res = await this.request("GET", key, { headers });
-    if (res.status === 404 && errorDetail(res).includes("NoSuchKey")) return undefined;
+    const res = await this.request("GET", key, { headers, onBody: opts.onData && bodyProgress(range, opts.onData) });
     if (res.status === 404 && !errorDetail(res).includes("NoSuchBucket")) return undefined;
     if (res.status !== 200 && res.status !== 206) throw this.failure(`GET ${key}`, res);
-    return res.body;
+    return rangeBody(res, range, `GET ${key} on ${this.where}`);
   }
 
   async read(key: string): Promise<{ body: Buffer; etag: string } | undefined> {

@@ -1,4 +1,4 @@
-import { createHash, createHmac } from "node:crypto";
+import { createHash, createHmac, createSecretKey, type KeyObject } from "node:crypto";
 
 // AWS Signature Version 4 for S3 requests (the algorithm in AWS's "Signing AWS API requests"),
 // with UNSIGNED-PAYLOAD: the body is not hashed into the signature, which saves a SHA-256 pass
@@ -9,6 +9,20 @@ const hmac = (key: Buffer | string, data: string) => createHmac("sha256", key).u
 
 /** RFC 3986 encoding, as SigV4 wants it ('/' kept in paths). */
 export function uriEncode(s: string, keepSlash: boolean): string {
+  // encodeURIComponent leaves RFC 3986's unreserved characters and !'()* alone: those five are
+  // escaped after. It refuses a lone surrogate, which the byte by byte way below encodes as
+  // U+FFFD, as Buffer.from does; it is five times as fast, and every request encodes its key twice.
+  let encoded: string;
+  try {
+    encoded = encodeURIComponent(s);
+  } catch {
+    return uriEncodeBytes(s, keepSlash);
+  }
+  encoded = encoded.replace(/[!'()*]/g, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase());
+  return keepSlash ? encoded.replace(/%2F/g, "/") : encoded;
+}
+
+function uriEncodeBytes(s: string, keepSlash: boolean): string {
   let out = "";
   for (const ch of Buffer.from(s, "utf8")) {
     const c = String.fromCharCode(ch);
@@ -25,14 +39,15 @@ export interface SigningKey {
 }
 
 // The signing key changes once a day: derived per request it was 13-14% of the NBD daemon's
-// CPU in cold random reads (four HMACs each), so it is kept per key and day.
-const signingKeys = new WeakMap<SigningKey, { day: string; key: Buffer }>();
+// CPU in cold random reads (four HMACs each), so it is kept per key and day, as a KeyObject:
+// an HMAC keyed by a Buffer makes one from it each time, which took 12 µs a request against 2.
+const signingKeys = new WeakMap<SigningKey, { day: string; key: KeyObject }>();
 
-function signingKey(key: SigningKey, day: string): Buffer {
+function signingKey(key: SigningKey, day: string): KeyObject {
   const cached = signingKeys.get(key);
   if (cached?.day === day) return cached.key;
   const kDate = hmac(`AWS4${key.secretKey}`, day);
-  const derived = hmac(hmac(hmac(kDate, key.region), "s3"), "aws4_request");
+  const derived = createSecretKey(hmac(hmac(hmac(kDate, key.region), "s3"), "aws4_request"));
   signingKeys.set(key, { day, key: derived });
   return derived;
 }

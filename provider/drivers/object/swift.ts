@@ -1,7 +1,7 @@
 import { BackendError, InvalidInputError } from "../../util/errors";
-import { errorDetail, sendWithRetry, type HttpRequest, type HttpResponse } from "./http";
+import { bodyProgress, errorDetail, rangeBody, sendWithRetry, type HttpRequest, type HttpResponse } from "./http";
 import { uriEncode } from "./sigv4";
-import { PreconditionFailed, type ObjectStore, type PutOptions, type StoredObject } from "./store";
+import { bodyLength, PreconditionFailed, type Body, type ByteRange, type GetOptions, type ObjectStore, type PutOptions, type StoredObject } from "./store";
 
 export interface SwiftSettings {
   /** v1 auth (tempauth, swauth, radosgw): the URL, the user ("account:user") and the key. */
@@ -19,8 +19,11 @@ const unquote = (etag: string | string[] | undefined) => String(etag ?? "").repl
 
 /**
  * A Swift container through Swift's own API. Reads of what decides correctness (log probes,
- * the lease) ask for the newest replica (X-Newest), since Swift's replicas and listings are only
- * eventually consistent.
+ * the lease, the hint, checkpoints) ask for the newest replica (X-Newest), since Swift's replicas
+ * and listings are only eventually consistent. A read of an object that is never overwritten (a
+ * record's data: `immutable`) does not: every copy of it holds the same bytes, and the proxy
+ * tries the other replicas itself when one does not have it, while X-Newest would make it ask
+ * every replica and wait for the slowest.
  */
 export class SwiftStore implements ObjectStore {
   readonly api = "swift";
@@ -52,13 +55,13 @@ export class SwiftStore implements ObjectStore {
     return this.session;
   }
 
-  private async request(method: HttpRequest["method"], key: string, opts: { query?: Record<string, string>; headers?: Record<string, string>; body?: Buffer } = {}): Promise<HttpResponse> {
+  private async request(method: HttpRequest["method"], key: string, opts: { query?: Record<string, string>; headers?: Record<string, string>; body?: Body; onBody?: HttpRequest["onBody"] } = {}): Promise<HttpResponse> {
     for (let attempt = 0; ; attempt++) {
       const { storageUrl, token } = await this.auth();
       const res = await sendWithRetry(() => {
         const url = new URL(`${storageUrl.replace(/\/+$/, "")}/${uriEncode(this.s.container, false)}${key ? "/" + uriEncode(key, true) : ""}`);
         for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, v);
-        return { method, url, headers: { ...(opts.headers ?? {}), "x-auth-token": token }, body: opts.body };
+        return { method, url, headers: { ...(opts.headers ?? {}), "x-auth-token": token }, body: opts.body, onBody: opts.onBody };
       }, { timeoutMs: this.s.timeoutMs, what: `${method} ${key || "(container)"} on ${this.where}` });
       // A token expires: authenticate again, once.
       if (res.status === 401 && attempt === 0 && this.s.authUrl) {
@@ -85,7 +88,7 @@ export class SwiftStore implements ObjectStore {
     if (res.status >= 300) throw this.failure("PUT container", res);
   }
 
-  async put(key: string, body: Buffer, opts: PutOptions = {}): Promise<StoredObject> {
+  async put(key: string, body: Body, opts: PutOptions = {}): Promise<StoredObject> {
     if (opts.ifMatch !== undefined) throw new Error("Swift has no conditional overwrite (If-Match)");
     const headers: Record<string, string> = { "content-type": "application/octet-stream" };
     if (opts.ifNoneMatch) headers["if-none-match"] = "*";
@@ -95,16 +98,16 @@ export class SwiftStore implements ObjectStore {
     if (res.status === 412 || (opts.ifNoneMatch && res.status === 202)) throw new PreconditionFailed(key);
     if (res.status === 404) throw new InvalidInputError("container", `container ${JSON.stringify(this.s.container)} does not exist at ${this.s.authUrl ?? this.s.storageUrl}`);
     if (res.status !== 201) throw this.failure(`PUT ${key}`, res);
-    return { etag: unquote(res.headers.etag), size: body.length };
+    return { etag: unquote(res.headers.etag), size: bodyLength(body) };
   }
 
-  async get(key: string, range?: { offset: number; length: number }): Promise<Buffer | undefined> {
-    const headers: Record<string, string> = { "x-newest": "true" };
+  async get(key: string, range?: ByteRange, opts: GetOptions = {}): Promise<Buffer | undefined> {
+    const headers: Record<string, string> = opts.immutable ? {} : { "x-newest": "true" };
     if (range) headers.range = `bytes=${range.offset}-${range.offset + range.length - 1}`;
-    const res = await this.request("GET", key, { headers });
+    const res = await this.request("GET", key, { headers, onBody: opts.onData && bodyProgress(range, opts.onData) });
     if (res.status === 404) return undefined;
     if (res.status !== 200 && res.status !== 206) throw this.failure(`GET ${key}`, res);
-    return res.body;
+    return rangeBody(res, range, `GET ${key} on ${this.where}`);
   }
 
   async read(key: string): Promise<{ body: Buffer; etag: string } | undefined> {

@@ -187,12 +187,27 @@ export class BlockReader {
     }
   }
 
-  /** A record just committed: its lines are cached from the body that went up, so reading back costs no GET. */
-  remember(seq: number, body: Buffer, dataStart: number, blocks: number): void {
+  /** A record just committed: its lines are cached from the pieces of data that went up (in order), so reading back costs no GET. */
+  remember(seq: number, pieces: readonly Buffer[], blocks: number): void {
     const lineBytes = this.lineSlots * this.state.blockSize;
-    const end = dataStart + blocks * this.state.blockSize;
-    for (let i = 0; dataStart + i * lineBytes < end; i++) {
-      this.cache.set(this.lineKey(seq, i), body.subarray(dataStart + i * lineBytes, Math.min(end, dataStart + (i + 1) * lineBytes)));
+    const total = blocks * this.state.blockSize;
+    let p = 0;
+    let pieceStart = 0;
+    for (let i = 0, start = 0; start < total; i++, start += lineBytes) {
+      const end = Math.min(total, start + lineBytes);
+      while (pieceStart + pieces[p].length <= start) pieceStart += pieces[p++].length;
+      // A line inside one piece is a view of it; one across pieces is copied (the pieces are
+      // the writes' own buffers, a request or a megabyte each, so that is the odd line).
+      if (end <= pieceStart + pieces[p].length) this.cache.set(this.lineKey(seq, i), pieces[p].subarray(start - pieceStart, end - pieceStart));
+      else {
+        const line = Buffer.allocUnsafe(end - start);
+        for (let q = p, at = pieceStart; at < end; at += pieces[q++].length) {
+          const from = Math.max(start, at);
+          const to = Math.min(end, at + pieces[q].length);
+          pieces[q].copy(line, from - start, from - at, to - at);
+        }
+        this.cache.set(this.lineKey(seq, i), line);
+      }
     }
   }
 

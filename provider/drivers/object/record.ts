@@ -70,6 +70,16 @@ export function newHeader(kind: RecordKind, volume: string, seq: number, fields:
   return { v: 1, kind, volume, seq, commit: randomBytes(8).toString("hex"), time: new Date().toISOString(), ...fields };
 }
 
+/** A record's magic, header length and header: what comes before its data. */
+export function encodeRecordHead(header: RecordHeader): Buffer {
+  const json = Buffer.from(JSON.stringify(header), "utf8");
+  const out = Buffer.allocUnsafe(RECORD_PREFIX_BYTES + json.length);
+  MAGIC.copy(out, 0);
+  out.writeUInt32BE(json.length, 8);
+  json.copy(out, RECORD_PREFIX_BYTES);
+  return out;
+}
+
 export function encodeRecord(header: RecordHeader, blocks: Buffer[] = []): Buffer {
   const json = Buffer.from(JSON.stringify(header), "utf8");
   const prefix = Buffer.alloc(RECORD_PREFIX_BYTES);

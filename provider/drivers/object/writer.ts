@@ -3,12 +3,12 @@ import { crc32 } from "node:zlib";
 import { BackendError } from "../../util/errors";
 import { logger } from "../../util/log";
 import type { BlockCache } from "./cache";
-import { DirtySet, fill, overlay, type Dirty } from "./dirty";
+import { DirtySet, fill, overlay, SECTOR, type Dirty } from "./dirty";
 import { checkpointKey, logKey } from "./layout";
 import { StoreLease, type HeldLease } from "./lease";
 import { appendRecord, dropVanishedClones, loadState, lostCreate, readHeader, saveCheckpoint, scanTail } from "./log";
 import { BlockReader, pushRun, type BlockStatus, type StatusRun } from "./reader";
-import { blocksToRuns, encodeRecord, newHeader, type DecodedHeader, type RecordHeader } from "./record";
+import { blocksToRuns, encodeRecordHead, newHeader, type DecodedHeader, type RecordHeader } from "./record";
 import { failpoint } from "./failpoints";
 import { Intervals } from "./intervals";
 import { Journal, leftJournals, readJournals, removeJournals, type JournalEntry } from "./journal";
@@ -251,13 +251,24 @@ export class VolumeWriter {
 
   // ---- writes
 
-  private async room(): Promise<void> {
-    while (this.active.bytes >= this.settings.dirtyLimitBytes || this.active.size >= MAX_RECORD_BLOCKS) {
+  /**
+   * Waits until `blocks` more fit in the waiting set (a record holds at most MAX_RECORD_BLOCKS,
+   * and at most dirtyLimitMiB wait), then runs `add` in the same step as the check: with an
+   * await between the two, concurrent writes each saw room and together overfilled a record
+   * (slots past its last alias the next record's, and reads then fail their CRC).
+   */
+  private async room(blocks: number, add: () => void): Promise<void> {
+    for (;;) {
       this.check();
+      const a = this.active;
+      if (a.isEmpty || (a.bytes + blocks * this.state.blockSize <= this.settings.dirtyLimitBytes && a.size + blocks <= MAX_RECORD_BLOCKS)) {
+        add();
+        this.kick();
+        return;
+      }
       this.kick();
       await new Promise<void>((r) => this.waiters.push(r));
     }
-    this.check();
   }
 
   private journalled(kind: "write" | "unmap" | "zero", offset: number, length: number, data?: Buffer): void {
@@ -272,49 +283,53 @@ export class VolumeWriter {
   async writeBlocks(first: number, data: Buffer): Promise<void> {
     const bs = this.state.blockSize;
     for (let at = 0; at < data.length; at += WRITE_CHUNK_BYTES) {
-      await this.room();
       const piece = data.subarray(at, Math.min(data.length, at + WRITE_CHUNK_BYTES));
       const own = Buffer.allocUnsafe(piece.length);
       piece.copy(own);
-      for (let i = 0; i < own.length; i += bs) this.active.setFull(first + (at + i) / bs, own.subarray(i, i + bs), true);
-      this.journalled("write", first * bs + at, piece.length, piece);
-      this.kick();
+      await this.room(own.length / bs, () => {
+        for (let i = 0; i < own.length; i += bs) this.active.setFull(first + (at + i) / bs, own.subarray(i, i + bs), true);
+        this.journalled("write", first * bs + at, piece.length, piece);
+      });
     }
   }
 
   async writeFull(block: number, data: Buffer): Promise<void> {
-    await this.room();
-    this.active.setFull(block, data);
-    this.journalled("write", block * this.state.blockSize, data.length, data);
-    this.kick();
+    await this.room(1, () => {
+      this.active.setFull(block, data);
+      this.journalled("write", block * this.state.blockSize, data.length, data);
+    });
   }
 
   async writePart(block: number, at: number, data: Buffer): Promise<void> {
-    await this.room();
-    if (!this.active.setPart(block, at, data)) {
-      // Not sector-aligned: the block's current bytes first (rare: NBD clients write sectors).
-      const cur = (await this.readBlocks([block])).get(block) ?? Buffer.alloc(this.state.blockSize);
-      const whole = Buffer.from(cur);
-      data.copy(whole, at);
-      this.active.setFull(block, whole);
-    }
-    this.journalled("write", block * this.state.blockSize + at, data.length, data);
-    this.kick();
+    // Not sector-aligned (rare: NBD clients write sectors): the block's current bytes are read
+    // first, for when the waiting set has no whole copy of it.
+    const bs = this.state.blockSize;
+    const unaligned = at % SECTOR !== 0 || data.length % SECTOR !== 0;
+    const cur = unaligned ? ((await this.readBlocks([block])).get(block) ?? Buffer.alloc(bs)) : undefined;
+    await this.room(1, () => {
+      if (!this.active.setPart(block, at, data)) {
+        const whole = Buffer.from(cur as Buffer);
+        data.copy(whole, at);
+        this.active.setFull(block, whole);
+      }
+      this.journalled("write", block * bs + at, data.length, data);
+    });
   }
 
   /** Zeroes the client wants kept allocated (WRITE_ZEROES without trim), one block. */
   async zeroBlock(block: number): Promise<void> {
-    await this.room();
-    this.active.setEmpty(block, "zero");
-    this.journalled("zero", block * this.state.blockSize, this.state.blockSize);
-    this.kick();
+    await this.room(1, () => {
+      this.active.setEmpty(block, "zero");
+      this.journalled("zero", block * this.state.blockSize, this.state.blockSize);
+    });
   }
 
   /** Trims blocks [start, end): one range in the next record, however long. */
   async unmapRange(start: number, end: number): Promise<void> {
-    await this.room();
-    this.active.unmapRange(start, end);
-    this.journalled("unmap", start * this.state.blockSize, (end - start) * this.state.blockSize);
+    await this.room(0, () => {
+      this.active.unmapRange(start, end);
+      this.journalled("unmap", start * this.state.blockSize, (end - start) * this.state.blockSize);
+    });
   }
 
   /**
@@ -406,6 +421,7 @@ export class VolumeWriter {
     const bases = partial.length ? await this.reader.read(partial) : new Map<number, Buffer | null>();
     const bufs = dataBlocks.map((b) => fill(gen.blocks.get(b) as Dirty & { kind: "data" }, bases.get(b) ?? null, bs));
     const pieces = adjacentJoined(bufs);
+    if (bufs.length > MAX_RECORD_BLOCKS) throw new BackendError(`volume ${this.state.volumeId}: a commit of ${bufs.length} blocks, more than a record holds (${MAX_RECORD_BLOCKS})`);
     const fields: Partial<RecordHeader> = {
       epoch: this.state.epoch,
       data: blocksToRuns(dataBlocks),
@@ -421,8 +437,10 @@ export class VolumeWriter {
       // (a timeout) but that landed is known as ours by the 412 of the next one.
       gen.commitId ??= randomBytes(8).toString("hex");
       const header = newHeader("data", this.state.volumeId, seq, { ...fields, commit: gen.commitId });
-      const body = encodeRecord(header, pieces);
-      const dataStart = body.length - bufs.length * bs;
+      // The header, then the blocks as they are: sent as a list, never joined into one buffer.
+      const head = encodeRecordHead(header);
+      const body = [head, ...pieces];
+      const dataStart = head.length;
       try {
         failpoint("commit-before-put");
         await this.store.put(logKey(this.state.volumeId, seq), body, { ifNoneMatch: true });
@@ -436,20 +454,20 @@ export class VolumeWriter {
       } catch (err) {
         if (!(err instanceof PreconditionFailed)) throw err;
         if (await this.resolveCollision(seq, header.commit)) {
-          this.applyOwn(header, dataStart, body, bufs.length);
+          this.applyOwn(header, dataStart, pieces, bufs.length);
           return;
         }
         continue;
       }
-      this.applyOwn(header, dataStart, body, bufs.length);
+      this.applyOwn(header, dataStart, pieces, bufs.length);
       return;
     }
   }
 
-  private applyOwn(header: RecordHeader, dataStart: number, body: Buffer, blocks: number): void {
+  private applyOwn(header: RecordHeader, dataStart: number, pieces: readonly Buffer[], blocks: number): void {
     this.state.apply(header, dataStart);
     // What was just written is what the next reads want: cache it by where it now is.
-    this.reader.remember(header.seq, body, dataStart, blocks);
+    this.reader.remember(header.seq, pieces, blocks);
   }
 
   /**

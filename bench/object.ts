@@ -690,7 +690,7 @@ function nbdTable(subjects: Subject[], samples: Map<string, Sample[]>, rowsOf: R
     if (t) {
       const abs = (t.min === undefined || k >= t.min) && (t.max === undefined || k <= t.max);
       const rel = t.ratio === undefined || (ratio !== undefined && ratio >= t.ratio);
-      met = abs && rel ? "yes" : !abs ? "no" : "no peer to compare";
+      met = abs && rel ? "yes" : !abs || ratio !== undefined ? "no" : "no peer to compare";
     }
     lines.push(
       `| ${row.title} | ${subjects.map((s) => fmt(med(s, row), row.digits)).join(" | ")} | ${best ? best.p.label : "—"} | ${ratio === undefined ? "—" : ratio.toFixed(2)} | ${t?.text ?? ""} | ${met} |`,

@@ -266,7 +266,9 @@ export class VolumeWriter {
         this.kick();
         return;
       }
-      this.kick();
+      // Full (a write waits): commit now, even short of a segment (a dirty limit set close to
+      // the segment size would otherwise leave the write waiting for the age timer).
+      this.kick(true);
       await new Promise<void>((r) => this.waiters.push(r));
     }
   }
@@ -333,11 +335,12 @@ export class VolumeWriter {
   }
 
   /**
-   * Starts a commit once a segment's worth waits, unless one is under way or queued: when that
-   * one ends, whatever came in meanwhile goes in the next, so commits stay large.
+   * Starts a commit once a segment's worth waits (`full`: whatever waits, the set has no more
+   * room), unless one is under way or queued: when that one ends, whatever came in meanwhile
+   * goes in the next, so commits stay large.
    */
-  private kick(): void {
-    if (this.autoQueued || this.uploading || this.active.bytes < this.settings.segmentBytes) return;
+  private kick(full = false): void {
+    if (this.autoQueued || this.uploading || (!full && this.active.bytes < this.settings.segmentBytes)) return;
     this.autoQueued = true;
     const run = this.chain.then(() => {
       this.autoQueued = false;

@@ -322,6 +322,8 @@ print(h.get_size())`);
       assertAckedOnDisk(volume.location, result.acked);
       assert.equal((await backend.persistence.getKeyValues(key))[0]?.value, taken, "the new holder's lock is left alone");
       assert.ok(!exportsOf(d).includes('export="lost"'), "not exported while another server holds the lock");
+      // The daemon's log line may land just after the client sees its connection cut.
+      await until(() => logLines(d, /taken by another server/).length > 0, "the log line saying the lock was taken");
       assert.equal(logLines(d, /taken by another server/).length, 1);
 
       // Another holder is news, said once more; a free lock is taken again, and said so.

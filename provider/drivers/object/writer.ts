@@ -26,6 +26,9 @@ import { PreconditionFailed, type ObjectStore } from "./store";
 
 export type Durability = "remote" | "local" | "unsafe";
 
+/** Records only a volume's writer appends: one of another's where ours was to go fences us. */
+const WRITER_KINDS = new Set<string>(["open", "data", "close", "genesis"]);
+
 /** A run of whole blocks is copied in pieces of this size, each after waiting for room. */
 const WRITE_CHUNK_BYTES = 1024 * 1024;
 
@@ -488,27 +491,23 @@ export class VolumeWriter {
 
   /** Another process's record where ours was to go: a small one is applied; another writer's fences us. */
   private takeForeign(there: DecodedHeader): void {
-    if (["open", "data", "close", "genesis"].includes(there.header.kind)) {
-      this.fence(`another writer committed record ${there.header.seq} (${there.header.kind})`);
-      this.check();
-    }
+    this.refuseWriterRecord(there.header);
     this.state.apply(there.header, there.dataStart);
+  }
+
+  /** A record only a writer makes, where this writer did not: it is fenced (throws FencedError). */
+  private refuseWriterRecord(h: RecordHeader): void {
+    if (!WRITER_KINDS.has(h.kind)) return;
+    this.fence(`another writer committed record ${h.seq} (${h.kind})`);
+    this.check();
   }
 
   /** Applies records others appended since our last commit. */
   private async catchUp(): Promise<void> {
     if (this.fenced) return;
-    let foreign: RecordHeader | undefined;
-    await scanTail(this.store, this.state, {
-      check: (h) => {
-        if (!["open", "data", "close"].includes(h.kind)) return;
-        foreign = h;
-        throw new FencedError(`another writer committed record ${h.seq}`);
-      },
-    }).catch((err) => {
-      if (!foreign) throw err;
+    await scanTail(this.store, this.state, { check: (h) => this.refuseWriterRecord(h) }).catch((err) => {
+      if (!(err instanceof FencedError)) throw err;
     });
-    if (foreign) this.fence(`another writer committed record ${foreign.seq} (${foreign.kind})`);
   }
 
   private async afterCommit(): Promise<void> {

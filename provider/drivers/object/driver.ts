@@ -12,9 +12,10 @@ import { BlockCache } from "./cache";
 import { ObjectBlockDevice } from "./blockdevice";
 import { checkpointKey, checkedId, logKey, snapshotKey, volumePrefix } from "./layout";
 import { StoreLease } from "./lease";
-import { appendRecord, dropVanishedClones, loadState } from "./log";
+import { appendBeside } from "./handoff";
+import { dropVanishedClones, loadState } from "./log";
 import { BlockReader } from "./reader";
-import { encodeRecord, newHeader, type ParentRef } from "./record";
+import { encodeRecord, newHeader, type ParentRef, type RecordHeader, type RecordKind } from "./record";
 import { S3Store } from "./s3";
 import { SwiftStore } from "./swift";
 import { PreconditionFailed, type ObjectStore } from "./store";
@@ -276,7 +277,7 @@ export class ObjectDriver implements VolumeDriver {
   /** Ends a clone's hold on its parent (the parent may be gone already). */
   private async unpin(parentId: string, what: { child: string }): Promise<void> {
     const parent = await this.stateOf(parentId, { meta: true });
-    if (parent?.pins.clones.has(what.child)) await appendRecord(this.store, parent, "unclone", { child: what.child });
+    if (parent?.pins.clones.has(what.child)) await this.appendBeside(parent, "unclone", { child: what.child });
   }
 
   /** Copies what a clone reads from its parent into the clone; then it stands alone. */
@@ -296,6 +297,11 @@ export class ObjectDriver implements VolumeDriver {
     await this.unpin(parentId, { child: childId });
   }
 
+  /** A record of ours in a volume another process may be writing (handoff.ts). */
+  private appendBeside(state: VolumeState, kind: RecordKind, fields: Partial<RecordHeader>): Promise<number> {
+    return appendBeside(this.store, state, kind, fields, new StoreLease(this.store, state.volumeId, this.settings.leaseMs));
+  }
+
   /** Size, pins, parent and tail without the map: constant time whatever the volume holds. */
   private async metaOf(volumeId: string): Promise<VolumeState> {
     return loadState(this.store, checkedId(volumeId), { meta: true });
@@ -306,7 +312,7 @@ export class ObjectDriver implements VolumeDriver {
     const state = await this.metaOf(volume.id);
     const newBytes = newSizeGiB * GiB;
     if (state.sizeBytes >= newBytes) return; // done already (a re-run)
-    await appendRecord(this.store, state, "resize", { sizeBytes: newBytes });
+    await this.appendBeside(state, "resize", { sizeBytes: newBytes });
   }
 
   /**
@@ -321,7 +327,7 @@ export class ObjectDriver implements VolumeDriver {
     const id = checkedId(snapshot.id);
     const state = await this.metaOf(snapshot.volumeId);
     const base = baseOf(state);
-    const seq = await appendRecord(this.store, state, "snapshot", { snapshot: id, base });
+    const seq = await this.appendBeside(state, "snapshot", { snapshot: id, base });
     const named: SnapshotObject = { seq, base, sizeBytes: state.sizeBytes, blockSize: state.blockSize };
     await this.store.put(snapshotKey(snapshot.volumeId, id), Buffer.from(JSON.stringify(named)));
     return { location: `${this.location(snapshot.volumeId)}@${seq}` };
@@ -337,7 +343,7 @@ export class ObjectDriver implements VolumeDriver {
     const state = await this.stateOf(checkedId(snapshot.volumeId), { meta: true });
     if (!state) return;
     const seq = state.pins.snapshots.get(id);
-    if (seq !== undefined) await appendRecord(this.store, state, "snapdel", { snapshot: id });
+    if (seq !== undefined) await this.appendBeside(state, "snapdel", { snapshot: id });
     await this.store.delete(snapshotKey(snapshot.volumeId, id));
     // Clones made from the snapshot pin its state themselves and open from its checkpoint.
     if (seq !== undefined && ![...state.pins.clones.values(), ...state.pins.snapshots.values()].includes(seq)) {
@@ -353,7 +359,7 @@ export class ObjectDriver implements VolumeDriver {
   private async makeClone(volume: DriverVolume, parent: VolumeState, reads: ParentRef, blockSize: number): Promise<ModelUpdate> {
     this.checkPool(volume.pool);
     const pinned = (await this.genesis(volume, { blockSize, parent: reads })) as ParentRef;
-    if (parent.pins.clones.get(volume.id) !== pinned.seq) await appendRecord(this.store, parent, "clone", { child: volume.id, at: pinned.seq, base: pinned.base });
+    if (parent.pins.clones.get(volume.id) !== pinned.seq) await this.appendBeside(parent, "clone", { child: volume.id, at: pinned.seq, base: pinned.base });
     return { location: this.location(volume.id) };
   }
 

@@ -23,6 +23,10 @@ export const checkpointKey = (volumeId: string, seq: number) => `${volumePrefix(
 export const hintKey = (volumeId: string) => `${volumePrefix(volumeId)}hint`;
 /** The writer's lease: who may write, until when. */
 export const leaseKey = (volumeId: string) => `${volumePrefix(volumeId)}lease`;
+/** Swift: a record another process wants the volume's writer to append (handoff.ts). */
+export const askKey = (volumeId: string) => `${volumePrefix(volumeId)}ask`;
+/** The writer's answer to one ask: where it appended the record. */
+export const answerKey = (volumeId: string, askId: string) => `${volumePrefix(volumeId)}answer/${askId}`;
 /** A snapshot: the sequence number it holds the volume at. */
 export const snapshotKey = (volumeId: string, snapshotId: string) => `${volumePrefix(volumeId)}snap/${checkedId(snapshotId)}`;
 

@@ -79,6 +79,13 @@ export class StoreLease {
     return free(l, Date.now()) ? undefined : describeHolder(l as LeaseBody);
   }
 
+  /** Whether a writer (not a lock held by hand) holds the volume now. */
+  async heldByWriter(): Promise<boolean> {
+    const cur = await this.store.read(this.key);
+    const l = cur ? parse(cur.body) : undefined;
+    return !free(l, Date.now()) && !l?.manual;
+  }
+
   /** Takes the lease, or throws InUseError naming who holds it. `manual` holds it by hand. */
   async acquire(opts: { manual?: string } = {}): Promise<HeldLease> {
     const token = randomBytes(12).toString("hex");

@@ -184,7 +184,9 @@ async function loadOnce(store: ObjectStore, volumeId: string, opts: LoadOptions,
  * one key at the same moment can both answer 201, and the newer replaces the older (measured on
  * the all-in-one: a snapshot's record appended while a commit uploaded took the commit's place).
  * There every create is read back: someone else's record at the key is a collision like a 412.
- * S3's create-only PUT is atomic and needs no read-back.
+ * S3's create-only PUT is atomic and needs no read-back. Read-back narrows the window without
+ * closing it (both creates can read back as their own before the later lands), so on Swift
+ * nobody else creates a record while a writer holds the volume (handoff.ts).
  */
 export async function lostCreate(store: ObjectStore, volumeId: string, seq: number, commit: string, opts: { meta: boolean }): Promise<DecodedHeader | undefined> {
   if (store.api !== "swift") return undefined;
@@ -205,30 +207,37 @@ export async function appendRecord(
   fields: Partial<RecordHeader> = {},
 ): Promise<number> {
   for (;;) {
-    const seq = state.seq + 1;
-    const header = newHeader(kind, state.volumeId, seq, fields);
-    const body = encodeRecord(header);
-    try {
-      await store.put(logKey(state.volumeId, seq), body, { ifNoneMatch: true });
-      const other = await lostCreate(store, state.volumeId, seq, header.commit, { meta: state.metaOnly });
-      if (other) {
-        state.apply(other.header, other.dataStart);
-        await scanTail(store, state);
-        continue;
-      }
-      state.apply(header, body.length);
-      return seq;
-    } catch (err) {
-      if (!(err instanceof PreconditionFailed)) throw err;
-      const there = await readHeader(store, state.volumeId, seq, { meta: state.metaOnly });
-      if (!there) continue; // gone again (a store without atomic creates): try once more
-      if (there.header.commit === header.commit) {
-        state.apply(there.header, there.dataStart); // our own earlier attempt landed
-        return seq;
-      }
-      state.apply(there.header, there.dataStart);
+    const seq = await tryAppend(store, state, kind, fields);
+    if (seq !== undefined) return seq;
+  }
+}
+
+/**
+ * One attempt of appendRecord at the number after `state`: its sequence number, or undefined
+ * when someone else's record is there (then applied, and `state` brought to the log's end).
+ */
+export async function tryAppend(store: ObjectStore, state: VolumeState, kind: RecordKind, fields: Partial<RecordHeader> = {}): Promise<number | undefined> {
+  const seq = state.seq + 1;
+  const header = newHeader(kind, state.volumeId, seq, fields);
+  const body = encodeRecord(header);
+  try {
+    await store.put(logKey(state.volumeId, seq), body, { ifNoneMatch: true });
+    const other = await lostCreate(store, state.volumeId, seq, header.commit, { meta: state.metaOnly });
+    if (other) {
+      state.apply(other.header, other.dataStart);
       await scanTail(store, state);
+      return undefined;
     }
+    state.apply(header, body.length);
+    return seq;
+  } catch (err) {
+    if (!(err instanceof PreconditionFailed)) throw err;
+    const there = await readHeader(store, state.volumeId, seq, { meta: state.metaOnly });
+    if (!there) return undefined; // gone again (a store without atomic creates): try once more
+    state.apply(there.header, there.dataStart);
+    if (there.header.commit === header.commit) return seq; // our own earlier attempt landed
+    await scanTail(store, state);
+    return undefined;
   }
 }
 

@@ -108,7 +108,8 @@ export class VolumeState {
         this.applyData(header, dataStart);
         break;
       case "resize":
-        this.sizeBytes = header.sizeBytes ?? this.sizeBytes;
+        // Volumes only grow: an extend asked for against an older size never shrinks a newer one.
+        this.sizeBytes = Math.max(this.sizeBytes, header.sizeBytes ?? 0);
         break;
       case "snapshot":
         if (header.snapshot) this.pins.snapshots.set(header.snapshot, header.seq);

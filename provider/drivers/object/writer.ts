@@ -6,6 +6,7 @@ import type { BlockCache } from "./cache";
 import { DirtySet, fill, overlay, SECTOR, type Dirty } from "./dirty";
 import { checkpointKey, logKey } from "./layout";
 import { StoreLease, type HeldLease } from "./lease";
+import { answerAsk, ASK_POLL_MS, readAsk } from "./handoff";
 import { appendRecord, dropVanishedClones, loadState, lostCreate, readHeader, saveCheckpoint, scanTail } from "./log";
 import { BlockReader, pushRun, type BlockStatus, type StatusRun } from "./reader";
 import { blocksToRuns, encodeRecordHead, newHeader, type DecodedHeader, type RecordHeader } from "./record";
@@ -22,12 +23,22 @@ import { PreconditionFailed, type ObjectStore } from "./store";
 // commit: a prefix of the writes, never a torn mix. Commits go one at a time (the next one
 // collects while the last uploads), which is also what lets other processes append their small
 // records (snapshot, extend) between two commits without a lock: a commit that meets one moves
-// to the next number.
+// to the next number. (On Swift, whose creates are not exclusive, they hand those records to
+// the writer instead: handoff.ts.)
 
 export type Durability = "remote" | "local" | "unsafe";
 
 /** Records only a volume's writer appends: one of another's where ours was to go fences us. */
 const WRITER_KINDS = new Set<string>(["open", "data", "close", "genesis"]);
+
+/**
+ * Swift: how long a new writer waits after taking the lease before it reads the log. A process
+ * that found the volume free just before appended its record directly (handoff.ts); by now that
+ * create has landed, and the writer's `open` goes after it instead of at the same number.
+ */
+const SWIFT_OPEN_SETTLE_MS = 200;
+/** Asks answered, remembered so that one rung again is not appended twice. */
+const ANSWERS_KEPT = 64;
 
 /** A run of whole blocks is copied in pieces of this size, each after waiting for room. */
 const WRITE_CHUNK_BYTES = 1024 * 1024;
@@ -66,6 +77,10 @@ export class VolumeWriter {
   private readonly pinCheckpoints = new Set<number>();
   private lastError?: Error;
   private autoQueued = false;
+  /** Swift: a look at the doorbell is queued. */
+  private askQueued = false;
+  /** Asks this writer answered: id to sequence number. */
+  private readonly answered = new Map<string, number>();
   /** A commit's PUT is under way. */
   private uploading = false;
   private opens = 1;
@@ -101,6 +116,7 @@ export class VolumeWriter {
     const lease = new StoreLease(store, volumeId, settings.leaseMs);
     const held = await lease.acquire();
     try {
+      if (store.api === "swift") await new Promise((r) => setTimeout(r, SWIFT_OPEN_SETTLE_MS));
       const s = await state();
       // A writer that died here under `durability: local` left acknowledged writes in its journal.
       const left = leftJournals(settings.cacheDir, volumeId);
@@ -166,6 +182,17 @@ export class VolumeWriter {
     }, 2000);
     for (const t of [renew, age, poll]) t.unref();
     this.timers.push(renew, age, poll);
+    if (this.store.api === "swift") {
+      // Other processes hand their records to the writer there (handoff.ts); between commits it
+      // looks whether one waits.
+      const asks = setInterval(() => {
+        if (this.askQueued || this.fenced || this.closing) return;
+        this.askQueued = true;
+        this.chain = this.chain.then(() => this.answerAsks()).catch((err) => logger().warn({ volume: this.state.volumeId, err: (err as Error).message }, "object volume writer could not answer an ask")).finally(() => (this.askQueued = false));
+      }, ASK_POLL_MS);
+      asks.unref();
+      this.timers.push(asks);
+    }
   }
 
   get sizeBytes(): number {
@@ -508,6 +535,21 @@ export class VolumeWriter {
     await scanTail(this.store, this.state, { check: (h) => this.refuseWriterRecord(h) }).catch((err) => {
       if (!(err instanceof FencedError)) throw err;
     });
+  }
+
+  /** Appends the record another process asked for at the doorbell, and answers where it went. */
+  private async answerAsks(): Promise<void> {
+    if (this.fenced) return;
+    const ask = await readAsk(this.store, this.state.volumeId);
+    if (!ask) return;
+    let seq = this.answered.get(ask.id);
+    if (seq === undefined) {
+      this.check();
+      seq = await appendRecord(this.store, this.state, ask.kind, ask.fields);
+      this.answered.set(ask.id, seq);
+      if (this.answered.size > ANSWERS_KEPT) this.answered.delete(this.answered.keys().next().value as string);
+    }
+    await answerAsk(this.store, this.state.volumeId, ask.id, seq);
   }
 
   private async afterCommit(): Promise<void> {

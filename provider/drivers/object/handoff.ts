@@ -28,8 +28,8 @@ export const ASK_POLL_MS = 50;
 const RING_AGAIN_MS = 1_000;
 /** An ask older than this is left alone: whoever rang has given up on it. */
 const ASK_LIFE_MS = 60_000;
-/** How long a process waits for a live writer's answer before it says so. */
-const ANSWER_TIMEOUT_MS = 30_000;
+/** How long past the lease's life a process waits for the writer's answer before it says so. */
+const ANSWER_GRACE_MS = 10_000;
 
 export interface Ask {
   id: string;
@@ -71,6 +71,9 @@ async function askWriter(store: ObjectStore, volumeId: string, kind: RecordKind,
   const ask: Ask = { id, kind, fields, until: Date.now() + ASK_LIFE_MS };
   const body = Buffer.from(JSON.stringify(ask));
   const started = performance.now();
+  // A writer that stopped answering loses its lease in time, and then the record is appended
+  // directly: only a writer that keeps renewing and never answers makes this an error.
+  const timeoutMs = lease.heldAtMostMs + ANSWER_GRACE_MS;
   let rung = -Infinity;
   for (let wait = 5; ; wait = Math.min(wait * 2, ASK_POLL_MS)) {
     if (performance.now() - rung >= RING_AGAIN_MS) {
@@ -88,8 +91,8 @@ async function askWriter(store: ObjectStore, volumeId: string, kind: RecordKind,
       await store.delete(answerKey(volumeId, id));
       return (JSON.parse(answer.toString("utf8")) as { seq: number }).seq;
     }
-    if (performance.now() - started > ANSWER_TIMEOUT_MS) {
-      throw new BackendError(`volume ${volumeId}: its writer (${(await lease.holder()) ?? "gone now"}) did not append the ${kind} record within ${ANSWER_TIMEOUT_MS / 1000} s`, {
+    if (performance.now() - started > timeoutMs) {
+      throw new BackendError(`volume ${volumeId}: its writer (${(await lease.holder()) ?? "gone now"}) did not append the ${kind} record within ${Math.round(timeoutMs / 1000)} s`, {
         hint: "on Swift the volume's writer appends other processes' records; it may be stuck on the store, or older than this kindling",
       });
     }

@@ -60,6 +60,11 @@ export class StoreLease {
     private readonly ttlMs: number,
   ) {}
 
+  /** How long a holder that stopped renewing may still count as holding it. */
+  get heldAtMostMs(): number {
+    return this.ttlMs + SKEW_MS;
+  }
+
   private get key(): string {
     return leaseKey(this.volumeId);
   }

@@ -1,0 +1,31 @@
+import type { Readable } from "node:stream";
+import type { Digest } from "../digest";
+
+// Where an image's bytes come from: a local file, an http(s) URL, an image service (Glance).
+// A source says what it knows before any byte moves (describe), then hands out the bytes from
+// an offset (open), so an interrupted download resumes where the verified bytes end.
+
+export interface SourceDescription {
+  /**
+   * What names these bytes before they are read, for the image cache: the digest the user or
+   * the service vouches for, else something that changes whenever the bytes may have (a
+   * file's inode and mtime, a URL's ETag). Undefined when nothing does.
+   */
+  identity?: string;
+  /** What the source says it is, not yet checked against the bytes (disk_format). */
+  declaredFormat?: string;
+  /** Bytes the source will send, when it says. */
+  sizeBytes?: number;
+  /** Digests to check the bytes against; empty when nobody vouches for them. */
+  expect: Digest[];
+  /** Whether `open` can start past the first byte. */
+  rangeable: boolean;
+  /** For messages: the file or URL (without credentials or query), never a secret. */
+  where: string;
+}
+
+export interface ImageSource {
+  describe(): Promise<SourceDescription>;
+  /** The bytes from `offset` on; errors (a stall, a short body) end the stream with an error. */
+  open(opts?: { offset?: number; signal?: AbortSignal }): Promise<Readable>;
+}

@@ -28,18 +28,22 @@ import { isReservedField, toImageRecord, toLocation } from "./record";
 const JSON_PATCH = "application/openstack-images-v2.1-json-patch";
 /** Glance's image ids are UUIDs; anything else would only be a 404, or a path of our making. */
 const IMAGE_ID = /^[A-Za-z0-9-]{1,64}$/;
+/** Glance's own default page is 25; its api_limit_max is 1000. */
 const PAGE_SIZE = 200;
 /** Query parameters of Glance's list call: a property of one of these names is matched here only. */
 const LIST_PARAMETERS = new Set(["name", "status", "visibility", "tag", "limit", "marker", "sort", "sort_key", "sort_dir", "member_status", "owner", "size_min", "size_max", "os_hidden", "protected", "id", "created_at", "updated_at", "container_format", "disk_format", "checksum", "os_hash_value"]);
 
 export class GlanceImageService implements ImageService {
   private readonly http: GlanceHttp;
+  private readonly pageSize: number;
 
   constructor(
     readonly name: string,
     settings: GlanceSettings,
+    opts: { pageSize?: number } = {},
   ) {
     this.http = new GlanceHttp(settings);
+    this.pageSize = opts.pageSize ?? PAGE_SIZE;
   }
 
   get endpoint(): string {
@@ -83,7 +87,7 @@ export class GlanceImageService implements ImageService {
     for (const [key, value] of Object.entries(query.properties ?? {})) if (!LIST_PARAMETERS.has(key) && !isReservedField(key)) params.set(key, value);
     params.set("sort_key", "created_at");
     params.set("sort_dir", "desc");
-    params.set("limit", String(Math.min(PAGE_SIZE, limit === Infinity ? PAGE_SIZE : limit)));
+    params.set("limit", String(Math.min(this.pageSize, limit)));
 
     const found: ImageRecord[] = [];
     let path: string | undefined = `/v2/images?${params}`;
@@ -127,7 +131,19 @@ export class GlanceImageService implements ImageService {
     // Glance 31.0 and later refuse a body of another length; older ones ignore it (and are checked below).
     if (opts.sizeBytes !== undefined) headers["x-openstack-image-size"] = String(opts.sizeBytes);
     body.on("error", (err) => hashing.destroy(err));
-    const res = await this.http.request({ method: "PUT", path, headers, body: body.pipe(hashing), signal: opts.signal });
+    let res: IncomingMessage;
+    try {
+      res = await this.http.request({ method: "PUT", path, headers, body: body.pipe(hashing), signal: opts.signal });
+    } catch (err) {
+      // Glance notices the cut connection a moment later, and only then puts the image back to
+      // queued: wait for that, so that the caller can retry on the same image once this settles.
+      await this.settleAbortedUpload(id);
+      if (err instanceof BackendError) throw err;
+      throw new BackendError(`the upload of Glance image "${id}" to ${this.endpoint} stopped after ${hashing.bytes} bytes: ${(err as Error).message}`, {
+        cause: err,
+        hint: "Glance dropped what it had received; the image takes its data again",
+      });
+    }
     const text = await readText(res, what);
     if (res.statusCode !== 204 && res.statusCode !== 200) {
       throw glanceError(what, { status: res.statusCode ?? 0, body: text }, { endpoint: this.endpoint, subject: { kind: "Glance image", key: id }, sizeBytes: opts.sizeBytes ?? hashing.bytes });
@@ -235,6 +251,16 @@ export class GlanceImageService implements ImageService {
 
   close(): void {
     this.http.close();
+  }
+
+  /** Waits (up to the idle timeout) while Glance still holds the image as `saving` after an upload broke off. */
+  private async settleAbortedUpload(id: string): Promise<void> {
+    const deadline = Date.now() + this.http.timeoutMs;
+    while (Date.now() < deadline) {
+      const image = await this.show(id).catch(() => undefined);
+      if (image?.status !== "saving") return;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
 
   /** A call's JSON answer, when its status is one of `ok`; otherwise the typed error. */

@@ -42,19 +42,27 @@ export class GlanceHttp {
   private readonly agent: http.Agent;
   private readonly base: URL;
 
-  constructor(private readonly settings: GlanceSettings) {
+  // A #private field: neither JSON.stringify nor util.inspect (a logged client) shows the token in it.
+  readonly #settings: GlanceSettings;
+
+  constructor(settings: GlanceSettings) {
+    this.#settings = settings;
     this.base = new URL(settings.endpoint);
     const options = { keepAlive: true, maxSockets: 16, keepAliveMsecs: 10_000 };
     this.agent = this.base.protocol === "https:" ? new https.Agent({ ...options, ca: settings.ca }) : new http.Agent(options);
   }
 
   get endpoint(): string {
-    return this.settings.endpoint;
+    return this.#settings.endpoint;
+  }
+
+  get timeoutMs(): number {
+    return this.#settings.timeoutMs;
   }
 
   /** How an error names a call: "GET /v2/images/ID on http://127.0.0.1:9292" (never a query's values or a header). */
   what(method: Method, path: string): string {
-    return `${method} ${path.split("?")[0]} on ${this.settings.endpoint}`;
+    return `${method} ${path.split("?")[0]} on ${this.#settings.endpoint}`;
   }
 
   /**
@@ -95,15 +103,15 @@ export class GlanceHttp {
 
   private unreachable(req: GlanceRequest, failure: string, attempts: number): BackendError {
     return new BackendError(`${this.what(req.method, req.path)} got no answer${attempts > 1 ? ` in ${attempts} attempts` : ""}: ${failure}`, {
-      hint: `check that Glance is up and reachable at ${this.settings.endpoint} (imageServices endpoint; timeoutSeconds bounds each wait)`,
+      hint: `check that Glance is up and reachable at ${this.#settings.endpoint} (imageServices endpoint; timeoutSeconds bounds each wait)`,
     });
   }
 
   private once(req: GlanceRequest): Promise<http.IncomingMessage> {
     const url = new URL(this.base.pathname.replace(/\/$/, "") + req.path, this.base);
     const lib = url.protocol === "https:" ? https : http;
-    const timeoutMs = this.settings.timeoutMs;
-    const headers: Record<string, string> = { accept: "application/json", ...this.settings.authHeaders, ...req.headers };
+    const timeoutMs = this.#settings.timeoutMs;
+    const headers: Record<string, string> = { accept: "application/json", ...this.#settings.authHeaders, ...req.headers };
     const streamed = req.body !== undefined && !Buffer.isBuffer(req.body);
     if (Buffer.isBuffer(req.body)) headers["content-length"] = String(req.body.length);
     else if (streamed) {

@@ -19,6 +19,8 @@ import { removeDir, tempDir } from "./helpers/env";
 import { GlanceServer, glanceMissing } from "./helpers/glance";
 
 const PROJECT = "0123456789abcdef0123456789abcdef";
+/** This Glance's largest image: small, so that a refusal for size costs little to provoke. */
+const SIZE_CAP = 32 << 20;
 const md5 = (b: Buffer) => createHash("md5").update(b).digest("hex");
 const sha512 = (b: Buffer) => createHash("sha512").update(b).digest("hex");
 
@@ -62,7 +64,7 @@ describe("Glance v2 image service", { skip: glanceMissing() }, () => {
   };
 
   before(async () => {
-    glance = await GlanceServer.start();
+    glance = await GlanceServer.start({ imageSizeCap: SIZE_CAP });
     endpoint = glance.endpoint;
     images = service({ type: "noauth", projectId: PROJECT, userId: "tester" });
   });
@@ -171,6 +173,38 @@ describe("Glance v2 image service", { skip: glanceMissing() }, () => {
     const retried = await images.upload(broken.id, source(data.subarray(0, 4096)), { sizeBytes: 4096 });
     assert.equal(retried.image.status, "active");
     assert.equal(retried.image.checksum, md5(data.subarray(0, 4096)));
+  });
+
+  test("an image over Glance's size cap is refused, naming the size", async () => {
+    const big = await images.create({ name: "too-big", diskFormat: "raw" });
+    const size = SIZE_CAP + (1 << 20);
+    const chunk = Buffer.alloc(1 << 20, 1);
+    let given = 0;
+    const endless = new Readable({
+      read() {
+        this.push(given < size ? chunk : null);
+        given += chunk.length;
+      },
+    });
+    const err = await rejection(images.upload(big.id, endless, { sizeBytes: size }));
+    assert.ok(err instanceof InvalidInputError, String(err));
+    assert.equal(err.field, "sizeBytes");
+    assert.match(err.message, new RegExp(`${size} bytes are more than the Glance at ${endpoint.replace(/\./g, "\\.")} accepts`));
+    assert.notEqual((await images.show(big.id)).status, "active");
+  });
+
+  test("a reader slower than the idle timeout is not a silent server: the download completes", async () => {
+    const patient = service({ type: "noauth", projectId: PROJECT, userId: "tester" }, { timeoutSeconds: 1 });
+    const download = await patient.download(id);
+    const chunks: Buffer[] = [];
+    let paused = false;
+    for await (const c of download.body as AsyncIterable<Buffer>) {
+      chunks.push(c);
+      // Long enough for the socket to sit idle past the timeout while this reader holds it up.
+      if (!paused) await new Promise((resolve) => setTimeout(resolve, 2500));
+      paused = true;
+    }
+    assert.ok(Buffer.concat(chunks).equals(data));
   });
 
   test("find: by name and by tags, most recent first; by properties", async () => {

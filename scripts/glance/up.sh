@@ -5,6 +5,7 @@
 # database, the file store, all on 127.0.0.1:PORT and all in DIR (configuration, data, staging,
 # locks, logs); /etc/glance is only copied from. Stop it with down.sh DIR.
 #   up.sh DIR PORT            DIR must be missing or empty
+#   GLANCE_IMAGE_SIZE_CAP=N   the largest image in bytes (Glance's image_size_cap, default 1 TiB)
 # One process (workers = 0), in the foreground of its own session, its pid in DIR/run/glance-api.pid.
 # Direct URLs and locations are shown (show_image_direct_url, show_multiple_locations), so a
 # client's location handling can be tested. Prints KINDLING_GLANCE_ENDPOINT.
@@ -16,6 +17,8 @@ port=${2:?usage: up.sh DIR PORT}
 # Paths go into the server's configuration: keep them plain.
 [[ $dir =~ ^[A-Za-z0-9._/+-]+$ ]] || { echo "glance up: DIR must be a plain path (letters, digits, . _ / + -), got '$dir'" >&2; exit 1; }
 [[ $port =~ ^[1-9][0-9]{0,4}$ ]] && [ "$port" -le 65535 ] || { echo "glance up: PORT must be a TCP port, got '$port'" >&2; exit 1; }
+size_cap=${GLANCE_IMAGE_SIZE_CAP:-1099511627776}
+[[ $size_cap =~ ^[1-9][0-9]{0,15}$ ]] || { echo "glance up: GLANCE_IMAGE_SIZE_CAP must be a number of bytes, got '$size_cap'" >&2; exit 1; }
 paste=/etc/glance/glance-api-paste.ini
 for tool in /usr/bin/glance-api /usr/bin/glance-manage curl; do
   command -v "$tool" >/dev/null || { echo "glance up: $tool is missing (apt-get install --no-install-recommends glance-api python3-glance-store curl)" >&2; exit 1; }
@@ -65,6 +68,7 @@ log_file = $dir/log/glance-api.log
 show_image_direct_url = true
 show_multiple_locations = true
 image_cache_dir = $dir/cache
+image_size_cap = $size_cap
 
 [database]
 connection = sqlite:///$dir/glance.sqlite

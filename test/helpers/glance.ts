@@ -39,11 +39,15 @@ export class GlanceServer {
     readonly endpoint: string,
   ) {}
 
-  static async start(): Promise<GlanceServer> {
+  /** `imageSizeCap`: the largest image it takes, in bytes (Glance's image_size_cap; 1 TiB unless given). */
+  static async start(opts: { imageSizeCap?: number } = {}): Promise<GlanceServer> {
     const parent = tempDir("kindling-glance-");
     const dir = join(parent, "glance");
     const port = await freePort();
-    const r = spawnSync(join(ROOT, "scripts", "glance", "up.sh"), [dir, String(port)], { encoding: "utf8" });
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    delete env.GLANCE_IMAGE_SIZE_CAP;
+    if (opts.imageSizeCap !== undefined) env.GLANCE_IMAGE_SIZE_CAP = String(opts.imageSizeCap);
+    const r = spawnSync(join(ROOT, "scripts", "glance", "up.sh"), [dir, String(port)], { env, encoding: "utf8" });
     if (r.status !== 0) {
       // up.sh stopped what it started; its logs are in its stderr.
       removeDir(parent);

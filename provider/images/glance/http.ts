@@ -143,7 +143,12 @@ export class GlanceHttp {
       });
       r.on("response", (res) => {
         answered = res;
-        if (streamed) (req.body as Readable).unpipe(r);
+        if (streamed) {
+          // An answer before the whole body went (a refusal part-way) ends the body here, and the
+          // socket with the answer: a request left unfinished cannot go back to the pool.
+          (req.body as Readable).unpipe(r);
+          res.once("end", () => r.writableFinished || r.destroy());
+        }
         resolve(res);
       });
       if (!streamed) return void r.end(req.body);

@@ -271,7 +271,7 @@ describe("Glance v2 image service", { skip: glanceMissing() }, () => {
     assert.ok((await rejection(images.show(keep.id))) instanceof NotFoundError);
   });
 
-  test("policy: a member may not publish an image, an admin may; another project sees neither private image", async () => {
+  test("policy: a member may not publish an image, an admin may; another project sees the public image, not a private one", async () => {
     const refused = await rejection(images.create({ name: "for-all", diskFormat: "raw", visibility: "public" }));
     assert.ok(refused instanceof ForbiddenError, String(refused));
     assert.match(refused.message, /POST \/v2\/images on http:\/\/127\.0\.0\.1:\d+ answered 403/);

@@ -33,6 +33,8 @@ packages=(
   # The postgres and mysql record stores: throwaway servers for their tests and benchmarks
   # (scripts/postgres, scripts/mariadb), with the psql and mariadb clients the tests check them by.
   postgresql mariadb-server
+  # A throwaway Glance v2 image service with no Keystone (scripts/glance), for the image tests.
+  glance-api python3-glance-store
 )
 # npm fetches the current LTS Node when the system Node is too old. Machines whose Node came
 # from elsewhere (nodesource, nvm) already have it, and Debian's npm would conflict with it.

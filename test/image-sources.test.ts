@@ -16,6 +16,8 @@ import { FileSource } from "../provider/images/sources/file";
 import { HttpSource } from "../provider/images/sources/http";
 import { parseImageRef } from "../provider/images/sources/ref";
 import { InvalidInputError, NotFoundError } from "../provider/util/errors";
+import { REDACT_PATHS } from "../provider/util/log";
+import pino from "pino";
 import { removeDir, tempDir } from "./helpers/env";
 import { startImageServer, type ImageServer } from "./helpers/image-http";
 
@@ -78,6 +80,22 @@ describe("image references and digests", () => {
     assert.equal(hexDigest("sha256", "AB".repeat(32), "--sha256", "sha256").value, "ab".repeat(32));
     assert.throws(() => hexDigest("sha256", "abc", "--sha256", "sha256"), (e: unknown) => e instanceof InvalidInputError && e.field === "sha256");
     assert.throws(() => hexDigest("sha512", "ab".repeat(32), "--sha512", "sha512"), /128 hex digits/);
+  });
+});
+
+describe("image service secrets in logs", () => {
+  test("an image service's token is censored wherever a config holding it is logged", () => {
+    const lines: string[] = [];
+    const log = pino({ redact: { paths: REDACT_PATHS, censor: "[secret]" } }, { write: (l: string) => void lines.push(l) });
+    const imageServices = { glance: { type: "glance", endpoint: "http://127.0.0.1:9292", auth: { type: "token", token: "tok-hunter2" } } };
+    log.warn({ imageServices }, "a");
+    log.warn({ config: { imageServices } }, "b");
+    log.warn({ loaded: { config: { imageServices } } }, "c");
+    assert.equal(lines.length, 3);
+    for (const line of lines) {
+      assert.ok(!line.includes("tok-hunter2"), line);
+      assert.ok(line.includes("[secret]"), line);
+    }
   });
 });
 

@@ -11,6 +11,8 @@ export const REDACT_PATHS = [
   "connectionString", "*.connectionString",
   "config.backends.*.key", "config.backends.*.password",
   "persistence.password", "*.persistence.password", "*.*.persistence.password",
+  // An image service's token sits a level deeper: imageServices.<name>.auth.token.
+  "imageServices.*.auth.token", "*.imageServices.*.auth.token", "*.*.imageServices.*.auth.token",
 ];
 
 export type Logger = pino.Logger;

@@ -1,5 +1,6 @@
 import type { Backend } from "../library/backend";
 import type { BackendSet, LoadedConfig } from "../library/config";
+import type { ImageServiceSet } from "../library/images";
 import { InvalidInputError } from "../util/errors";
 import type { Output } from "./output";
 
@@ -28,6 +29,7 @@ export interface Values {
   "tls-psk"?: string;
   snapshot?: string;
   force?: boolean;
+  service?: string;
 }
 
 export interface Context {
@@ -35,6 +37,8 @@ export interface Context {
   backends: BackendSet;
   /** The backend --backend names, or the only one. */
   backend(): Backend;
+  /** The configured image services (built when first asked for). */
+  images(): ImageServiceSet;
   values: Values;
   /** Positional arguments after the command words. */
   args: string[];

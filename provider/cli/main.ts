@@ -14,6 +14,8 @@ import { connect, disconnect, validateConnector } from "./commands/connect";
 import { nbdServe } from "./commands/nbd";
 import { volumeDownload } from "./commands/download";
 import { volumeLock, volumeUnlock } from "./commands/lock";
+import { imageDelete, imageList, imageShow } from "./commands/image";
+import { openImageServices, type ImageServiceSet } from "../library/images";
 
 const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
 
@@ -39,9 +41,13 @@ const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
   nbd serve [--listen HOST:PORT] [--tls-cert F --tls-key F | --tls-psk F]
                                              serve every nbd export (default 127.0.0.1:10809)
   validate-connector --protocol P --connector JSON
+  image list [--service S] | show IMAGE | delete IMAGE
+                                             images of a configured image service (Glance);
+                                             IMAGE is SERVICE:NAME_OR_ID, or NAME_OR_ID with
+                                             one service (a name: its newest image)
 
 Configuration: --config FILE, else $KINDLING_CONFIG, else ./kindling.json, else one file
-backend "local" under $XDG_DATA_HOME/kindling.`;
+backend "local" under $XDG_DATA_HOME/kindling. Image services go under "imageServices".`;
 
 const OPTIONS = {
   config: { type: "string" },
@@ -69,6 +75,7 @@ const OPTIONS = {
   "tls-psk": { type: "string" },
   snapshot: { type: "string" },
   force: { type: "boolean" },
+  service: { type: "string" },
 } as const;
 
 const GLOBAL = ["config", "backend", "json", "help", "version"];
@@ -103,6 +110,9 @@ const COMMANDS: Record<string, Command> = {
   disconnect: { run: disconnect, options: [], args: [1, 1] },
   "validate-connector": { run: validateConnector, options: ["protocol", "connector"], args: [0, 0] },
   "nbd serve": { run: nbdServe, options: ["listen", "tls-cert", "tls-key", "tls-psk"], args: [0, 0] },
+  "image list": { run: imageList, options: ["service"], args: [0, 0] },
+  "image show": { run: imageShow, options: [], args: [1, 1] },
+  "image delete": { run: imageDelete, options: [], args: [1, 1] },
 };
 
 /** Exit codes by error kind, so scripts can tell "not there" from "bad input". */
@@ -167,16 +177,19 @@ export async function main(argv: string[]): Promise<number> {
 
     const loaded = loadConfig({ path: values.config });
     const set = await openBackends(loaded);
+    let images: ImageServiceSet | undefined;
     try {
       await command.run({
         loaded,
         backends: set,
         backend: () => set.get(values.backend),
+        images: () => (images ??= openImageServices(loaded)),
         values,
         args: rest,
         out: output(json),
       });
     } finally {
+      images?.close();
       await set.close();
     }
     return 0;

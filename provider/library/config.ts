@@ -12,7 +12,8 @@ import { Backend } from "./backend";
 import { expandPersistenceHome } from "./config-paths";
 
 /**
- * The configuration file: backends by name, and optionally one persistence for all of them.
+ * The configuration file: backends by name, optionally one persistence for all of them, and
+ * the image services images come from and go to.
  * Each backend entry is validated by its driver's strict schema when the backend is built.
  */
 export const configFileSchema = z.strictObject({
@@ -20,6 +21,8 @@ export const configFileSchema = z.strictObject({
   backends: withoutReservedKeys(z
     .record(nameSchema, z.looseObject({ driver: z.string({ error: "is required (e.g. \"file\")" }) }))
     .refine((b) => Object.keys(b).length > 0, "must name at least one backend")),
+  /** Image services by name (Glance v2), each validated by its own schema when it is built. */
+  imageServices: withoutReservedKeys(z.record(nameSchema, z.looseObject({ type: z.string({ error: "is required (\"glance\")" }) }))).optional(),
 });
 
 export type ConfigFile = z.infer<typeof configFileSchema>;

@@ -14,3 +14,5 @@ export type { Persistence } from "../persistence/contract";
 export type { PersistenceConfig } from "../persistence/config";
 export type { BackendStats, PoolStats, BlockDevice, Extent, Inspection, Progress, VolumeDriver } from "../drivers/contract";
 export { copyDevice } from "../drivers/copy";
+export { openImageServices, ImageServiceSet } from "./images";
+export type { ImageRecord, ImageService } from "../images/contract";

@@ -1,0 +1,81 @@
+import { isAbsolute, resolve } from "node:path";
+import type { ImageRecord, ImageService } from "../images/contract";
+import { glanceImageService } from "../images/glance";
+import { RESERVED_SERVICE_NAMES } from "../images/sources/ref";
+import { ConflictError, InvalidInputError, NotFoundError } from "../util/errors";
+import type { LoadedConfig } from "./config";
+
+// The image services a configuration names (`imageServices`, beside the backends), and how a
+// user's words pick an image in one of them: `SERVICE:NAME_OR_ID`, or just NAME_OR_ID when
+// there is one service. A name matches the most recently created image of that name.
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export class ImageServiceSet {
+  constructor(readonly services: Map<string, ImageService>) {}
+
+  names(): string[] {
+    return [...this.services.keys()];
+  }
+
+  /** A service by name; without a name, the only one (or an error listing the choices). */
+  get(name?: string, field = "service"): ImageService {
+    if (name === undefined) {
+      if (this.services.size === 1) return [...this.services.values()][0];
+      if (this.services.size === 0) throw new InvalidInputError(field, "the configuration names no image service", { hint: 'add one under "imageServices", e.g. { "glance": { "type": "glance", "endpoint": ..., "auth": ... } }' });
+      throw new InvalidInputError(field, `the configuration has ${this.services.size} image services (${this.names().join(", ")}); name one`);
+    }
+    const service = this.services.get(name);
+    if (!service) throw new InvalidInputError(field, `no image service named ${JSON.stringify(name)}; configured: ${this.names().join(", ") || "none"}`);
+    return service;
+  }
+
+  /**
+   * The image `ref` names: `SERVICE:NAME_OR_ID` or NAME_OR_ID. `unique`: a name that several
+   * images carry is an error listing them (for what cannot be undone, such as a delete)
+   * instead of the most recent one.
+   */
+  async resolve(ref: string, opts: { unique?: boolean; field?: string } = {}): Promise<{ service: ImageService; image: ImageRecord }> {
+    const field = opts.field ?? "image";
+    const colon = ref.indexOf(":");
+    const named = colon > 0 && this.services.has(ref.slice(0, colon));
+    const service = this.get(named ? ref.slice(0, colon) : undefined, field);
+    const key = named ? ref.slice(colon + 1) : ref;
+    if (!key) throw new InvalidInputError(field, "needs an image name or id");
+    if (UUID.test(key)) {
+      try {
+        return { service, image: await service.show(key.toLowerCase()) };
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) throw err;
+        // An image may be named like an id: look for the name before saying there is none.
+      }
+    }
+    const found = await service.find({ name: key });
+    if (found.length === 0) throw new NotFoundError("image", key, { field, hint: `not in image service ${service.name}` });
+    if (opts.unique && found.length > 1) {
+      throw new ConflictError(`${found.length} images in ${service.name} are named ${JSON.stringify(key)}: ${found.map((i) => i.id).join(", ")}`, { field, hint: "name one by its id" });
+    }
+    return { service, image: found[0] };
+  }
+
+  close(): void {
+    for (const s of this.services.values()) s.close();
+  }
+}
+
+/** Builds the configuration's image services; an entry in error names its field, and nothing is opened. */
+export function openImageServices(loaded: LoadedConfig): ImageServiceSet {
+  const entries = Object.entries(loaded.config.imageServices ?? {});
+  const services = new Map<string, ImageService>();
+  for (const [name, entry] of entries) {
+    const prefix = `imageServices.${name}`;
+    if (RESERVED_SERVICE_NAMES.has(name)) throw new InvalidInputError(prefix, `${JSON.stringify(name)} is how image references begin (file:, http:, https:); name the service otherwise`);
+    if (entry.type !== "glance") throw new InvalidInputError(`${prefix}.type`, `must be "glance" (the one image service kindling speaks), not ${JSON.stringify(entry.type)}`);
+    // Files the entry names are relative to the configuration file, as a backend's are.
+    const here = (p: unknown) => (typeof p === "string" && !isAbsolute(p) ? resolve(loaded.baseDir, p) : p);
+    const auth = entry.auth as Record<string, unknown> | undefined;
+    const withPaths = { ...entry, ...(entry.ca !== undefined ? { ca: here(entry.ca) } : {}), ...(auth?.tokenFile !== undefined ? { auth: { ...auth, tokenFile: here(auth.tokenFile) } } : {}) };
+    services.set(name, glanceImageService(name, withPaths, prefix));
+  }
+  return new ImageServiceSet(services);
+}

@@ -18,7 +18,7 @@ import { execFileSync } from "node:child_process";
 import { closeSync, fdatasyncSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import { cpus, release, totalmem } from "node:os";
 import { join } from "node:path";
-import * as loop from "../provider/exports/local/loop";
+import * as loop from "../provider/attach/loop";
 import { Backend, type Volume } from "../provider/library";
 import { openPersistence, type PersistenceConfig } from "../provider/persistence";
 import type { Persistence } from "../provider/persistence/contract";

@@ -15,7 +15,7 @@ import { MemoryPersistence } from "../provider/persistence/memory";
 import { FileDriver } from "../provider/drivers/file";
 import { fileExtents } from "../provider/drivers/file/extents";
 import type { DriverVolume } from "../provider/drivers/contract";
-import { attachLoop, detachLoop, loopBackingFile, loopBacks } from "../provider/exports/local/loop";
+import { attachLoop, detachLoop, loopBackingFile, loopBacks } from "../provider/attach/loop";
 import { newId } from "../provider/util/ids";
 import { GiB, MiB } from "../provider/util/sizes";
 import { fileBackend, readAt, writeAt } from "./helpers/backends";

@@ -6,7 +6,7 @@ import { unlink } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import { Backend, ConflictError, InUseError, InvalidInputError, NotFoundError, type Persistence } from "../provider/library";
 import { GiB } from "../provider/util/sizes";
-import { loopBackingFile } from "../provider/exports/local/loop";
+import { loopBackingFile } from "../provider/attach/loop";
 import { fileBackend, readAt, writeAt } from "./helpers/backends";
 import { PATTERN, listTree, needsRoot, removeDir } from "./helpers/env";
 

@@ -5,7 +5,7 @@ import { existsSync, statSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { InvalidInputError, type Backend, type Volume } from "../provider/library";
 import { GiB } from "../provider/util/sizes";
-import { loopBackingFile } from "../provider/exports/local/loop";
+import { loopBackingFile } from "../provider/attach/loop";
 import { fileBackend, readAt, writeAt, type PersistenceKind } from "./helpers/backends";
 import { PATTERN, deviceSize, listTree, lsblkSize, needsRoot, readRange, removeDir, writeDevice } from "./helpers/env";
 

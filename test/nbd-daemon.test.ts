@@ -10,7 +10,7 @@ import { kindling } from "./helpers/cli";
 import { Daemon, freePort } from "./helpers/daemon";
 import { deviceSize, needsRoot, removeDir, tempDir } from "./helpers/env";
 import { Backend } from "../provider/library";
-import { kernelNbdAvailable } from "../provider/exports/local/kernel-nbd";
+import { kernelNbdAvailable } from "../provider/attach/kernel-nbd";
 import { Project } from "./helpers/pulumi";
 
 function sh(command: string, args: string[]) {

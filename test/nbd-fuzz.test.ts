@@ -7,7 +7,7 @@ import { readFileSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { FileBlockDevice } from "../provider/drivers/file/blockdevice";
-import { NbdServer } from "../provider/exports/nbd";
+import { NbdServer } from "../provider/nbd";
 import { Cmd, IHAVEOPT, Option, REQUEST_MAGIC } from "../provider/util/nbd/protocol";
 import { MiB } from "../provider/util/sizes";
 import { removeDir, tempDir } from "./helpers/env";

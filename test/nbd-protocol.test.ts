@@ -7,7 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
 import type { BlockDevice } from "../provider/drivers/contract";
 import { FileBlockDevice } from "../provider/drivers/file/blockdevice";
-import { NbdServer } from "../provider/exports/nbd";
+import { NbdServer } from "../provider/nbd";
 import { Chunk, Cmd, CmdFlag, Errno, Info, Option, Reply, Tx } from "../provider/util/nbd/protocol";
 import { MiB } from "../provider/util/sizes";
 import { removeDir, tempDir } from "./helpers/env";

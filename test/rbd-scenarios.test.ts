@@ -12,7 +12,7 @@ import { after, before, describe, test } from "node:test";
 import { Backend, InvalidInputError, loadConfig, openBackends, type BackendSet, type Volume } from "../provider/library";
 import { SqlitePersistence } from "../provider/persistence/sqlite";
 import { GiB, MiB } from "../provider/util/sizes";
-import { loopBackingFile } from "../provider/exports/local/loop";
+import { loopBackingFile } from "../provider/attach/loop";
 import { readAt, writeAt } from "./helpers/backends";
 import { CephCluster, cephMissing, needsCeph } from "./helpers/ceph";
 import { Daemon, freePort } from "./helpers/daemon";

@@ -1,10 +1,19 @@
 import type { z } from "zod";
-import type { ConnectionInfo, Specs } from "../persistence/records";
 
 // The contract every backend implements, modelled on Cinder's volume driver (the operations)
 // and nbdkit's plugins (small callbacks, capabilities declared rather than guessed).
 // Drivers know nothing of persistence: they get what they need in these small shapes and
 // return what they learned; the library keeps the records.
+
+/** Key/value settings (Cinder's extra specs and QoS specs), as the records keep them. */
+export type Specs = Record<string, string>;
+
+/** How a consumer reaches a volume (Cinder's connection info), as the records keep it. */
+export interface ConnectionInfo {
+  /** cinder's driver_volume_type: local, nbd, rbd, iscsi. */
+  protocol: string;
+  data: Record<string, unknown>;
+}
 
 export interface DriverVolume {
   id: string;

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { InvalidInputError } from "../util/errors";
-import type { Specs } from "../persistence/records";
+import type { Specs } from "./contract";
 import { withoutReservedKeys } from "../util/names";
 
 /**

@@ -19,7 +19,7 @@ import { expandPersistenceHome, resolvePaths } from "./config-paths";
 import { Volume } from "./volume";
 import { Snapshot } from "./snapshot";
 import { Connection } from "./connection";
-import { isServedProtocol, validateServedConnector } from "../exports/protocols";
+import { isServedProtocol, validateServedConnector } from "../attach/protocols";
 
 /** A backend as written in a configuration file entry, plus its name. */
 export interface BackendConfig {

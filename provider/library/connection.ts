@@ -3,9 +3,9 @@ import type { ConnectionInfo, ConnectionRecord, Lease } from "../persistence/rec
 import { InvalidInputError, KindlingError, NotFoundError } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { logger } from "../util/log";
-import { attachLocally, detachLocally, refreshLocalSize, stillAttached } from "../exports/local";
-import { releaseLeftovers } from "../exports/local/leftovers";
-import { isServedProtocol, servedConnectionInfo } from "../exports/protocols";
+import { attachLocally, detachLocally, refreshLocalSize, stillAttached } from "../attach";
+import { releaseLeftovers } from "../attach/leftovers";
+import { isServedProtocol, servedConnectionInfo } from "../attach/protocols";
 import { waitForClaimRelease } from "./export-claims";
 import { Tracked } from "./tracked";
 import type { Backend } from "./backend";

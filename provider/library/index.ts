@@ -7,7 +7,7 @@ export type { DownloadOptions, DownloadResult } from "./download";
 export type { WriterHolder, HandHolder, WriterPurpose } from "./export-claims";
 export { loadConfig, openBackends, BackendSet, defaultConfig, dataHome, configFileSchema, type ConfigFile, type LoadedConfig } from "./config";
 export type { CreateVolumeOptions, CloneVolumeOptions, CreateSnapshotOptions, ConnectOptions, UpdateVolumeOptions, UpdateSnapshotOptions } from "./schemas";
-export { localConnector } from "../exports/local";
+export { localConnector } from "../attach";
 export * from "../util/errors";
 export type { VolumeRecord, SnapshotRecord, ConnectionRecord, ConnectionInfo, VolumeStatus, SnapshotStatus } from "../persistence/records";
 export type { Persistence } from "../persistence/contract";

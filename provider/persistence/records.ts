@@ -1,3 +1,4 @@
+import type { ConnectionInfo, Specs } from "../drivers/contract";
 import type { ProcessIdentity } from "../util/owner";
 
 // The records kindling keeps about what it manages. They are plain JSON: this is the form
@@ -40,7 +41,9 @@ export type VolumeStatus = (typeof VOLUME_STATUSES)[number];
 export const SNAPSHOT_STATUSES = ["creating", "available", "deleting", "error", "error_deleting", "deleted"] as const;
 export type SnapshotStatus = (typeof SNAPSHOT_STATUSES)[number];
 
-export type Specs = Record<string, string>;
+// Specs and ConnectionInfo are the driver contract's shapes (drivers take the one and return
+// the other, and sit below persistence); the records carry them as they are.
+export type { ConnectionInfo, Specs } from "../drivers/contract";
 
 export interface VolumeRecord extends Versioned {
   class: "Volume";
@@ -80,12 +83,6 @@ export interface SnapshotRecord extends Versioned {
   location?: string;
   createdAt: string;
   updatedAt: string;
-}
-
-export interface ConnectionInfo {
-  /** cinder's driver_volume_type: local, nbd, rbd, iscsi. */
-  protocol: string;
-  data: Record<string, unknown>;
 }
 
 export interface ConnectionRecord extends Versioned {

@@ -3,7 +3,7 @@ import type { Backend, BackendConfig } from "../library/backend";
 import type { Connection } from "../library/connection";
 import { InUseError, KindlingError, NotFoundError } from "../util/errors";
 import { newId } from "../util/ids";
-import { localConnector, stillAttached } from "../exports/local";
+import { localConnector, stillAttached } from "../attach";
 import { plain } from "./plain";
 import { backendFor } from "./backends";
 import { checkBackend, checkProperties, checkWith } from "./check";

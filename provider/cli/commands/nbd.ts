@@ -1,6 +1,6 @@
-import { ExportDaemon } from "../../exports/nbd/daemon";
-import { nbdAddress } from "../../exports/protocols";
-import { certificateTls, pskTls } from "../../exports/nbd/tls";
+import { ExportDaemon } from "../../serve/nbd/daemon";
+import { nbdAddress } from "../../attach/protocols";
+import { certificateTls, pskTls } from "../../nbd/tls";
 import { InvalidInputError } from "../../util/errors";
 import type { Context } from "../context";
 

@@ -6,7 +6,7 @@ import type {
   BackendStats, BlockDevice, DriverSnapshot, DriverVolume, Inspection, ModelUpdate, OpenTarget,
   OperationOptions, PoolStats, VolumeDriver,
 } from "../contract";
-import type { ConnectionInfo, Specs } from "../../persistence/records";
+import type { ConnectionInfo, Specs } from "../contract";
 import { copyDevice } from "../copy";
 import { validateQosSpecs } from "../qos";
 import { fileExtraSpecsSchema, type FileConfig } from "./config";

@@ -2,7 +2,7 @@ import { mkdirSync, readFileSync } from "node:fs";
 import type {
   BackendStats, BlockDevice, DriverSnapshot, DriverVolume, Inspection, ModelUpdate, OpenTarget, VolumeDriver,
 } from "../contract";
-import type { ConnectionInfo, Specs } from "../../persistence/records";
+import type { ConnectionInfo, Specs } from "../contract";
 import { validateQosSpecs } from "../qos";
 import { BackendError, InUseError, InvalidInputError, NotFoundError, KindlingError } from "../../util/errors";
 import { GiB, bytesToGiB } from "../../util/sizes";

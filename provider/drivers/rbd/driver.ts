@@ -2,7 +2,7 @@ import type {
   BackendStats, BlockDevice, DriverSnapshot, DriverVolume, Inspection, ModelUpdate, OpenTarget,
   OperationOptions, PoolStats, VolumeDriver,
 } from "../contract";
-import type { ConnectionInfo, Specs } from "../../persistence/records";
+import type { ConnectionInfo, Specs } from "../contract";
 import { validateQosSpecs } from "../qos";
 import { QOS_TO_LIBRBD, rbdExtraSpecsSchema, type RbdConfig, type RbdExtraSpecs } from "./config";
 import { CephAccess } from "./ceph";

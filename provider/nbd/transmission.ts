@@ -1,12 +1,12 @@
 import type { Socket } from "node:net";
-import type { BlockDevice } from "../../drivers/contract";
-import type { SocketReader } from "../../util/nbd/reader";
+import type { BlockDevice } from "../drivers/contract";
+import type { SocketReader } from "../util/nbd/reader";
 import {
   ALLOWED_FLAGS, BASE_ALLOCATION_ID, CHUNK_DONE, Chunk, Cmd, CmdFlag, Errno, MAX_PAYLOAD, REQUEST_MAGIC,
   SIMPLE_REPLY_MAGIC, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC, Tx,
-} from "../../util/nbd/protocol";
+} from "../util/nbd/protocol";
 import type { Limiter } from "./qos";
-import { isAllZero } from "../../util/zero";
+import { isAllZero } from "../util/zero";
 
 const MAX_IN_FLIGHT = 64;
 const U32_MAX_ALIGNED = 0xffffffff - 0xfff;

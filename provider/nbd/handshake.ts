@@ -1,13 +1,13 @@
 import type { Socket } from "node:net";
-import type { BlockDevice } from "../../drivers/contract";
+import type { BlockDevice } from "../drivers/contract";
 import type { ExportSource, ExportTable } from "./exports";
 import { transmissionFlags } from "./transmission";
-import { SocketReader } from "../../util/nbd/reader";
+import { SocketReader } from "../util/nbd/reader";
 import { upgrade, type TlsSettings } from "./tls";
 import {
   BASE_ALLOCATION, BASE_ALLOCATION_ID, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, Info, MAX_OPTION_LENGTH,
   MAX_PAYLOAD, MIN_BLOCK, NBDMAGIC, OPTION_REPLY_MAGIC, Option, PREFERRED_BLOCK, Reply,
-} from "../../util/nbd/protocol";
+} from "../util/nbd/protocol";
 
 export interface HandshakeResult {
   /** The connection from here on: the TLS socket after STARTTLS. */

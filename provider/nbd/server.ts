@@ -1,10 +1,10 @@
 import { createServer, type Server, type Socket } from "node:net";
-import type { BlockDevice } from "../../drivers/contract";
-import { logger } from "../../util/log";
+import type { BlockDevice } from "../drivers/contract";
+import { logger } from "../util/log";
 import { ExportTable, type ExportSource } from "./exports";
 import { handshake } from "./handshake";
 import { Limiter } from "./qos";
-import { SocketReader } from "../../util/nbd/reader";
+import { SocketReader } from "../util/nbd/reader";
 import { Transmission } from "./transmission";
 import type { TlsSettings } from "./tls";
 

@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
-import type { ConnectionInfo } from "../../persistence/records";
-import { InvalidInputError } from "../../util/errors";
+import type { ConnectionInfo } from "../persistence/records";
+import { InvalidInputError } from "../util/errors";
 import { existsSync } from "node:fs";
 import { attachLoop, detachLoop, loopBackingFile, loopBacks, refreshLoopSize } from "./loop";
 import { attachNbd, detachNbd } from "./nbdfuse";

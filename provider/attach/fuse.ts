@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
-import { run } from "../../util/run";
+import { run } from "../util/run";
 import { attachLoop } from "./loop";
 
 /**

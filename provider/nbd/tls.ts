@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import type { Socket } from "node:net";
 import { TLSSocket, createSecureContext, type SecureContext } from "node:tls";
-import { InvalidInputError } from "../../util/errors";
+import { InvalidInputError } from "../util/errors";
 
 /** TLS for STARTTLS: an X.509 certificate and key, or pre-shared keys (TLS-PSK). */
 export interface TlsSettings {

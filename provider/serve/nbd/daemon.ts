@@ -4,9 +4,9 @@ import type { Connection } from "../../library/connection";
 import { DEFAULT_STALE_MS, ExportClaims, WriterLocks, type LockResult } from "../../library/export-claims";
 import { errorMessage } from "../../util/errors";
 import { logger } from "../../util/log";
-import type { ExportSource } from "./exports";
-import { NbdServer } from "./server";
-import type { TlsSettings } from "./tls";
+import type { ExportSource } from "../../nbd/exports";
+import { NbdServer } from "../../nbd/server";
+import type { TlsSettings } from "../../nbd/tls";
 
 interface Served {
   /** backend name / connection id */

@@ -1,6 +1,6 @@
 import { existsSync, readdirSync } from "node:fs";
-import { BackendError, InvalidInputError } from "../../util/errors";
-import { run } from "../../util/run";
+import { BackendError, InvalidInputError } from "../util/errors";
+import { run } from "../util/run";
 
 // Local attach through the kernel's NBD client, where the host has the nbd module and the
 // nbd-client tool: a /dev/nbdN straight from the export, no FUSE in between.

@@ -3,13 +3,13 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { BackendError, InvalidInputError } from "../../util/errors";
-import { newId } from "../../util/ids";
-import { runtimeHome } from "../../util/paths";
-import { run } from "../../util/run";
+import { BackendError, InvalidInputError } from "../util/errors";
+import { newId } from "../util/ids";
+import { runtimeHome } from "../util/paths";
+import { run } from "../util/run";
 import { detachLoop, loopBackingFile, loopsBacking, refreshLoopSize } from "./loop";
 import { attachLoopOrUnmount, unmountFuse } from "./fuse";
-import { monHostSetting } from "../../drivers/rbd/ceph";
+import { monHostSetting } from "../drivers/rbd/ceph";
 
 // Local attach of an `rbd` connection. Where the kernel has the rbd module, `rbd device map`
 // gives a /dev/rbdN. Elsewhere (this machine class) rbd-fuse shows the one image as a file on a

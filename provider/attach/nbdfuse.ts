@@ -2,9 +2,9 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { BackendError, InvalidInputError } from "../../util/errors";
-import { newId } from "../../util/ids";
-import { runtimeHome } from "../../util/paths";
+import { BackendError, InvalidInputError } from "../util/errors";
+import { newId } from "../util/ids";
+import { runtimeHome } from "../util/paths";
 import { detachLoop, loopBackingFile, loopsBacking } from "./loop";
 import { attachLoopOrUnmount, unmountFuse } from "./fuse";
 

@@ -1,4 +1,4 @@
-import type { ConnectionInfo } from "../../persistence/records";
+import type { ConnectionInfo } from "../persistence/records";
 import { detachLoop, loopsBacking } from "./loop";
 import { releaseNbdfuse } from "./nbdfuse";
 import { releaseRbdFuse } from "./rbd";

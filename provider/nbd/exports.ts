@@ -1,4 +1,4 @@
-import type { BlockDevice } from "../../drivers/contract";
+import type { BlockDevice } from "../drivers/contract";
 
 /** Something the server can serve: a volume or snapshot, opened per client connection. */
 export interface ExportSource {

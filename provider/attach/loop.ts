@@ -1,8 +1,8 @@
 import { constants, existsSync, readdirSync, type BigIntStats, type Stats } from "node:fs";
 import { lstat, open, realpath, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { InvalidInputError, BackendError, isErrno } from "../../util/errors";
-import { run } from "../../util/run";
+import { InvalidInputError, BackendError, isErrno } from "../util/errors";
+import { run } from "../util/run";
 
 // Local attach through the kernel's loop driver: the one block-device path every Linux host
 // has (this machine class has no nbd, rbd or iscsi modules). Needs root, as losetup does.

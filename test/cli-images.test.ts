@@ -1,0 +1,108 @@
+// `kindling image list | show | delete` against a real Glance (scripts/glance), configured
+// under imageServices beside a file backend: names pick the newest image, a delete by a name
+// two images carry is refused, and configuration faults name their field.
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { after, before, describe, test } from "node:test";
+import type { ImageRecord } from "../provider/images/contract";
+import { glanceImageService, type GlanceImageService } from "../provider/images/glance";
+import { kindling, ok } from "./helpers/cli";
+import { removeDir, tempDir } from "./helpers/env";
+import { GlanceServer, glanceMissing } from "./helpers/glance";
+
+const PROJECT = "fedcba9876543210fedcba9876543210";
+const missing = glanceMissing();
+
+describe("kindling image", { skip: missing }, () => {
+  let glance: GlanceServer;
+  let client: GlanceImageService;
+  let dir: string;
+  let config: string;
+  const images: ImageRecord[] = [];
+
+  const writeConfig = (name: string, imageServices: unknown) => {
+    const path = join(dir, name);
+    writeFileSync(path, JSON.stringify({ backends: { local: { driver: "file", path: join(dir, "volumes") } }, imageServices }));
+    return path;
+  };
+  const glanceEntry = () => ({ type: "glance", endpoint: glance.endpoint, auth: { type: "noauth", projectId: PROJECT, userId: "cli-user" } });
+  const run = (args: string[], file = config) => kindling(["--config", file, ...args], { env: { XDG_DATA_HOME: join(dir, "data") } });
+
+  before(async () => {
+    glance = await GlanceServer.start();
+    dir = tempDir("kindling-cli-images-");
+    config = writeConfig("kindling.json", { glance: glanceEntry() });
+    client = glanceImageService("glance", glanceEntry());
+    for (const [name, data] of [["golden", "old golden bytes"], ["other", "other bytes"], ["golden", "new golden bytes"]] as const) {
+      const image = await client.create({ name, diskFormat: "raw" });
+      await client.upload(image.id, Readable.from([Buffer.from(data)]));
+      images.push(image);
+      // Glance orders by creation time with second resolution.
+      await new Promise((r) => setTimeout(r, 1100));
+    }
+  });
+
+  after(() => {
+    client?.close();
+    glance?.stop();
+    if (dir) removeDir(dir);
+  });
+
+  test("list shows every image of the service; show takes a name (the newest) or SERVICE:ID", () => {
+    const listed = ok(run(["--json", "image", "list"])).json<ImageRecord[]>();
+    assert.deepEqual(new Set(listed.map((i) => i.id)), new Set(images.map((i) => i.id)));
+    assert.ok(listed.every((i) => i.status === "active" && i.sizeBytes !== undefined));
+    const text = ok(run(["image", "list"])).stdout;
+    assert.match(text, /NAME\s+ID\s+STATUS/);
+    for (const i of images) assert.ok(text.includes(i.id), text);
+    assert.equal(ok(run(["--json", "image", "show", "golden"])).json<ImageRecord>().id, images[2].id, "a name picks the newest image of that name");
+    const older = ok(run(["--json", "image", "show", `glance:${images[0].id}`])).json<ImageRecord & { service: string }>();
+    assert.equal(older.id, images[0].id);
+    assert.equal(older.service, "glance");
+    assert.equal(older.sizeBytes, "old golden bytes".length);
+    const nothing = run(["image", "show", "no-such-image"]);
+    assert.equal(nothing.code, 3, nothing.stderr);
+    assert.match(nothing.stderr, /image "no-such-image" not found/);
+  });
+
+  test("delete by a name two images carry is refused, naming both; by id it deletes that one only", async () => {
+    const twice = run(["image", "delete", "golden"]);
+    assert.equal(twice.code, 4, twice.stderr);
+    assert.ok(twice.stderr.includes(images[0].id) && twice.stderr.includes(images[2].id), twice.stderr);
+    assert.equal((await client.show(images[0].id)).status, "active", "nothing was deleted");
+    ok(run(["image", "delete", `glance:${images[0].id}`]));
+    await assert.rejects(client.show(images[0].id), /not found/);
+    assert.equal((await client.show(images[2].id)).status, "active");
+    // Now the name is one image's.
+    assert.match(ok(run(["image", "delete", "golden"])).stdout, new RegExp(`deleted image golden \\(${images[2].id}\\)`));
+    assert.deepEqual((await client.find({})).map((i) => i.id), [images[1].id]);
+  });
+
+  test("configuration faults name their field, and a token never reaches the output", () => {
+    const cases: Array<[unknown, RegExp, string]> = [
+      [{ glance: { ...glanceEntry(), type: "s3" } }, /imageServices\.glance\.type: must be "glance"/, "type"],
+      [{ file: glanceEntry() }, /imageServices\.file: "file" is how image references begin/, "reserved name"],
+      [{ glance: { type: "glance", endpoint: glance.endpoint } }, /imageServices\.glance\.auth/, "no auth"],
+      [{ glance: { ...glanceEntry(), endpoint: "ftp://127.0.0.1" } }, /imageServices\.glance\.endpoint/, "endpoint"],
+      [{ glance: { ...glanceEntry(), auth: { type: "token", tokenFile: "no-such-token.txt" } } }, /imageServices\.glance\.auth\.tokenFile: cannot be read \(ENOENT\)/, "token file, relative to the config"],
+    ];
+    for (const [services, message, what] of cases) {
+      const r = run(["image", "list"], writeConfig(`bad-${what.replace(/\W+/g, "-")}.json`, services));
+      assert.equal(r.code, 2, `${what}: ${r.stderr}`);
+      assert.match(r.stderr, message, what);
+    }
+    const other = run(["image", "list", "--service", "elsewhere"]);
+    assert.equal(other.code, 2);
+    assert.match(other.stderr, /--service: no image service named "elsewhere"; configured: glance/);
+    writeFileSync(join(dir, "token.txt"), "tok-never-shown-7361\n");
+    const withToken = run(["--json", "image", "show", "nothing-here"], writeConfig("token.json", { glance: { ...glanceEntry(), auth: { type: "token", tokenFile: "token.txt" } } }));
+    assert.notEqual(withToken.code, 0);
+    assert.ok(!(withToken.stdout + withToken.stderr).includes("tok-never-shown-7361"), withToken.stderr);
+    // Backends work without any image service; image commands then say what to add.
+    const none = run(["image", "list"], writeConfig("none.json", undefined));
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /names no image service.*imageServices/);
+  });
+});

@@ -133,6 +133,10 @@ describe("good images are detected with the right format and virtual size, and q
     qemuFormat: string;
     virtualSize?: number;
     details?: Record<string, unknown>;
+    /** The size of the raw disk it was made from, when not good.raw. */
+    sourceSize?: number;
+    /** Every format that matched, when more than the one decided. */
+    matches?: DetectedFormat[];
   }
   const goods: Good[] = [
     { name: "raw", build: () => p("good.raw"), format: "raw", qemuFormat: "raw", virtualSize: RAW_SIZE },
@@ -228,6 +232,15 @@ describe("good images are detected with the right format and virtual size, and q
       format: "iso",
       qemuFormat: "raw",
       virtualSize: 4 * MiB,
+      matches: ["iso", "gpt"],
+    },
+    {
+      name: "fixed vhd of a gpt disk (a vhd, not a polyglot)",
+      build: () => (qemuImg("convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed", p("good-gpt.img"), p("gpt-fixed.vhd")), p("gpt-fixed.vhd")),
+      format: "vhd",
+      qemuFormat: "vpc",
+      matches: ["vhd", "gpt"],
+      sourceSize: 4 * MiB,
     },
   ];
 
@@ -238,11 +251,15 @@ describe("good images are detected with the right format and virtual size, and q
       const checked = await checkImageFile(path, { declaredFormat: good.qemuFormat === "vpc" ? "vhd" : good.qemuFormat === "raw" ? "raw" : good.format, runner });
       assert.equal(checked.inspection.format, good.format);
       assert.deepEqual(checked.inspection.failures, []);
+      assert.deepEqual(checked.inspection.matches, good.matches ?? (good.format === "raw" ? [] : [good.format]));
       assert.equal(checked.qemuFormat, good.qemuFormat);
       assert.equal(checked.qemuInfo.format, good.qemuFormat, "qemu-img info reads it as the same format");
       assert.equal(checked.virtualSize, checked.qemuInfo["virtual-size"], "qemu-img info agrees on the virtual size");
       if (good.virtualSize !== undefined) assert.equal(checked.virtualSize, good.virtualSize);
-      else assert.ok(checked.virtualSize >= RAW_SIZE - 64 * 1024 && checked.virtualSize <= RAW_SIZE + MiB, `virtual size ${checked.virtualSize} is about the source's`);
+      else {
+        const source = good.sourceSize ?? RAW_SIZE;
+        assert.ok(checked.virtualSize >= source - 64 * 1024 && checked.virtualSize <= source + MiB, `virtual size ${checked.virtualSize} is about the source's ${source}`);
+      }
       for (const [key, value] of Object.entries(good.details ?? {})) assert.equal(checked.inspection.details[key], value, key);
       // qemu-img ran once, under prlimit, with the format given and the absolute path
       assert.equal(calls.length, 1);

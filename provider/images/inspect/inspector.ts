@@ -243,9 +243,11 @@ export class ImageInspector {
     const chosen = decide(matches);
     const probe = matched.find((p) => p.format === chosen);
     const failures: CheckFailure[] = [];
-    // Every matched probe's checks run, not only the chosen one's: a polyglot's refusal then also
-    // says which of its faces is hostile.
-    for (const p of matched) {
+    // The decided format's checks run; for a polyglot every matched probe's do, so the refusal
+    // also says which of its faces is hostile. A hybrid iso's MBR is not held to a plain gpt
+    // disk's rules (Glance does the same), which is why the others' checks do not always run.
+    const checked = isPolyglot(matches) ? matched : matched.filter((p) => p.format === chosen);
+    for (const p of checked) {
       for (const check of p.checks) {
         const reason = check.run(view);
         if (reason !== undefined) failures.push({ check: check.name, reason });
@@ -266,21 +268,32 @@ export class ImageInspector {
   }
 }
 
+// Content that is raw to qemu and may sit inside a container without making it a polyglot: a
+// hybrid iso carries a gpt or mbr for USB boot, and a fixed VHD is a raw disk (often partitioned,
+// sometimes an iso) with a footer appended. Reading such an image either way gives the same disk.
+const RAW_LAYOUTS: readonly DetectedFormat[] = ["gpt", "mbr", "iso"];
+const CONTAINERS_OF_RAW: readonly DetectedFormat[] = ["vhd", "iso"];
+
+/** The matches that are not explained by a raw layout inside a container of raw. */
+function distinct(matches: DetectedFormat[]): DetectedFormat[] {
+  const container = CONTAINERS_OF_RAW.find((c) => matches.includes(c));
+  if (!container) return matches;
+  return matches.filter((m) => m === container || !RAW_LAYOUTS.includes(m));
+}
+
 /**
- * The one format of a set of matches: none is raw; a hybrid iso (iso with a gpt or mbr for USB
- * boot) is an iso, as Glance decides; anything else with more than one match stays ambiguous and
- * is reported as the first, for the policy to refuse as a polyglot.
+ * The one format of a set of matches: none is raw; a hybrid iso is an iso (as Glance decides),
+ * a fixed VHD of a partitioned disk is a vhd; anything else with more than one match stays
+ * ambiguous and is reported as the first, for the policy to refuse as a polyglot.
  */
 export function decide(matches: DetectedFormat[]): DetectedFormat {
   if (matches.length === 0) return "raw";
-  const rest = matches.filter((m) => m !== "gpt" && m !== "mbr");
-  if (matches.includes("iso") && rest.length === 1) return "iso";
+  const rest = distinct(matches);
+  if (rest.length === 1) return rest[0];
   return matches[0];
 }
 
-/** Whether a set of matches is a polyglot (more than one format, a hybrid iso aside). */
+/** Whether a set of matches is a polyglot (more than one format, raw layouts in a container of raw aside). */
 export function isPolyglot(matches: DetectedFormat[]): boolean {
-  if (matches.length <= 1) return false;
-  const rest = matches.filter((m) => m !== "gpt" && m !== "mbr");
-  return !(matches.includes("iso") && rest.length === 1);
+  return distinct(matches).length > 1;
 }

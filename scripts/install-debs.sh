@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   qemu-utils   # qemu-img: allocation maps (SEEK_DATA/SEEK_HOLE) and image checks
   xz-utils zstd bzip2  # compressed images (provider/images/decompress.ts inflates them with these)
+  gdisk cryptsetup-bin  # sgdisk and cryptsetup build the image inspector's test corpus (GPT, LUKS)
   util-linux   # losetup, fallocate
   e2fsprogs    # mkfs.ext4 and filefrag, for the tests' small filesystems
   xfsprogs     # mkfs.xfs with reflink, for copy-on-write tests and benchmarks

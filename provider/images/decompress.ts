@@ -2,36 +2,17 @@ import { createGunzip } from "node:zlib";
 import { PassThrough, Transform, type Readable, type TransformCallback } from "node:stream";
 import { execa } from "execa";
 import { BackendError, InvalidInputError } from "../util/errors";
+import { COMPRESSION_MAGIC_BYTES, compressionOf, type Compression } from "./inspect/compression";
 
-// Compressed images are recognised by their first bytes, never by a file name or a
-// Content-Type (a name can lie; terraform-provider-openstack trusts the header and users hit
-// it). gzip is inflated in this process; xz, zstd and bzip2 by their own tools, streamed
+// Compressed images are recognised by their first bytes (the inspector's magic: one truth for
+// both), never by a file name or a Content-Type (a name can lie; terraform-provider-openstack
+// trusts the header, and its users hit that). gzip is inflated in this process; xz, zstd and bzip2 by their own tools, streamed
 // through their stdin and stdout (argument arrays, no shell). What comes out is counted: a
 // small file that inflates past the limit is stopped there (a decompression bomb).
 
-export type Compression = "gzip" | "xz" | "zstd" | "bzip2";
-
-const MAGIC: Array<[Compression, Buffer]> = [
-  ["gzip", Buffer.from([0x1f, 0x8b])],
-  ["xz", Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])],
-  ["zstd", Buffer.from([0x28, 0xb5, 0x2f, 0xfd])],
-  ["bzip2", Buffer.from("BZh", "latin1")],
-];
-/** The most bytes any magic above needs. */
-export const MAGIC_BYTES = 6;
+export type { Compression } from "./inspect/compression";
 
 const TOOL: Record<Exclude<Compression, "gzip">, string> = { xz: "xz", zstd: "zstd", bzip2: "bzip2" };
-
-/** The compression the bytes start with, if any. */
-export function detectCompression(head: Buffer): Compression | undefined {
-  for (const [kind, magic] of MAGIC) {
-    if (head.length < magic.length || !head.subarray(0, magic.length).equals(magic)) continue;
-    // "BZh" alone is three letters a raw image may start with: bzip2 goes on with a block size digit.
-    if (kind === "bzip2" && !(head.length >= 4 && head[3] >= 0x31 && head[3] <= 0x39)) continue;
-    return kind;
-  }
-  return undefined;
-}
 
 /** Stops the stream once more than `max` bytes passed. */
 class Limit extends Transform {
@@ -91,8 +72,8 @@ export function decompressed(input: Readable, kind: Compression, opts: { maxByte
  * compressed (which one is `compression`), as they came otherwise.
  */
 export async function uncompressed(input: Readable, opts: { maxBytes: number; what: string }): Promise<{ stream: Readable; compression?: Compression }> {
-  const head = await firstBytes(input, MAGIC_BYTES);
-  const kind = detectCompression(head);
+  const head = await firstBytes(input, COMPRESSION_MAGIC_BYTES);
+  const kind = compressionOf(head);
   const replay = new PassThrough();
   replay.write(head);
   input.once("error", (err) => replay.destroy(err));

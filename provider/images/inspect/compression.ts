@@ -3,17 +3,18 @@
 import { hasBytes } from "./bytes";
 import type { DetectedFormat, FormatProbe } from "./types";
 
-function magicProbe(format: DetectedFormat, test: (b: Buffer) => boolean): FormatProbe {
-  return { format, matches: (view) => test(view.prefix), checks: [] };
-}
+export type Compression = "gzip" | "xz" | "zstd" | "bzip2";
 
-export const compressionProbes: FormatProbe[] = [
-  magicProbe("gzip", (b) => hasBytes(b, 0, Buffer.from([0x1f, 0x8b, 0x08]))),
-  magicProbe("xz", (b) => hasBytes(b, 0, Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))),
-  magicProbe("zstd", (b) => hasBytes(b, 0, Buffer.from([0x28, 0xb5, 0x2f, 0xfd]))),
+/** The most bytes the tests below look at. */
+export const COMPRESSION_MAGIC_BYTES = 10;
+
+const MAGIC: Array<[Compression, (b: Buffer) => boolean]> = [
+  ["gzip", (b) => hasBytes(b, 0, Buffer.from([0x1f, 0x8b, 0x08]))],
+  ["xz", (b) => hasBytes(b, 0, Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))],
+  ["zstd", (b) => hasBytes(b, 0, Buffer.from([0x28, 0xb5, 0x2f, 0xfd]))],
   // "BZh" and a block size digit, then a block (pi) or end-of-stream (sqrt pi) magic: three
   // letters alone are too common in raw data to call a disk compressed.
-  magicProbe(
+  [
     "bzip2",
     (b) =>
       hasBytes(b, 0, "BZh") &&
@@ -21,5 +22,12 @@ export const compressionProbes: FormatProbe[] = [
       b[3] >= 0x31 &&
       b[3] <= 0x39 &&
       (hasBytes(b, 4, Buffer.from([0x31, 0x41, 0x59, 0x26, 0x53, 0x59])) || hasBytes(b, 4, Buffer.from([0x17, 0x72, 0x45, 0x38, 0x50, 0x90]))),
-  ),
+  ],
 ];
+
+/** The compression `head` (an image's first bytes) starts with, if any. */
+export function compressionOf(head: Buffer): Compression | undefined {
+  return MAGIC.find(([, test]) => test(head))?.[0];
+}
+
+export const compressionProbes: FormatProbe[] = MAGIC.map(([format, test]) => ({ format: format as DetectedFormat, matches: (view) => test(view.prefix), checks: [] }));

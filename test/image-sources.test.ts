@@ -189,7 +189,8 @@ describe("compressed images", () => {
       assert.equal(compression, kind);
       assert.deepEqual(await drain(stream), raw, kind);
     }
-    // Raw bytes named as if compressed stay as they are, even when they start like bzip2's "BZh9" with no block after it.
+    // Raw bytes named as if compressed stay as they are, even when they start like bzip2's
+    // "BZh9" with no block after it.
     const tricky = Buffer.concat([Buffer.from("BZh9 not a block"), raw]);
     writeFileSync(join(dir, "plain.img.bz2"), tricky);
     const { stream, compression } = await uncompressed(await new FileSource(join(dir, "plain.img.bz2")).open(), { maxBytes: 64 * MiB, what: "x" });

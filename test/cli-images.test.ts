@@ -2,12 +2,14 @@
 // under imageServices beside a file backend: names pick the newest image, a delete by a name
 // two images carry is refused, and configuration faults name their field.
 import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import type { ImageRecord } from "../provider/images/contract";
 import { glanceImageService, type GlanceImageService } from "../provider/images/glance";
+import { loadConfig, openBackends } from "../provider/library";
 import { kindling, ok } from "./helpers/cli";
 import { removeDir, tempDir } from "./helpers/env";
 import { GlanceServer, glanceMissing } from "./helpers/glance";
@@ -104,5 +106,80 @@ describe("kindling image", { skip: missing }, () => {
     const none = run(["image", "list"], writeConfig("none.json", undefined));
     assert.equal(none.code, 2);
     assert.match(none.stderr, /names no image service.*imageServices/);
+  });
+
+  test("image create: a raw image of a volume (through a snapshot it then deletes) or of a snapshot, byte for byte, carrying the metadata Glance allows", async () => {
+    const GiB = 1024 ** 3;
+    const a = randomBytes(1 << 20);
+    const b = randomBytes(1 << 20);
+    ok(run(["volume", "create", "imaged", "--size", "1", "--meta", "purpose=golden", "--meta", "os_glance_x=1"]));
+    const set = await openBackends(loadConfig({ path: config }));
+    try {
+      const volume = await set.get().getVolume("imaged");
+      const device = await volume.open();
+      await device.pwrite(a, 0);
+      await device.pwrite(b, 600 << 20);
+      await device.flush();
+      await device.close();
+    } finally {
+      await set.close();
+    }
+    // What the image must hold: the data where it was written, zeroes everywhere else.
+    const md5Of = (parts: Array<[number, Buffer]>) => {
+      const h = createHash("md5");
+      const zero = Buffer.alloc(1 << 20);
+      for (let at = 0; at < GiB; at += 1 << 20) h.update(parts.find(([o]) => o === at)?.[1] ?? zero);
+      return h.digest("hex");
+    };
+    const made = ok(run(["--json", "image", "create", "golden-v1", "--from-volume", "imaged", "--meta", "release=1"])).json<ImageRecord & { sentBytes: number; md5: string }>();
+    assert.equal(made.status, "active");
+    assert.equal(made.sentBytes, GiB);
+    assert.equal(made.sizeBytes, GiB);
+    assert.equal(made.diskFormat, "raw");
+    assert.equal(made.minDiskGiB, 1);
+    assert.equal(made.checksum, md5Of([[0, a], [600 << 20, b]]), "Glance holds the volume's bytes");
+    const shown = await client.show(made.id);
+    assert.equal(shown.properties.purpose, "golden");
+    assert.equal(shown.properties.release, "1");
+    assert.match(shown.properties.kindling_volume_id ?? "", /^[0-9a-f-]{36}$/);
+    assert.equal(shown.properties.os_glance_x, undefined, "a name Glance reserves is not carried over");
+    assert.deepEqual(ok(run(["--json", "snapshot", "list"])).json(), [], "the temporary snapshot is gone");
+
+    ok(run(["snapshot", "create", "imaged", "before-c"]));
+    const set2 = await openBackends(loadConfig({ path: config }));
+    try {
+      const device = await (await set2.get().getVolume("imaged")).open();
+      await device.pwrite(randomBytes(1 << 20), 0);
+      await device.close();
+    } finally {
+      await set2.close();
+    }
+    const fromSnap = ok(run(["--json", "image", "create", "golden-v0", "--from-snapshot", "before-c"])).json<ImageRecord>();
+    assert.equal(fromSnap.checksum, md5Of([[0, a], [600 << 20, b]]), "the snapshot's bytes, not the volume's newer ones");
+    assert.match((await client.show(fromSnap.id)).properties.kindling_snapshot_id ?? "", /^[0-9a-f-]{36}$/);
+    for (const id of [made.id, fromSnap.id]) await client.delete(id);
+
+    const neither = run(["image", "create", "x"]);
+    assert.equal(neither.code, 2);
+    assert.match(neither.stderr, /exactly one of --from-volume VOL or --from-snapshot SNAP/);
+
+    // A service that refuses the upload (too large for it): no image is left, nor the temporary snapshot.
+    const small = await GlanceServer.start({ imageSizeCap: 64 << 20 });
+    try {
+      const capped = writeConfig("capped.json", { glance: { ...glanceEntry(), endpoint: small.endpoint } });
+      const refused = run(["image", "create", "too-big", "--from-volume", "imaged"], capped);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /sizeBytes: 1073741824 bytes are more than the Glance at http:\/\/127\.0\.0\.1:\d+ accepts/);
+      assert.equal(refused.code, 2, "a size the service refuses is bad input");
+      const smallClient = glanceImageService("glance", { ...glanceEntry(), endpoint: small.endpoint });
+      try {
+        assert.deepEqual(await smallClient.find({}), [], "the half-made image was deleted");
+      } finally {
+        smallClient.close();
+      }
+      assert.deepEqual(ok(run(["--json", "snapshot", "list", "imaged"], capped)).json<Array<{ name: string }>>().map((x) => x.name), ["before-c"]);
+    } finally {
+      small.stop();
+    }
   });
 });

@@ -14,7 +14,7 @@ import { connect, disconnect, validateConnector } from "./commands/connect";
 import { nbdServe } from "./commands/nbd";
 import { volumeDownload } from "./commands/download";
 import { volumeLock, volumeUnlock } from "./commands/lock";
-import { imageDelete, imageList, imageShow } from "./commands/image";
+import { imageCreate, imageDelete, imageList, imageShow } from "./commands/image";
 import { openImageServices, type ImageServiceSet } from "../library/images";
 
 const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
@@ -42,7 +42,9 @@ const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
                                              serve every nbd export (default 127.0.0.1:10809)
   validate-connector --protocol P --connector JSON
   image list [--service S] | show IMAGE | delete IMAGE
+  image create NAME (--from-volume VOL | --from-snapshot SNAP) [--service S] [--meta K=V]...
                                              images of a configured image service (Glance);
+                                             create uploads a raw image, streamed;
                                              IMAGE is SERVICE:NAME_OR_ID, or NAME_OR_ID with
                                              one service (a name: its newest image)
 
@@ -113,6 +115,7 @@ const COMMANDS: Record<string, Command> = {
   "image list": { run: imageList, options: ["service"], args: [0, 0] },
   "image show": { run: imageShow, options: [], args: [1, 1] },
   "image delete": { run: imageDelete, options: [], args: [1, 1] },
+  "image create": { run: imageCreate, options: ["from-volume", "from-snapshot", "service", "meta"], args: [1, 1] },
 };
 
 /** Exit codes by error kind, so scripts can tell "not there" from "bad input". */

@@ -1,8 +1,14 @@
 import { isAbsolute, resolve } from "node:path";
-import type { ImageRecord, ImageService } from "../images/contract";
+import { z } from "zod";
+import type { BlockDevice, Progress } from "../drivers/contract";
+import type { ImageRecord, ImageService, UploadResult } from "../images/contract";
+import { deviceStream } from "../images/device-stream";
+import { carriedProperties, uploadNewImage } from "../images/to-image";
 import { glanceImageService } from "../images/glance";
 import { RESERVED_SERVICE_NAMES } from "../images/sources/ref";
 import { ConflictError, InvalidInputError, NotFoundError } from "../util/errors";
+import { metadataSchema } from "../util/names";
+import { parseInput } from "../util/validate";
 import type { LoadedConfig } from "./config";
 
 // The image services a configuration names (`imageServices`, beside the backends), and how a
@@ -78,4 +84,36 @@ export function openImageServices(loaded: LoadedConfig): ImageServiceSet {
     services.set(name, glanceImageService(name, withPaths, prefix));
   }
   return new ImageServiceSet(services);
+}
+
+/** What a user may say of an image made from a volume or a snapshot. */
+export const copyToImageSchema = z.strictObject({
+  name: z.string().min(1, "must not be empty").max(255, "must be at most 255 characters"),
+  visibility: z.enum(["private", "shared", "community", "public"]).optional(),
+  protected: z.boolean().optional(),
+  tags: z.array(z.string().min(1).max(255)).max(64).optional(),
+  /** Added to what the source carries (its metadata, without Glance's reserved names). */
+  properties: metadataSchema.optional(),
+});
+
+export type CopyToImageOptions = z.input<typeof copyToImageSchema>;
+
+/**
+ * A new raw image in `service` holding what `device` holds, streamed (no temp file). The
+ * image is checked after the upload (size and hashes of what was sent) and deleted on any
+ * failure, so there is a whole image or none.
+ */
+export async function copyDeviceToImage(
+  device: BlockDevice,
+  service: ImageService,
+  options: CopyToImageOptions,
+  source: { what: string; sizeGiB: number; properties: Record<string, string> },
+  onProgress?: (p: Progress) => void,
+): Promise<UploadResult> {
+  const o = parseInput(copyToImageSchema, options);
+  const body = deviceStream(device, { onProgress, what: source.what });
+  return uploadNewImage(service, {
+    name: o.name, diskFormat: "raw", containerFormat: "bare", minDiskGiB: source.sizeGiB, visibility: o.visibility, protected: o.protected, tags: o.tags,
+    properties: { ...carriedProperties(source.properties), ...o.properties },
+  }, body, { sizeBytes: device.size });
 }

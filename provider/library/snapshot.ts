@@ -11,6 +11,8 @@ import { updateSnapshotSchema, volumeFromSnapshotSchema, type CreateSnapshotOpti
 import { Volume } from "./volume";
 import { Connection } from "./connection";
 import { checkDownloadTarget, writeImage, type DownloadOptions, type DownloadResult } from "./download";
+import type { ImageService, UploadResult } from "../images/contract";
+import { copyDeviceToImage, type CopyToImageOptions } from "./images";
 
 type ProgressOpts = { onProgress?: (p: Progress) => void };
 
@@ -197,6 +199,23 @@ export class Snapshot extends Tracked<"snapshot"> {
     const device = await this.open();
     try {
       return await writeImage(device, file, { ...opts, ...this.backend.progressFor("download", this.id, opts.onProgress) });
+    } finally {
+      await device.close();
+    }
+  }
+
+  /**
+   * A new raw image in `service` with the snapshot's bytes, streamed straight from the storage
+   * (no temp file, no writer lock: a snapshot never changes). It carries the snapshot's
+   * metadata and where it came from (`kindling_snapshot_id`, `kindling_volume_id`).
+   */
+  async copyToImage(service: ImageService, options: CopyToImageOptions, opts: ProgressOpts = {}): Promise<UploadResult> {
+    await this.refresh();
+    if (this.gone) throw this.notFound();
+    const device = await this.open();
+    try {
+      const properties = { ...this.metadata, kindling_snapshot_id: this.id, kindling_volume_id: this.volumeId };
+      return await copyDeviceToImage(device, service, options, { what: `snapshot ${this.name}`, sizeGiB: this.volumeSizeGiB, properties }, this.backend.progressFor("copy-to-image", this.id, opts.onProgress).onProgress);
     } finally {
       await device.close();
     }

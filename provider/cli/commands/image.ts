@@ -1,8 +1,11 @@
-import type { ImageRecord } from "../../images/contract";
+import type { ImageRecord, UploadResult } from "../../images/contract";
+import { InvalidInputError } from "../../util/errors";
+import { parsePairs } from "../args";
 import { arg, type Context } from "../context";
-import { NAME_COLUMN_WIDTH, fields, table } from "../output";
+import { NAME_COLUMN_WIDTH, fields, printable, table } from "../output";
+import { progressBar } from "../progress";
 
-// kindling image list | show | delete: the images of a configured image service (Glance).
+// kindling image list | show | create | delete: the images of a configured image service (Glance).
 
 const sizeText = (bytes?: number) => (bytes === undefined ? "-" : bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : `${(bytes / 1024 ** 2).toFixed(1)} MiB`);
 
@@ -18,6 +21,26 @@ export async function imageList(ctx: Context): Promise<void> {
 export async function imageShow(ctx: Context): Promise<void> {
   const { service, image } = await ctx.images().resolve(arg(ctx, 0, "IMAGE"));
   ctx.out.result({ service: service.name, ...image }, () => fields({ service: service.name, ...shown(image) }));
+}
+
+/** A raw image of a volume (through a temporary snapshot) or of a snapshot, streamed. */
+export async function imageCreate(ctx: Context): Promise<void> {
+  const name = arg(ctx, 0, "NAME");
+  const v = ctx.values;
+  if ((v["from-volume"] === undefined) === (v["from-snapshot"] === undefined)) throw new InvalidInputError("--from-volume", "give exactly one of --from-volume VOL or --from-snapshot SNAP");
+  const service = ctx.images().get(v.service, "--service");
+  const options = { name, properties: v.meta ? parsePairs("--meta", v.meta) : undefined };
+  const backend = ctx.backend();
+  const source = v["from-volume"] !== undefined ? await backend.getVolume(v["from-volume"]) : await backend.getSnapshot(v["from-snapshot"] as string);
+  const bar = progressBar(`image ${printable(name)} of ${printable(source.name)}`);
+  let made: UploadResult;
+  try {
+    made = await source.copyToImage(service, options, bar);
+  } finally {
+    bar.done();
+  }
+  ctx.out.result({ service: service.name, ...made.image, sentBytes: made.sentBytes, md5: made.md5, hash: made.hash }, () =>
+    `created image ${made.image.name ?? ""} (${made.image.id}) in ${service.name} from ${source.name}: ${made.sentBytes} bytes, ${made.hash.algo} ${made.hash.value.slice(0, 16)}...`);
 }
 
 /** A name several images carry is refused: a delete names one image. */

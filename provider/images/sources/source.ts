@@ -18,6 +18,10 @@ export interface SourceDescription {
   sizeBytes?: number;
   /** Digests to check the bytes against; empty when nobody vouches for them. */
   expect: Digest[];
+  /** The service's word on the smallest disk for it (Glance's min_disk), in GiB. */
+  minDiskGiB?: number;
+  /** The disk's size as the service recognised it: a hint to check early, never trusted. */
+  virtualSizeHint?: number;
   /** Whether `open` can start past the first byte. */
   rangeable: boolean;
   /** For messages: the file or URL (without credentials or query), never a secret. */

@@ -17,6 +17,7 @@ packages=(
   fuse3        # fusermount3, for nbdfuse
   fio          # its nbd engine drives the NBD tests and benchmarks
   nbdkit       # the peer NBD server of the benchmarks
+  strace       # syscall counts of the NBD servers (bench/nbd.ts, KINDLING_BENCH_STRACE=1)
   openssl      # certificates for the TLS tests (NBD, the database servers)
   # The rbd driver: the rbd and ceph commands, qemu-nbd's librbd driver (the data path of open()),
   # rbd-fuse (local attach without the kernel's rbd module), and a throwaway cluster for tests.

@@ -30,6 +30,10 @@ export interface Values {
   snapshot?: string;
   force?: boolean;
   service?: string;
+  image?: string;
+  sha256?: string;
+  sha512?: string;
+  "allow-unverified"?: boolean;
 }
 
 export interface Context {

@@ -23,6 +23,9 @@ const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
   stats [--refresh]                          capacity stats per pool
   volume create NAME --size GIB [--pool P] [--from-snapshot SNAP | --from-volume VOL]
                 [--spec K=V]... [--qos K=V]... [--meta K=V]... [--description TEXT]
+  volume create NAME --image REF [--size GIB] [--sha256 HEX | --sha512 HEX] [--allow-unverified]
+                                             a raw image (SERVICE:NAME_OR_ID, file:PATH or an
+                                             http(s) URL) streamed into a new volume
   volume list | show VOL [--refresh] | delete VOL
                                              show --refresh adds what the storage holds
   volume extend VOL --size GIB
@@ -78,6 +81,10 @@ const OPTIONS = {
   snapshot: { type: "string" },
   force: { type: "boolean" },
   service: { type: "string" },
+  image: { type: "string" },
+  sha256: { type: "string" },
+  sha512: { type: "string" },
+  "allow-unverified": { type: "boolean" },
 } as const;
 
 const GLOBAL = ["config", "backend", "json", "help", "version"];
@@ -93,7 +100,7 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   backends: { run: backends, options: [], args: [0, 0] },
   stats: { run: stats, options: ["refresh"], args: [0, 0] },
-  "volume create": { run: volumeCreate, options: ["size", "pool", "from-snapshot", "from-volume", "spec", "qos", "meta", "description"], args: [1, 1] },
+  "volume create": { run: volumeCreate, options: ["size", "pool", "from-snapshot", "from-volume", "image", "sha256", "sha512", "allow-unverified", "spec", "qos", "meta", "description"], args: [1, 1] },
   "volume list": { run: volumeList, options: [], args: [0, 0] },
   "volume show": { run: volumeShow, options: ["refresh"], args: [1, 1] },
   "volume delete": { run: volumeDelete, options: [], args: [1, 1] },

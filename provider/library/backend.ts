@@ -1,5 +1,9 @@
 import { EventEmitter } from "node:events";
-import type { BackendStats, DriverModule, Progress, VolumeDriver } from "../drivers/contract";
+import type { BackendStats, BlockDevice, DriverModule, Progress, VolumeDriver } from "../drivers/contract";
+import { prepareRawImage, writeRawImage } from "../images/to-volume";
+import type { ImageSource } from "../images/sources/source";
+import { GiB } from "../util/sizes";
+import type { z } from "zod";
 import { driverModule, driverNames } from "../drivers/registry";
 import { openPersistence } from "../persistence";
 import type { Persistence } from "../persistence/contract";
@@ -14,7 +18,7 @@ import { isId, nameSchema, normalizeId } from "../util/names";
 import { KeyedMutex } from "../util/locks";
 import { parseInput } from "../util/validate";
 import { newId, now } from "../util/ids";
-import { connectorSchema, createVolumeSchema, type CreateVolumeOptions } from "./schemas";
+import { connectorSchema, createVolumeSchema, type CreateVolumeFromImageOptions, type CreateVolumeOptions } from "./schemas";
 import { expandPersistenceHome, resolvePaths } from "./config-paths";
 import { Volume } from "./volume";
 import { Snapshot } from "./snapshot";
@@ -170,7 +174,36 @@ export class Backend extends EventEmitter {
   /** Validates every option, then creates the volume. Nothing is created on bad input. */
   async createVolume(options: CreateVolumeOptions, opts: { onProgress?: (p: Progress) => void } = {}): Promise<Volume> {
     await this.ready();
-    const input = parseInput(createVolumeSchema, options);
+    return this.makeVolume(parseInput(createVolumeSchema, options), opts);
+  }
+
+  /**
+   * A new volume holding a raw image (images/to-volume.ts), streamed into it: the source is
+   * described and its first MiB inspected before anything is created, the size defaults to
+   * what the image needs (its bytes, the service's min_disk) and may be larger, never smaller;
+   * on any failure (a digest, the stream, the final inspection) the volume is deleted again.
+   */
+  async createVolumeFromImage(source: ImageSource, options: CreateVolumeFromImageOptions, opts: { onProgress?: (p: Progress) => void } = {}): Promise<Volume> {
+    await this.ready();
+    const { allowUnverified, sizeGiB, ...rest } = options;
+    // Every other field is checked before the source is read at all.
+    parseInput(createVolumeSchema, { ...rest, sizeGiB: sizeGiB ?? 1 });
+    const prepared = await prepareRawImage(source, { allowUnverified, field: "image" });
+    try {
+      const minDisk = prepared.description.minDiskGiB ?? 0;
+      const needed = Math.max(1, Math.ceil(prepared.sizeBytes / GiB), minDisk);
+      if (sizeGiB !== undefined && sizeGiB < needed) {
+        throw new InvalidInputError("sizeGiB", `the image needs at least ${needed} GiB (${prepared.sizeBytes} bytes${minDisk ? `, min_disk ${minDisk} GiB` : ""}), more than ${sizeGiB}`);
+      }
+      const input = parseInput(createVolumeSchema, { ...rest, sizeGiB: sizeGiB ?? needed });
+      return await this.makeVolume(input, opts, (device, onProgress) => writeRawImage(prepared, device, { onProgress }).then(() => undefined));
+    } finally {
+      prepared.stream.destroy();
+    }
+  }
+
+  /** Records the volume as creating, has the driver make it (and `fill` write into it), and marks it available. */
+  private async makeVolume(input: z.output<typeof createVolumeSchema>, opts: { onProgress?: (p: Progress) => void }, fill?: (device: BlockDevice, onProgress: (p: Progress) => void) => Promise<void>): Promise<Volume> {
     const pool = await this.checkPlacement(input.pool, input.sizeGiB);
     const extraSpecs = input.extraSpecs ?? {};
     const qosSpecs = input.qosSpecs ?? {};
@@ -192,7 +225,25 @@ export class Backend extends EventEmitter {
       createdAt: now(),
       updatedAt: now(),
     };
-    return Volume.build(this, record, (volume) => this.driver.createVolume(volume, this.progressFor("create", id, opts.onProgress)));
+    const progress = this.progressFor("create", id, opts.onProgress);
+    return Volume.build(this, record, async (volume) => {
+      const update = await this.driver.createVolume(volume, progress);
+      if (!fill) return update;
+      // Still "creating": nobody else uses it, and a failure takes the storage back with it.
+      const made = { ...volume, location: update.location ?? volume.location };
+      try {
+        const device = await this.driver.open({ kind: "volume", volume: made }, { readOnly: false });
+        try {
+          await fill(device, progress.onProgress);
+        } finally {
+          await device.close();
+        }
+      } catch (err) {
+        await this.driver.deleteVolume(made).catch((cleanup: Error) => logger().warn({ volume: id, err: cleanup.message }, "could not delete a volume whose image copy failed"));
+        throw err;
+      }
+      return update;
+    });
   }
 
   /** The pool to use (the default when none is given), checked to hold `sizeGiB`. */

@@ -5,7 +5,12 @@ import type { ImageRecord, ImageService, UploadResult } from "../images/contract
 import { deviceStream } from "../images/device-stream";
 import { carriedProperties, uploadNewImage } from "../images/to-image";
 import { glanceImageService } from "../images/glance";
-import { RESERVED_SERVICE_NAMES } from "../images/sources/ref";
+import { hexDigest, type Digest, type DigestAlgo } from "../images/digest";
+import { FileSource } from "../images/sources/file";
+import { GlanceSource } from "../images/sources/glance";
+import { HttpSource } from "../images/sources/http";
+import { parseImageRef, RESERVED_SERVICE_NAMES } from "../images/sources/ref";
+import type { ImageSource } from "../images/sources/source";
 import { ConflictError, InvalidInputError, NotFoundError } from "../util/errors";
 import { metadataSchema } from "../util/names";
 import { parseInput } from "../util/validate";
@@ -116,4 +121,20 @@ export async function copyDeviceToImage(
     name: o.name, diskFormat: "raw", containerFormat: "bare", minDiskGiB: source.sizeGiB, visibility: o.visibility, protected: o.protected, tags: o.tags,
     properties: { ...carriedProperties(source.properties), ...o.properties },
   }, body, { sizeBytes: device.size });
+}
+
+/** The user's digests of an image, by flag (`--sha256`, `--sha512`, `--md5`). */
+export type GivenDigests = Partial<Record<"sha256" | "sha512" | "md5", string>>;
+
+/**
+ * The source an image reference names (`SERVICE:NAME_OR_ID`, `file:PATH`, an http(s) URL),
+ * with the user's digests to check besides any the source offers.
+ */
+export async function imageSourceFor(ref: string, services: ImageServiceSet, given: GivenDigests = {}, field = "image"): Promise<ImageSource> {
+  const digests: Digest[] = Object.entries(given).filter(([, v]) => v !== undefined).map(([algo, v]) => hexDigest(algo as DigestAlgo, v as string, `--${algo}`, algo));
+  const parsed = parseImageRef(ref, services.names(), field);
+  if (parsed.kind === "file") return new FileSource(parsed.path, digests, field);
+  if (parsed.kind === "url") return new HttpSource({ url: parsed.url, expect: digests, field });
+  const { service, image } = await services.resolve(`${parsed.service}:${parsed.image}`, { field });
+  return new GlanceSource(service, image, digests, field);
 }

@@ -24,6 +24,9 @@ export const createVolumeSchema = z.strictObject({
 });
 export type CreateVolumeOptions = z.input<typeof createVolumeSchema>;
 
+/** A volume from an image: the size may be left to the image; unverified sources only when asked. */
+export type CreateVolumeFromImageOptions = Omit<CreateVolumeOptions, "sizeGiB"> & { sizeGiB?: number; allowUnverified?: boolean };
+
 export const cloneVolumeSchema = z.strictObject({
   name: nameSchema.optional(),
   description: descriptionSchema.optional(),

@@ -1,3 +1,4 @@
+import { imageSourceFor } from "../../library/images";
 import type { Volume } from "../../library/volume";
 import { InvalidInputError } from "../../util/errors";
 import { parsePairs, parseSize } from "../args";
@@ -15,7 +16,7 @@ function volumeRows(volumes: Volume[]) {
   );
 }
 
-/** kindling volume create NAME --size GIB [--pool P] [--from-snapshot S | --from-volume V] ... */
+/** kindling volume create NAME --size GIB [--pool P] [--from-snapshot S | --from-volume V | --image REF] ... */
 export async function volumeCreate(ctx: Context): Promise<void> {
   const backend = ctx.backend();
   const name = arg(ctx, 0, "NAME");
@@ -23,8 +24,11 @@ export async function volumeCreate(ctx: Context): Promise<void> {
   if (v["from-snapshot"] !== undefined && v["from-volume"] !== undefined) {
     throw new InvalidInputError("--from-snapshot", "give at most one of --from-snapshot and --from-volume");
   }
-  const fromCopy = v["from-snapshot"] !== undefined || v["from-volume"] !== undefined;
-  // A copy defaults to its source's size; a new volume must say how big it is.
+  if (v.image !== undefined && (v["from-snapshot"] !== undefined || v["from-volume"] !== undefined)) {
+    throw new InvalidInputError("--image", "give one of --image, --from-snapshot and --from-volume");
+  }
+  const fromCopy = v["from-snapshot"] !== undefined || v["from-volume"] !== undefined || v.image !== undefined;
+  // A copy defaults to its source's size (an image: what it needs); a new volume must say how big it is.
   const sizeGiB = v.size === undefined && fromCopy ? undefined : parseSize("--size", v.size);
   const extraSpecs = parsePairs("--spec", v.spec);
   const qosSpecs = parsePairs("--qos", v.qos);
@@ -40,6 +44,9 @@ export async function volumeCreate(ctx: Context): Promise<void> {
       if (v.pool || v.spec?.length || v.qos?.length) throw new InvalidInputError("--from-volume", "a clone takes its pool and specs from its source");
       const source = await backend.getVolume(v["from-volume"]);
       volume = await source.clone({ name, sizeGiB, description: v.description, metadata: v.meta ? metadata : undefined }, bar);
+    } else if (v.image !== undefined) {
+      const source = await imageSourceFor(v.image, ctx.images(), { sha256: v.sha256, sha512: v.sha512 }, "--image");
+      volume = await backend.createVolumeFromImage(source, { name, sizeGiB, pool: v.pool, description: v.description, extraSpecs, qosSpecs, metadata, allowUnverified: v["allow-unverified"] }, bar);
     } else {
       volume = await backend.createVolume({ name, sizeGiB: sizeGiB as number, pool: v.pool, description: v.description, extraSpecs, qosSpecs, metadata });
     }

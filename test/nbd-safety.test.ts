@@ -332,6 +332,7 @@ print(h.get_size())`);
       assert.equal(logLines(d, /exported read-write by another server/).length, 1, "the first holder was already reported when the lock was lost");
       await backend.persistence.deleteKeyValue(key);
       await until(() => exportsOf(d).includes('export="lost"'), "the export to come back");
+      await until(() => logLines(d, /took the writer lock/).length > 0, "the log line saying the lock was taken again");
       assert.equal(logLines(d, /took the writer lock/).length, 1);
     } finally {
       client.kill();
@@ -347,6 +348,9 @@ print(h.get_size())`);
     const second = await start();
     const refusals = () => logLines(second, /exported read-write by another server/);
     assert.ok(!exportsOf(second).includes('export="contested"'));
+    // The daemon writes its log line before it changes its exports, but this process reads the
+    // daemon's stderr only between its own steps: the line may be read just after the listing.
+    await until(() => refusals().length > 0, "the second server's warning that it cannot lock the export");
     assert.equal(refusals().length, 1);
     // Two more syncs of the second server, each seen by the export it picks up.
     for (const marker of ["m1", "m2"]) {
@@ -360,6 +364,7 @@ print(h.get_size())`);
     assert.equal(refusal.holder, `${hostname()}:${first.child.pid}`);
     await first.stop("SIGKILL");
     await until(() => exportsOf(second).includes('export="contested"'), "the lock to be taken over");
+    await until(() => logLines(second, /took the writer lock/).length > 0, "the second server's log line that it took the lock");
     const took = logLines(second, /took the writer lock/);
     assert.equal(took.length, 1);
     assert.equal(took[0].level, 30);

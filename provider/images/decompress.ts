@@ -83,7 +83,7 @@ export async function uncompressed(input: Readable, opts: { maxBytes: number; wh
 }
 
 /** Reads until `n` bytes (or the end) without losing any: the rest stays in `input`. */
-async function firstBytes(input: Readable, n: number): Promise<Buffer> {
+export async function firstBytes(input: Readable, n: number): Promise<Buffer> {
   const got: Buffer[] = [];
   let have = 0;
   while (have < n) {

@@ -2,6 +2,7 @@ import type { Readable } from "node:stream";
 import type { BlockDevice, Progress } from "../drivers/contract";
 import { InvalidInputError } from "../util/errors";
 import { isAllZero } from "../util/zero";
+import { firstBytes } from "./decompress";
 import { DigestCheck, IntegrityError } from "./digest";
 import { compressionOf } from "./inspect/compression";
 import { ImageInspector } from "./inspect/inspector";
@@ -33,18 +34,6 @@ export interface PreparedImage {
   readonly head: Buffer;
 }
 
-/** Reads until `n` bytes or the end; what is read stays consumed. */
-async function readUpTo(stream: Readable, n: number): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  let have = 0;
-  for await (const chunk of stream.iterator({ destroyOnReturn: false })) {
-    parts.push(chunk as Buffer);
-    have += (chunk as Buffer).length;
-    if (have >= n) break;
-  }
-  return Buffer.concat(parts);
-}
-
 /**
  * Describes the source and looks at its first bytes: throws (naming `field`) when it offers no
  * digest and `allowUnverified` is not set, when its size is not known beforehand, when it is
@@ -59,7 +48,7 @@ export async function prepareRawImage(source: ImageSource, opts: { allowUnverifi
   if (description.sizeBytes === undefined) throw new InvalidInputError(field, `${description.where} does not say its size before it is read, so a volume cannot be made for it yet`);
   const check = new DigestCheck(description.expect);
   const stream = (await source.open()).pipe(check);
-  const head = await readUpTo(stream, PREFIX);
+  const head = await firstBytes(stream, PREFIX);
   const compressed = compressionOf(head);
   if (compressed) throw new InvalidInputError(field, `${description.where} is ${compressed}-compressed; only raw images are copied to volumes so far`, { hint: "decompress it first" });
   const early = new ImageInspector();

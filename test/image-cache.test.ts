@@ -1,0 +1,344 @@
+// The content-keyed image cache through the command, with real processes, a loopback http
+// server (its requests counted), a real Glance (scripts/glance) and the file backend: a miss
+// downloads once and a hit clones without a single request, two processes asking at once
+// download once, eviction goes least recently used first under maxSizeGiB and never takes a
+// pinned entry or one in use, a metadata edit in Glance still hits, and the cached volume is no
+// user's volume (not listed, not deletable, still there after its clones are deleted).
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, test } from "node:test";
+import { hexDigest } from "../provider/images/digest";
+import { glanceImageService, type GlanceImageService } from "../provider/images/glance";
+import { FileSource } from "../provider/images/sources/file";
+import { loadConfig, openBackends } from "../provider/library";
+import type { CacheListing } from "../provider/library/image-cache";
+import { readAt } from "./helpers/backends";
+import { KINDLING, kindlingAsync, ok, type CliResult } from "./helpers/cli";
+import { removeDir, tempDir } from "./helpers/env";
+import { GlanceServer, glanceMissing } from "./helpers/glance";
+import { startImageServer, type ImageServer } from "./helpers/image-http";
+
+const MiB = 1 << 20;
+const sha = (algo: string, b: Buffer) => createHash(algo).update(b).digest("hex");
+/** Data, a run of zeroes, data: what a disk image looks like; each call other bytes. */
+const diskImage = () => Buffer.concat([randomBytes(MiB + 512), Buffer.alloc(2 * MiB), randomBytes(MiB)]);
+
+describe("the image cache", () => {
+  let dir: string;
+  let www: string;
+  let server: ImageServer;
+  const images = { a: diskImage(), b: diskImage(), c: diskImage() };
+
+  before(async () => {
+    dir = tempDir("kindling-image-cache-");
+    www = join(dir, "www");
+    mkdirSync(www);
+    for (const [name, bytes] of Object.entries(images)) writeFileSync(join(www, `${name}.raw`), bytes);
+    server = await startImageServer(www);
+  });
+
+  after(async () => {
+    await server?.close();
+    removeDir(dir);
+  });
+
+  /** A backend of its own (its own volumes, records and cache) with these cache limits. */
+  const setup = (name: string, imageCache: Record<string, unknown> | undefined, extra: Record<string, unknown> = {}) => {
+    const config = join(dir, `${name}.json`);
+    writeFileSync(config, JSON.stringify({ backends: { local: { driver: "file", path: join(dir, name) } }, imageCache, ...extra }));
+    const run = (args: string[]) => kindlingAsync(["--config", config, ...args], { env: { XDG_DATA_HOME: join(dir, "data") } });
+    return {
+      config,
+      run,
+      volumeDir: join(dir, name),
+      list: async () => ok(await run(["--json", "image", "cache", "list"])).json<CacheListing[]>(),
+      volumes: async () => ok(await run(["--json", "volume", "list"])).json<Array<{ name: string; id: string }>>(),
+      contents: async (volumeName: string, length: number) => {
+        const set = await openBackends(loadConfig({ path: config }));
+        try {
+          const volume = await set.get().getVolume(volumeName);
+          return { bytes: await readAt(volume, length), sizeGiB: volume.sizeGiB };
+        } finally {
+          await set.close();
+        }
+      },
+    };
+  };
+  const gets = (path: string) => server.seen.filter((r) => r.startsWith(`GET ${path}`)).length;
+  const fileRef = (name: keyof typeof images) => [`file:${join(www, `${name}.raw`)}`, "--sha256", sha("sha256", images[name])];
+
+  test("a miss downloads once, a hit clones the cached volume with no request at all, at any size", async () => {
+    const s = setup("hit", { maxSizeGiB: 10 });
+    const url = `${server.url}/a.raw`;
+    server.seen.length = 0;
+    const first = ok(await s.run(["--json", "volume", "create", "first", "--image", url, "--sha256", sha("sha256", images.a)])).json<{ sizeGiB: number }>();
+    assert.equal(first.sizeGiB, 1);
+    assert.equal(gets("/a.raw"), 1, server.seen.join("\n"));
+    server.seen.length = 0;
+    const second = ok(await s.run(["--json", "volume", "create", "second", "--image", url, "--sha256", sha("sha256", images.a), "--size", "3"])).json<{ sizeGiB: number }>();
+    assert.equal(second.sizeGiB, 3);
+    assert.deepEqual(server.seen, [], "a pinned digest that is cached needs no request, not even a HEAD");
+    for (const name of ["first", "second"]) {
+      const { bytes } = await s.contents(name, images.a.length + MiB);
+      assert.deepEqual(bytes.subarray(0, images.a.length), images.a, name);
+      assert.ok(bytes.subarray(images.a.length).every((b) => b === 0), `${name} reads zeroes past the image`);
+    }
+    const [entry, ...more] = await s.list();
+    assert.deepEqual(more, []);
+    assert.equal(entry.uses, 2);
+    assert.equal(entry.digests.sha256, sha("sha256", images.a));
+    assert.equal(entry.digests.sha512, sha("sha512", images.a), "every digest is computed while filling");
+    assert.equal(entry.digests.md5, sha("md5", images.a));
+    // The same bytes by another way in (a local file) are the same entry.
+    ok(await s.run(["volume", "create", "third", "--image", ...fileRef("a")]));
+    assert.equal((await s.list())[0].uses, 3);
+    // Turned off for one call: copied from the source, the entry untouched.
+    server.seen.length = 0;
+    ok(await s.run(["volume", "create", "uncached", "--image", url, "--sha256", sha("sha256", images.a), "--no-cache"]));
+    assert.equal(gets("/a.raw"), 1);
+    assert.equal((await s.list())[0].uses, 3);
+  });
+
+  test("the cached volume is no user's volume: not listed, not deletable, there after its clones are gone", async () => {
+    const s = setup("hidden", { maxSizeGiB: 10 });
+    ok(await s.run(["volume", "create", "mine", "--image", ...fileRef("b")]));
+    const [entry] = await s.list();
+    const cachedFile = join(s.volumeDir, `volume-${entry.volumeId}`);
+    assert.ok(existsSync(cachedFile), "the cached volume is an ordinary volume of the driver");
+    assert.deepEqual((await s.volumes()).map((v) => v.name), ["mine"]);
+    const refused = await s.run(["volume", "delete", entry.volumeId]);
+    assert.equal(refused.code, 3, refused.stderr);
+    ok(await s.run(["volume", "delete", "mine"]));
+    assert.deepEqual(await s.volumes(), []);
+    assert.ok(existsSync(cachedFile));
+    assert.equal((await s.list()).length, 1);
+    ok(await s.run(["volume", "create", "again", "--image", ...fileRef("b")]));
+    assert.deepEqual((await s.contents("again", images.b.length)).bytes, images.b);
+    assert.equal((await s.list())[0].uses, 2);
+  });
+
+  test("least recently used first under maxSizeGiB; the clones of an evicted entry keep their data", async () => {
+    // Each image takes a 1 GiB cached volume: two fit.
+    const s = setup("lru", { maxSizeGiB: 2 });
+    ok(await s.run(["volume", "create", "a1", "--image", ...fileRef("a")]));
+    ok(await s.run(["volume", "create", "b1", "--image", ...fileRef("b")]));
+    ok(await s.run(["volume", "create", "a2", "--image", ...fileRef("a")])); // a is now the more recent
+    const before = await s.list();
+    const b = before.find((e) => e.digests.sha256 === sha("sha256", images.b));
+    assert.ok(b);
+    ok(await s.run(["volume", "create", "c1", "--image", ...fileRef("c")]));
+    const after = await s.list();
+    assert.deepEqual(after.map((e) => e.digests.sha256).sort(), [sha("sha256", images.a), sha("sha256", images.c)].sort());
+    assert.ok(!existsSync(join(s.volumeDir, `volume-${b.volumeId}`)), "the evicted entry's volume is deleted");
+    assert.deepEqual((await s.contents("b1", images.b.length)).bytes, images.b, "a reflink or copy shares nothing with its source");
+    // b again: a miss (it was evicted), and now a, the least recently used, goes.
+    ok(await s.run(["volume", "create", "b2", "--image", ...fileRef("b")]));
+    assert.deepEqual((await s.list()).map((e) => e.digests.sha256).sort(), [sha("sha256", images.b), sha("sha256", images.c)].sort());
+  });
+
+  test("pinned entries stay through eviction and prune; prune --all takes the rest", async () => {
+    const s = setup("pins", { maxSizeGiB: 2 });
+    const warmed = ok(await s.run(["--json", "image", "cache", "warm", ...fileRef("a"), "--pin"])).json<CacheListing>();
+    assert.equal(warmed.pinned, true);
+    ok(await s.run(["image", "cache", "warm", ...fileRef("b")]));
+    ok(await s.run(["image", "cache", "warm", ...fileRef("c")])); // a is the oldest, but pinned: b goes
+    const names = async () => (await s.list()).map((e) => e.digests.sha256).sort();
+    assert.deepEqual(await names(), [sha("sha256", images.a), sha("sha256", images.c)].sort());
+    const pruned = ok(await s.run(["--json", "image", "cache", "prune", "--all"])).json<CacheListing[]>();
+    assert.deepEqual(pruned.map((e) => e.digests.sha256), [sha("sha256", images.c)]);
+    assert.deepEqual(await names(), [sha("sha256", images.a)]);
+    // A key is the entry's sha256 or 8 or more of its first digits.
+    ok(await s.run(["image", "cache", "unpin", sha("sha256", images.a).slice(0, 10)]));
+    const unknown = await s.run(["image", "cache", "pin", "0123456789abcdef"]);
+    assert.equal(unknown.code, 3, unknown.stderr);
+    ok(await s.run(["image", "cache", "prune", "--all"]));
+    assert.deepEqual(await s.list(), []);
+    assert.deepEqual((await s.volumes()), [], "warming makes no user volume");
+  });
+
+  test("a cached image larger than the whole cache is not cached, and the volume is still made", async () => {
+    const s = setup("toolarge", { maxSizeGiB: 0.5 });
+    ok(await s.run(["volume", "create", "big", "--image", ...fileRef("a")]));
+    assert.deepEqual(await s.list(), []);
+    assert.deepEqual((await s.contents("big", images.a.length)).bytes, images.a);
+    const warm = await s.run(["image", "cache", "warm", ...fileRef("a")]);
+    assert.equal(warm.code, 2, warm.stderr);
+    assert.match(warm.stderr, /cannot be cached: it needs 1 GiB and the cache's limits \(maxSizeGiB 0\.5\)/);
+  });
+
+  test("an entry in use (a clone being made from it) is not evicted", async () => {
+    const s = setup("inuse", { maxSizeGiB: 10 });
+    ok(await s.run(["image", "cache", "warm", ...fileRef("c")]));
+    // This process makes a volume from the entry through the library, and holds the real
+    // driver's clone call at its start (nothing replaced: the clone runs once let go), while
+    // another process prunes everything it may.
+    const set = await openBackends(loadConfig({ path: s.config }));
+    try {
+      const backend = set.get();
+      const file = new FileSource(join(www, "c.raw"), [hexDigest("sha256", sha("sha256", images.c), "--sha256", "image")]);
+      let cloning!: () => void;
+      const started = new Promise<void>((resolve) => (cloning = resolve));
+      let resume!: () => void;
+      const gate = new Promise<void>((resolve) => (resume = resolve));
+      const clone = backend.driver.cloneVolume.bind(backend.driver);
+      Object.defineProperty(backend.driver, "cloneVolume", {
+        configurable: true,
+        value: async (...args: Parameters<typeof clone>) => {
+          cloning();
+          await gate;
+          return clone(...args);
+        },
+      });
+      const making = backend.createVolumeFromImage(file, { name: "during" });
+      await started;
+      const during = ok(await s.run(["--json", "image", "cache", "prune", "--all"])).json<CacheListing[]>();
+      assert.deepEqual(during, [], "nothing evicted while a clone is being made");
+      const [entry] = await s.list();
+      assert.equal(entry.inUse, true);
+      resume();
+      await making;
+      assert.deepEqual((await s.contents("during", images.c.length)).bytes, images.c);
+    } finally {
+      await set.close();
+    }
+    const [entry] = await s.list();
+    assert.equal(entry.inUse, false);
+    assert.equal(ok(await s.run(["--json", "image", "cache", "prune", "--all"])).json<CacheListing[]>().length, 1);
+  });
+});
+
+describe("the image cache with processes asking at once", () => {
+  let dir: string;
+  const image = diskImage();
+  let gets = 0;
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let server: http.Server;
+  let url: string;
+
+  before(async () => {
+    dir = tempDir("kindling-image-cache-race-");
+    // Answers HEAD at once and holds every GET until the test lets it go: the first process is
+    // then certainly mid-fill when the second one asks.
+    server = http.createServer((req, res) => {
+      const headers = { "content-length": String(image.length), "accept-ranges": "bytes", etag: '"one"' };
+      if (req.method === "HEAD") return void res.writeHead(200, headers).end();
+      gets++;
+      void released.then(() => res.writeHead(200, headers).end(image));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/disk.raw`;
+  });
+
+  after(async () => {
+    release();
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    removeDir(dir);
+  });
+
+  /** A kindling process whose stderr can be watched while it runs. */
+  const start = (config: string, args: string[]) => {
+    const child = spawn(KINDLING, ["--config", config, ...args], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", KINDLING_LOG_LEVEL: "info" } });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    const done = new Promise<CliResult>((resolve) => child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr, json: () => JSON.parse(stdout) })));
+    return { done, stderr: () => stderr };
+  };
+  const until = async (what: string, check: () => boolean) => {
+    for (let i = 0; !check(); i++) {
+      if (i > 600) throw new Error(`gave up waiting for ${what}`);
+      await sleep(100);
+    }
+  };
+
+  test("two processes asking for one image download it once: the second waits for the first's fill, then clones", async () => {
+    const config = join(dir, "kindling.json");
+    writeFileSync(config, JSON.stringify({ backends: { local: { driver: "file", path: join(dir, "volumes") } }, imageCache: { maxSizeGiB: 10 } }));
+    const digest = sha("sha256", image);
+    const first = start(config, ["--json", "volume", "create", "first", "--image", url, "--sha256", digest]);
+    await until("the first process's download", () => gets === 1);
+    const second = start(config, ["--json", "volume", "create", "second", "--image", url, "--sha256", digest]);
+    await until("the second process to wait", () => second.stderr().includes('"event":"image.cache.wait"'));
+    release();
+    const [a, b] = await Promise.all([first.done, second.done]);
+    ok(a);
+    ok(b);
+    assert.equal(gets, 1, "one download for both");
+    const set = await openBackends(loadConfig({ path: config }));
+    try {
+      for (const name of ["first", "second"]) assert.deepEqual(await readAt(await set.get().getVolume(name), image.length), image, name);
+      const entries = await set.get().imageCache.list();
+      assert.equal(entries.length, 1);
+      assert.equal(entries[0].uses, 2);
+    } finally {
+      await set.close();
+    }
+  });
+});
+
+describe("the image cache and Glance", { skip: glanceMissing() }, () => {
+  let dir: string;
+  let glance: GlanceServer;
+  let client: GlanceImageService;
+  let server: ImageServer;
+  const image = diskImage();
+  const auth = { type: "noauth", projectId: "99887766554433221100", userId: "u" };
+
+  before(async () => {
+    dir = tempDir("kindling-image-cache-glance-");
+    mkdirSync(join(dir, "www"));
+    writeFileSync(join(dir, "www", "same.raw"), image);
+    server = await startImageServer(join(dir, "www"));
+    glance = await GlanceServer.start();
+    client = glanceImageService("glance", { type: "glance", endpoint: glance.endpoint, auth });
+  });
+
+  after(async () => {
+    client?.close();
+    glance?.stop();
+    await server?.close();
+    removeDir(dir);
+  });
+
+  test("a metadata edit in Glance still hits; a URL pinned to the same bytes shares the entry without a request", async () => {
+    const config = join(dir, "kindling.json");
+    writeFileSync(config, JSON.stringify({ backends: { local: { driver: "file", path: join(dir, "volumes") } }, imageServices: { glance: { type: "glance", endpoint: glance.endpoint, auth } }, imageCache: { maxSizeGiB: 10 } }));
+    const run = (args: string[]) => kindlingAsync(["--config", config, ...args], { env: { XDG_DATA_HOME: join(dir, "data") } });
+    const made = await client.create({ name: "golden", diskFormat: "raw" });
+    await client.upload(made.id, Readable.from([image]));
+    ok(await run(["volume", "create", "g1", "--image", "glance:golden"]));
+    // Glance bumps updated_at on any edit (what evicts Cinder's cache); the bytes stay the same.
+    await client.update(made.id, { set: { name: "golden-renamed", properties: { os_distro: "debian" } } });
+    // Without its data a download from Glance would fail: a hit does not download.
+    const data = join(glance.imagesDir, made.id);
+    assert.ok(existsSync(data));
+    renameSync(data, `${data}.away`);
+    try {
+      ok(await run(["volume", "create", "g2", "--image", "glance:golden-renamed"]));
+    } finally {
+      renameSync(`${data}.away`, data);
+    }
+    server.seen.length = 0;
+    ok(await run(["volume", "create", "u1", "--image", `${server.url}/same.raw`, "--sha256", sha("sha256", image)]));
+    assert.deepEqual(server.seen, [], "the entry Glance's sha512 filled is found by the URL's sha256");
+    const entries = ok(await run(["--json", "image", "cache", "list"])).json<CacheListing[]>();
+    assert.equal(entries.length, 1);
+    assert.equal(entries[0].uses, 3);
+    const set = await openBackends(loadConfig({ path: config }));
+    try {
+      for (const name of ["g1", "g2", "u1"]) assert.deepEqual(await readAt(await set.get().getVolume(name), image.length), image, name);
+    } finally {
+      await set.close();
+    }
+  });
+});

@@ -3,11 +3,12 @@
 // downloads once and a hit clones without a single request, two processes asking at once
 // download once, eviction goes least recently used first under maxSizeGiB and never takes a
 // pinned entry or one in use, a metadata edit in Glance still hits, and the cached volume is no
-// user's volume (not listed, not deletable, still there after its clones are deleted).
+// user's volume (not listed, not deletable, still there after its clones are deleted). On rbd
+// (a real Ceph) volumes are rbd clones of the cached image, which is not evicted while they last.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -22,6 +23,7 @@ import type { CacheListing } from "../provider/library/image-cache";
 import { readAt } from "./helpers/backends";
 import { KINDLING, kindlingAsync, ok, type CliResult } from "./helpers/cli";
 import { removeDir, tempDir } from "./helpers/env";
+import { CephCluster, cephMissing } from "./helpers/ceph";
 import { GlanceServer, glanceMissing } from "./helpers/glance";
 import { startImageServer, type ImageServer } from "./helpers/image-http";
 
@@ -171,6 +173,24 @@ describe("the image cache", () => {
     const warm = await s.run(["image", "cache", "warm", ...fileRef("a")]);
     assert.equal(warm.code, 2, warm.stderr);
     assert.match(warm.stderr, /cannot be cached: it needs 1 GiB and the cache's limits \(maxSizeGiB 0\.5\)/);
+  });
+
+  test("a failed fill leaves no entry and no volume; an image the cache does not take is refused as without it", async () => {
+    const s = setup("failed", { maxSizeGiB: 10 });
+    const files = () => readdirSync(s.volumeDir).filter((f) => f.startsWith("volume-"));
+    const wrong = await s.run(["volume", "create", "wrong", "--image", `file:${join(www, "a.raw")}`, "--sha256", sha("sha256", images.b)]);
+    assert.equal(wrong.code, 1, wrong.stderr);
+    assert.match(wrong.stderr, /its sha256 is [0-9a-f]{64}, but --sha256 says/);
+    assert.deepEqual(await s.list(), []);
+    assert.deepEqual(files(), [], "neither the cached volume nor the user's");
+    const qcow2 = join(dir, "cached.qcow2");
+    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", qcow2, "64M"]);
+    const q = await s.run(["volume", "create", "q", "--image", `file:${qcow2}`, "--sha256", sha("sha256", readFileSync(qcow2))]);
+    assert.equal(q.code, 2, q.stderr);
+    assert.match(q.stderr, /is a qcow2 image; only raw images are copied to volumes so far/);
+    assert.deepEqual(await s.list(), []);
+    assert.deepEqual(files(), []);
+    assert.deepEqual(await s.volumes(), []);
   });
 
   test("an entry in use (a clone being made from it) is not evicted", async () => {
@@ -340,5 +360,53 @@ describe("the image cache and Glance", { skip: glanceMissing() }, () => {
     } finally {
       await set.close();
     }
+  });
+});
+
+describe("the image cache on rbd", { skip: cephMissing() }, () => {
+  let cluster: CephCluster;
+  let dir: string;
+  let config: string;
+  const image = diskImage();
+
+  before(async () => {
+    cluster = await CephCluster.start(["volumes"]);
+    dir = tempDir("kindling-image-cache-rbd-");
+    writeFileSync(join(dir, "disk.raw"), image);
+    const entry: Record<string, unknown> = { ...cluster.backend("ceph"), persistence: { storage: "sqlite", path: join(dir, "records.db") } };
+    delete entry.name;
+    config = join(dir, "kindling.json");
+    writeFileSync(config, JSON.stringify({ backends: { ceph: entry }, imageCache: { maxSizeGiB: 10 } }));
+  });
+
+  after(() => {
+    cluster?.stop();
+    if (dir) removeDir(dir);
+  });
+
+  test("a volume is an rbd clone of the cached image, which stays while the clone depends on it", async () => {
+    const run = (args: string[]) => kindlingAsync(["--config", config, ...args]);
+    const ref = [`file:${join(dir, "disk.raw")}`, "--sha256", sha("sha256", image)];
+    const v = ok(await run(["--json", "volume", "create", "boot", "--image", ...ref, "--size", "2"])).json<{ id: string; sizeGiB: number }>();
+    assert.equal(v.sizeGiB, 2);
+    const [entry] = ok(await run(["--json", "image", "cache", "list"])).json<CacheListing[]>();
+    const info = cluster.rbdJson<{ parent?: { image: string }; size: number }>(["info", `volumes/volume-${v.id}`]);
+    assert.equal(info.parent?.image, `volume-${entry.volumeId}`, "a copy-on-write clone of the cached image");
+    assert.equal(info.size, 2 * 1024 ** 3, "grown to the size asked");
+    const set = await openBackends(loadConfig({ path: config }));
+    try {
+      assert.deepEqual(await readAt(await set.get().getVolume("boot"), image.length), image);
+    } finally {
+      await set.close();
+    }
+    const kept = ok(await run(["--json", "image", "cache", "prune", "--all"])).json<CacheListing[]>();
+    assert.deepEqual(kept, [], "a clone depends on it");
+    const [inUse] = ok(await run(["--json", "image", "cache", "list"])).json<CacheListing[]>();
+    assert.equal(inUse.dependents, 1);
+    assert.equal(inUse.inUse, true);
+    ok(await run(["volume", "delete", "boot"]));
+    assert.equal(ok(await run(["--json", "image", "cache", "prune", "--all"])).json<CacheListing[]>().length, 1);
+    const images = cluster.rbdJson<string[]>(["ls", "volumes"]);
+    assert.deepEqual(images, [], "the cached image went with its entry");
   });
 });

@@ -3,6 +3,7 @@ import { DigestCheck, type DigestAlgo } from "../images/digest";
 import { prepareRawImage, writeRawImage } from "../images/to-volume";
 import type { ImageSource, SourceDescription } from "../images/sources/source";
 import type { CacheEntry } from "../images/cache/entry";
+import { InvalidInputError } from "../util/errors";
 
 // How the image cache fills its cached volume: the same pipeline as a volume made from an
 // image without the cache (images/to-volume.ts: inspected before a byte is written, every
@@ -11,14 +12,12 @@ import type { CacheEntry } from "../images/cache/entry";
 
 const KEPT: readonly DigestAlgo[] = ["sha256", "sha512", "md5"];
 
-export interface FillResult {
-  digests: CacheEntry["digests"];
-  format: string;
-}
+export type FillResult = { digests: CacheEntry["digests"]; format: string } | { refused: InvalidInputError };
 
 /**
  * Creates `volume` through the driver (`onStart` says it exists, with its location) and
  * writes the source's bytes into it. Throws on any failure; the caller deletes the volume.
+ * `refused`, before any volume is made, when the pipeline does not take the image.
  */
 export async function fillFromImage(
   driver: VolumeDriver,
@@ -35,7 +34,15 @@ export async function fillFromImage(
     describe: async () => description,
     open: async (o) => (await source.open(o)).pipe(extra),
   };
-  const prepared = await prepareRawImage(hashed, { allowUnverified: false, field: "image" });
+  let prepared: Awaited<ReturnType<typeof prepareRawImage>>;
+  try {
+    prepared = await prepareRawImage(hashed, { allowUnverified: false, field: "image" });
+  } catch (err) {
+    // What this pipeline does not take (a format it does not convert) is left to the copy
+    // without the cache, which may take it or refuses it in its own words.
+    if (err instanceof InvalidInputError) return { refused: err };
+    throw err;
+  }
   try {
     const made = await driver.createVolume(volume);
     opts.onStart(made.location);

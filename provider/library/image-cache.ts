@@ -350,6 +350,12 @@ export class ImageCache {
           onProgress?.(p);
         },
       });
+      if ("refused" in result) {
+        if (required) throw result.refused;
+        logger().info({ event: "image.cache.skip", backend: this.backend.name, pool: entry.pool, where: description.where, why: result.refused.message }, "not using the image cache");
+        await this.change(key, (e) => (e?.holder?.token === lease.token ? undefined : SAME));
+        return undefined;
+      }
       const { changed, entry: ready } = await this.change(key, (e) =>
         e?.holder?.token !== lease.token ? SAME : { ...e, state: "ready", holder: undefined, filledBytes: undefined, volume: { ...e.volume, location: volume.location }, digests: result.digests, format: result.format, lastUsedAt: now() });
       if (!changed || !ready) throw new ConflictError(`the image cache entry ${key} was taken over while this process filled it`);

@@ -238,20 +238,26 @@ describe("the image cache with processes asking at once", () => {
   let dir: string;
   const image = diskImage();
   let gets = 0;
+  // Every GET waits for the gate; a test opens it with release() and may close a new one.
   let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
+  let released!: Promise<void>;
+  const closeGate = () => (released = new Promise<void>((resolve) => (release = resolve)));
+  closeGate();
   let server: http.Server;
   let url: string;
 
   before(async () => {
     dir = tempDir("kindling-image-cache-race-");
-    // Answers HEAD at once and holds every GET until the test lets it go: the first process is
-    // then certainly mid-fill when the second one asks.
+    // Answers HEAD at once and holds the rest of every GET after its first 2 MiB until the test
+    // lets it go: the first process is then certainly mid-fill when the second one asks.
     server = http.createServer((req, res) => {
       const headers = { "content-length": String(image.length), "accept-ranges": "bytes", etag: '"one"' };
       if (req.method === "HEAD") return void res.writeHead(200, headers).end();
       gets++;
-      void released.then(() => res.writeHead(200, headers).end(image));
+      // The head at once (the image is inspected, its volume made), the rest once let go.
+      res.writeHead(200, headers).write(image.subarray(0, 2 * MiB));
+      void released.then(() => res.end(image.subarray(2 * MiB)));
+      res.on("error", () => undefined);
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/disk.raw`;
@@ -266,13 +272,13 @@ describe("the image cache with processes asking at once", () => {
 
   /** A kindling process whose stderr can be watched while it runs. */
   const start = (config: string, args: string[]) => {
-    const child = spawn(KINDLING, ["--config", config, ...args], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", KINDLING_LOG_LEVEL: "info" } });
+    const child = spawn(KINDLING, ["--config", config, ...args], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", KINDLING_LOG_LEVEL: "info" }, detached: true });
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
     child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
     const done = new Promise<CliResult>((resolve) => child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr, json: () => JSON.parse(stdout) })));
-    return { done, stderr: () => stderr };
+    return { done, stderr: () => stderr, child };
   };
   const until = async (what: string, check: () => boolean) => {
     for (let i = 0; !check(); i++) {
@@ -281,9 +287,16 @@ describe("the image cache with processes asking at once", () => {
     }
   };
 
+  const configFor = (name: string) => {
+    const config = join(dir, `${name}.json`);
+    writeFileSync(config, JSON.stringify({ backends: { local: { driver: "file", path: join(dir, name) } }, imageCache: { maxSizeGiB: 10 } }));
+    return config;
+  };
+
   test("two processes asking for one image download it once: the second waits for the first's fill, then clones", async () => {
-    const config = join(dir, "kindling.json");
-    writeFileSync(config, JSON.stringify({ backends: { local: { driver: "file", path: join(dir, "volumes") } }, imageCache: { maxSizeGiB: 10 } }));
+    gets = 0;
+    closeGate();
+    const config = configFor("together");
     const digest = sha("sha256", image);
     const first = start(config, ["--json", "volume", "create", "first", "--image", url, "--sha256", digest]);
     await until("the first process's download", () => gets === 1);
@@ -300,6 +313,37 @@ describe("the image cache with processes asking at once", () => {
       const entries = await set.get().imageCache.list();
       assert.equal(entries.length, 1);
       assert.equal(entries[0].uses, 2);
+    } finally {
+      await set.close();
+    }
+  });
+
+  test("a process killed mid-fill leaves nothing in the way: the next one clears its leftovers and fills anew", async () => {
+    gets = 0;
+    closeGate();
+    const config = configFor("killed");
+    const digest = sha("sha256", image);
+    const first = start(config, ["volume", "create", "first", "--image", url, "--sha256", digest]);
+    const volumeFiles = () => (existsSync(join(dir, "killed")) ? readdirSync(join(dir, "killed")).filter((f) => f.startsWith("volume-")) : []);
+    await until("the first process's cached volume", () => gets === 1 && volumeFiles().length === 1);
+    const halfMade = volumeFiles()[0];
+    // Mid-fill: its entry records it as the filler, its cached volume exists, half written.
+    process.kill(-(first.child.pid as number), "SIGKILL");
+    await first.done;
+    release();
+    const second = start(config, ["--json", "volume", "create", "second", "--image", url, "--sha256", digest]);
+    ok(await second.done);
+    assert.equal(gets, 2, "the second process downloads again: nothing of the first's fill was trusted");
+    const set = await openBackends(loadConfig({ path: config }));
+    try {
+      const backend = set.get();
+      assert.deepEqual(await readAt(await backend.getVolume("second"), image.length), image);
+      const entries = await backend.imageCache.list();
+      assert.equal(entries.length, 1);
+      assert.equal(entries[0].state, "ready");
+      assert.deepEqual((await backend.volumes()).map((v) => v.name), ["second"]);
+      assert.ok(!volumeFiles().includes(halfMade), "the half-written cached volume is gone");
+      assert.deepEqual(volumeFiles().sort(), [`volume-${entries[0].volumeId}`, `volume-${(await backend.getVolume("second")).id}`].sort());
     } finally {
       await set.close();
     }

@@ -165,6 +165,16 @@ describe("the image cache", () => {
     assert.deepEqual((await s.volumes()), [], "warming makes no user volume");
   });
 
+  test("limits that make no sense are refused naming the field, before anything is opened", async () => {
+    for (const [imageCache, rule] of [[{ maxSizeGiB: 0 }, /imageCache\.maxSizeGiB: must be more than 0/], [{ maxCount: 1.5 }, /imageCache\.maxCount: must be a whole number/], [{ maxSizeGB: 10 }, /imageCache.*maxSizeGB/]] as const) {
+      const s = setup("bad", imageCache);
+      const r = await s.run(["volume", "list"]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, rule);
+      assert.ok(!existsSync(s.volumeDir), "nothing was made");
+    }
+  });
+
   test("a cached image larger than the whole cache is not cached, and the volume is still made", async () => {
     const s = setup("toolarge", { maxSizeGiB: 0.5 });
     ok(await s.run(["volume", "create", "big", "--image", ...fileRef("a")]));

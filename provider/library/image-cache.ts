@@ -3,7 +3,7 @@ import type { DriverVolume, Progress } from "../drivers/contract";
 import type { Digest } from "../images/digest";
 import { backendPrefix, holdsBytes, namedBy, namingDigests, parseEntry, poolPrefix, entryKey, entryName, type CacheEntry, type Conversion } from "../images/cache/entry";
 import { planEviction, type Candidate } from "../images/cache/eviction";
-import type { ImageCacheSettings } from "../images/cache/settings";
+import { imageCacheSettingsSchema, type ImageCacheSettings } from "../images/cache/settings";
 import type { ImageSource, SourceDescription } from "../images/sources/source";
 import type { Lease, VolumeRecord } from "../persistence/records";
 import { ConflictError, InvalidInputError, NotFoundError, errorMessage } from "../util/errors";
@@ -76,11 +76,15 @@ interface Obtained {
 }
 
 export class ImageCache {
+  /** Undefined when the configuration has no `imageCache`: volumes from images are then never cached. */
+  readonly settings: ImageCacheSettings | undefined;
+
   constructor(
     private readonly backend: Backend,
-    /** Undefined when the configuration has no `imageCache`: volumes from images are then never cached. */
-    readonly settings: ImageCacheSettings | undefined,
-  ) {}
+    settings: ImageCacheSettings | undefined,
+  ) {
+    this.settings = settings === undefined ? undefined : parseInput(imageCacheSettingsSchema, settings, "imageCache");
+  }
 
   get enabled(): boolean {
     return this.settings !== undefined;
@@ -224,7 +228,8 @@ export class ImageCache {
   private async obtain(source: ImageSource, o: ObtainOptions, how: { claim: boolean; sizeGiB?: number; required?: boolean }): Promise<Obtained | undefined> {
     await this.backend.ready();
     const pool = o.pool ?? this.backend.driver.defaultPool();
-    if (!this.backend.driver.poolNames().includes(pool)) await this.backend.checkPlacement(pool, 1); // the error naming the pools
+    // An unknown pool, or a size it can never hold, is refused before anything is read.
+    await this.backend.checkPlacement(pool, how.sizeGiB ?? 1);
     // A digest the user pinned names the bytes with no need to ask anyone: no network at all.
     const pinned = namingDigests(source.pinnedDigests?.() ?? []);
     if (pinned.length) {

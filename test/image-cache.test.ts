@@ -226,6 +226,7 @@ describe("the image cache", () => {
           return clone(...args);
         },
       });
+      assert.equal((await backend.imageCache.lookup(file))?.digests.sha256, sha("sha256", images.c), "the library's lookup finds it by the pinned digest");
       const making = backend.createVolumeFromImage(file, { name: "during" });
       await started;
       const during = ok(await s.run(["--json", "image", "cache", "prune", "--all"])).json<CacheListing[]>();

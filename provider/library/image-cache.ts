@@ -476,6 +476,8 @@ export class ImageCache {
   /** Caches the source's bytes in the pool now (one download, as for a volume), optionally pinned. */
   async warm(source: ImageSource, opts: ObtainOptions & { pin?: boolean } = {}): Promise<CacheListing> {
     const got = (await this.obtain(source, opts, { claim: false, required: true })) as Obtained;
+    // Warming what is cached already counts as a use: it is wanted, so it goes last.
+    if (got.hit) await this.change(got.key, (e) => (e?.state === "ready" ? { ...e, lastUsedAt: now() } : SAME));
     if (opts.pin) await this.setPinned(got.key, true);
     const listed = (await this.candidates(got.entry.pool)).find((c) => c.key === got.key);
     if (!listed) throw new NotFoundError("image cache entry", entryName(got.entry), { hint: "it was evicted at once; raise the cache's limits" });

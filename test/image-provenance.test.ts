@@ -75,6 +75,26 @@ describe("image provenance of volumes", () => {
     }
   });
 
+  test("a volume cloned from the image cache records the image as the caller named it, with every digest of the cached bytes", async () => {
+    const cached = await Backend.open({ name: "cached", driver: "file", path: join(dir, "cached-volumes") }, { persistence: new SqlitePersistence(join(dir, "records", "cached.db")), imageCache: { maxSizeGiB: 10 } });
+    try {
+      const path = join(dir, "disk.raw");
+      const first = await cached.createVolumeFromImage(await imageSourceFor(`file:${path}`, noServices, { sha256: sha("sha256", image) }), { name: "miss" });
+      const second = await cached.createVolumeFromImage(await imageSourceFor(`file:${path}`, noServices, { sha256: sha("sha256", image) }), { name: "hit" });
+      assert.equal((await cached.imageCache.list()).length, 1, "both came from one cache entry");
+      for (const v of [first, second]) {
+        const p = v.image;
+        assert.ok(p, `${v.name} records its image`);
+        assert.equal(p.kind, "file");
+        assert.equal(p.location, path);
+        assert.equal(p.sizeBytes, image.length);
+        assert.deepEqual(p.digests, { sha256: sha("sha256", image), sha512: sha("sha512", image), md5: sha("md5", image) });
+      }
+    } finally {
+      await cached.close();
+    }
+  });
+
   test("a volume from a Glance image records the service, the image and its properties", async (t) => {
     if (needsGlance(t)) return;
     const made = await (client as GlanceImageService).create({ name: "golden", diskFormat: "raw", minDiskGiB: 2, properties: { os_distro: "debian", hw_disk_bus: "virtio" } });

@@ -5,7 +5,8 @@ import { backendPrefix, holdsBytes, namedBy, namingDigests, parseEntry, poolPref
 import { planEviction, type Candidate } from "../images/cache/eviction";
 import { imageCacheSettingsSchema, type ImageCacheSettings } from "../images/cache/settings";
 import type { ImageSource, SourceDescription } from "../images/sources/source";
-import type { Lease, VolumeRecord } from "../persistence/records";
+import type { ImageProvenance, Lease, VolumeRecord } from "../persistence/records";
+import { provenanceOf } from "../images/provenance";
 import { ConflictError, InvalidInputError, NotFoundError, errorMessage } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { logger } from "../util/log";
@@ -73,6 +74,17 @@ interface Obtained {
   description?: SourceDescription;
   claim?: Lease;
   hit: boolean;
+}
+
+/**
+ * What a volume cloned from a cached image records of it: the source as this caller named it
+ * (its description when it was read, else what the source knows offline: a pinned digest's
+ * hit asks nobody), and the digests the entry's bytes were computed with when it was filled.
+ */
+function cachedProvenance(entry: CacheEntry, description: SourceDescription | undefined, source: ImageSource): ImageProvenance {
+  const offline: SourceDescription = { expect: [], rangeable: false, where: entry.from, origin: source.origin?.() ?? { kind: "url", location: entry.from } };
+  const made = provenanceOf(description ?? offline, { format: entry.format ?? "raw", sizeBytes: entry.sizeBytes, virtualSizeBytes: entry.sizeBytes });
+  return { ...made, digests: { ...made.digests, ...entry.digests } };
 }
 
 export class ImageCache {
@@ -175,7 +187,7 @@ export class ImageCache {
     try {
       const needed = refuseTooSmall(sizeGiB, got.entry.sizeBytes, got.description);
       const input = parseInput(createVolumeSchema, { ...rest, pool: got.entry.pool, sizeGiB: sizeGiB ?? needed });
-      const volume = await this.cloneInto(got.entry, input, opts);
+      const volume = await this.cloneInto(got.entry, input, opts, cachedProvenance(got.entry, got.description, source));
       logger().info({ event: got.hit ? "image.cache.hit" : "image.cache.miss", backend: this.backend.name, pool: got.entry.pool, entry: entryName(got.entry), volume: volume.id }, got.hit ? "a volume from a cached image" : "a volume from a newly cached image");
       return volume;
     } finally {
@@ -185,7 +197,7 @@ export class ImageCache {
   }
 
   /** The new volume, recorded as the backend records any, made by the driver's clone of the cached volume (grown to the size asked). */
-  private async cloneInto(entry: CacheEntry, input: ReturnType<typeof createVolumeSchema.parse>, opts: { onProgress?: (p: Progress) => void }): Promise<Volume> {
+  private async cloneInto(entry: CacheEntry, input: ReturnType<typeof createVolumeSchema.parse>, opts: { onProgress?: (p: Progress) => void }, image: ImageProvenance): Promise<Volume> {
     const pool = await this.backend.checkPlacement(input.pool, input.sizeGiB);
     const qosSpecs = input.qosSpecs ?? {};
     this.backend.driver.validateQosSpecs(qosSpecs);
@@ -204,6 +216,7 @@ export class ImageCache {
       metadata: input.metadata ?? {},
       // A clone's source: drivers whose clones share its data (rbd) clean up after the clone by it.
       sourceVolumeId: entry.volume.id,
+      image,
       createdAt: now(),
       updatedAt: now(),
     };

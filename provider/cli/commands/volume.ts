@@ -9,10 +9,21 @@ import { progressBar } from "../progress";
 import { writerText } from "./lock";
 import { statusText } from "../status";
 
+/**
+ * Where a volume came from: a snapshot, a volume, an image. A clone of a volume that is not
+ * listed (an image cache's cached volume, which no user sees) says the image instead.
+ */
+function sourceText(v: Volume, listed: Set<string>): string {
+  if (v.snapshotId) return `snapshot ${v.snapshotId}`;
+  if (v.sourceVolumeId && (listed.has(v.sourceVolumeId) || !v.image)) return `volume ${v.sourceVolumeId}`;
+  return v.image ? `image ${imageText(v.image)}` : "";
+}
+
 function volumeRows(volumes: Volume[]) {
+  const listed = new Set(volumes.map((v) => v.id));
   return table(
     ["NAME", "ID", "SIZE GiB", "STATUS", "POOL", "SOURCE"],
-    volumes.map((v) => [v.name, v.id, v.sizeGiB, statusText(v), v.pool, v.snapshotId ? `snapshot ${v.snapshotId}` : v.sourceVolumeId ? `volume ${v.sourceVolumeId}` : v.image ? `image ${imageText(v.image)}` : ""]),
+    volumes.map((v) => [v.name, v.id, v.sizeGiB, statusText(v), v.pool, sourceText(v, listed)]),
     { maxWidths: { NAME: NAME_COLUMN_WIDTH, POOL: NAME_COLUMN_WIDTH } },
   );
 }

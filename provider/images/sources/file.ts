@@ -2,7 +2,7 @@ import { createReadStream, promises as fs } from "node:fs";
 import type { Readable } from "node:stream";
 import { InvalidInputError, NotFoundError } from "../../util/errors";
 import type { Digest } from "../digest";
-import type { ImageSource, SourceDescription } from "./source";
+import type { ImageSource, SourceDescription, SourceOrigin } from "./source";
 
 // An image in a local file (`file:PATH`). Regular files only: a device or a FIFO read as an
 // image would hand out whatever is behind it, and a FIFO cannot be read twice.
@@ -27,6 +27,10 @@ export class FileSource implements ImageSource {
     return [...this.expect];
   }
 
+  origin(): SourceOrigin {
+    return { kind: "file", location: this.path };
+  }
+
   async describe(): Promise<SourceDescription> {
     const st = await this.stat();
     if (!st.isFile()) throw new InvalidInputError(this.field, `${this.path} is not a regular file`);
@@ -38,7 +42,7 @@ export class FileSource implements ImageSource {
       expect: [...this.expect],
       rangeable: true,
       where: this.path,
-      origin: { kind: "file", location: this.path },
+      origin: this.origin(),
     };
   }
 

@@ -3,7 +3,7 @@ import https from "node:https";
 import { PassThrough, type Readable } from "node:stream";
 import { BackendError, InvalidInputError, NotFoundError } from "../../util/errors";
 import { contentMd5, type Digest } from "../digest";
-import type { ImageSource, SourceDescription } from "./source";
+import type { ImageSource, SourceDescription, SourceOrigin } from "./source";
 
 // An image at an http(s) URL. Redirects are followed a few times and never from https down to
 // http; a URL with a user or password in it is refused (it would end up in records and
@@ -62,6 +62,11 @@ export class HttpSource implements ImageSource {
 
   pinnedDigests(): Digest[] {
     return [...(this.opts.expect ?? [])];
+  }
+
+  /** The URL the user gave (where redirects led is not what they named). */
+  origin(): SourceOrigin {
+    return { kind: "url", location: shownUrl(this.url) };
   }
 
   /** One request, redirects followed; the answer's status is left to the caller. */
@@ -129,7 +134,7 @@ export class HttpSource implements ImageSource {
       expect,
       rangeable: res.headers["accept-ranges"] === "bytes" || res.statusCode === 206,
       where: shownUrl(url),
-      origin: { kind: "url", location: shownUrl(url) },
+      origin: this.origin(),
     };
   }
 

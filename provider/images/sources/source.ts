@@ -49,6 +49,8 @@ export interface ImageSource {
    * cache find the bytes with no network at all. Sources whose digests come from a service omit it.
    */
   pinnedDigests?(): Digest[];
+  /** Where it comes from, known without asking anyone (what a volume made from a cached copy records). */
+  origin?(): SourceOrigin;
   /** The bytes from `offset` on; errors (a stall, a short body) end the stream with an error. */
   open(opts?: { offset?: number; signal?: AbortSignal }): Promise<Readable>;
 }

@@ -1,12 +1,13 @@
-// A raw image streamed into a new volume, from a file, an http URL and a real Glance
-// (scripts/glance), through the command and the library, on the file backend: the volume holds
-// the image's bytes, every digest is checked, anything but raw content is refused before a
-// byte is written, and any failure (a digest, a cut transfer, a VHD footer found at the end)
-// leaves no volume behind.
+// An image into a new volume, from a file, an http URL and a real Glance (scripts/glance),
+// through the command, on the file backend: a raw image is streamed, anything else (qcow2, a
+// compressed image, a fixed VHD) staged, checked and converted; the volume holds the image's
+// bytes, every digest is checked, a disk_format the content does not match is refused, and
+// any failure (a digest, a cut transfer, a VHD footer found only at the end) leaves no volume
+// and no staging file behind. (Every format and the hostile corpus: image-formats-to-volume.)
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
@@ -21,7 +22,7 @@ import { startImageServer, type ImageServer } from "./helpers/image-http";
 const MiB = 1 << 20;
 const sha = (algo: string, b: Buffer) => createHash(algo).update(b).digest("hex");
 
-describe("a raw image into a new volume", () => {
+describe("an image into a new volume, through the command", () => {
   let dir: string;
   let config: string;
   let www: string;
@@ -89,24 +90,30 @@ describe("a raw image into a new volume", () => {
     assert.ok(!readdirSync(join(dir, "volumes"), { recursive: true }).some((f) => String(f).includes("wrong")));
   });
 
-  test("anything but raw content is refused before a byte is written, and a VHD footer found at the end undoes the volume", async () => {
-    const before = await volumeNames();
-    const qcow2 = join(dir, "disk.qcow2");
-    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", qcow2, "64M"]);
-    const q = await run(["volume", "create", "q", "--image", `file:${qcow2}`, "--allow-unverified"]);
-    assert.equal(q.code, 2, q.stderr);
-    assert.match(q.stderr, /is a qcow2 image; only raw images are copied to volumes so far/);
-    // A fixed VHD is raw data with a footer in its last 512 bytes: only the end shows what it is.
-    const vhd = join(dir, "disk.vhd");
-    execFileSync("qemu-img", ["create", "-q", "-f", "vpc", "-o", "subformat=fixed", vhd, "8M"]);
-    const v = await run(["volume", "create", "vhd", "--image", `file:${vhd}`, "--allow-unverified"]);
-    assert.equal(v.code, 2, v.stderr);
-    assert.match(v.stderr, /disk\.vhd is a vhd image; only raw images are copied to volumes so far/);
-    const gz = join(dir, "disk.raw.gz");
+  test("other formats and compressed images are staged, checked and converted; the staging area is left empty", async () => {
+    const qcow2 = join(www, "disk.qcow2");
+    execFileSync("qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", join(www, "disk.raw"), qcow2]);
+    ok(await run(["volume", "create", "q", "--image", `file:${qcow2}`, "--allow-unverified"]));
+    assert.deepEqual((await contents("q", image.length)).bytes, image);
+    // A compressed raw image over http, with its digest (of the compressed bytes, as served).
+    const gz = join(www, "disk.raw.gz");
     writeFileSync(gz, execFileSync("gzip", ["-c", join(www, "disk.raw")], { maxBuffer: 64 * MiB }));
-    const z = await run(["volume", "create", "gz", "--image", `file:${gz}`, "--allow-unverified"]);
-    assert.equal(z.code, 2, z.stderr);
-    assert.match(z.stderr, /gzip-compressed/);
+    ok(await run(["volume", "create", "gz", "--image", `${server.url}/disk.raw.gz`, "--sha256", sha("sha256", readFileSync(gz))]));
+    assert.deepEqual((await contents("gz", image.length)).bytes, image);
+    // A fixed VHD is raw data with a footer in its last 512 bytes: read apart first, it is staged.
+    const vhd = join(www, "disk.vhd");
+    execFileSync("qemu-img", ["convert", "-q", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed", join(www, "disk.raw"), vhd]);
+    ok(await run(["volume", "create", "vhd", "--image", `${server.url}/disk.vhd`, "--sha256", sha("sha256", readFileSync(vhd))]));
+    assert.deepEqual((await contents("vhd", image.length)).bytes, image);
+    assert.deepEqual(readdirSync(join(dir, "data", "kindling", "staging")), [], "every staging directory was removed");
+  });
+
+  test("a fixed VHD from a server that cannot seek is found at the end of the stream: the volume is undone", async () => {
+    const before = await volumeNames();
+    const vhd = join(www, "disk.vhd");
+    const v = await run(["volume", "create", "vhd-norange", "--image", `${server.url}/norange/disk.vhd`, "--sha256", sha("sha256", readFileSync(vhd))]);
+    assert.equal(v.code, 2, v.stderr);
+    assert.match(v.stderr, /disk\.vhd turned out at its end to be a vhd image, not raw; nothing was kept/);
     assert.deepEqual(await volumeNames(), before, "no volume was left by a refused image");
   });
 
@@ -135,5 +142,37 @@ describe("a raw image into a new volume", () => {
     assert.notEqual(wrong.code, 0);
     assert.match(wrong.stderr, /--sha512 says/);
     assert.ok(!(await volumeNames()).includes("glance-wrong"));
+  });
+
+  test("from Glance, a qcow2 and a gzip-compressed one; a disk_format the content does not match is refused, naming it", { skip: glanceMissing() }, async () => {
+    assert.ok(client);
+    const raw = join(dir, "g.raw");
+    writeFileSync(raw, image);
+    const qcow2 = join(dir, "g.qcow2");
+    execFileSync("qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, qcow2]);
+    const q = await client.create({ name: "golden-qcow2", diskFormat: "qcow2" });
+    await client.upload(q.id, Readable.from([readFileSync(qcow2)]));
+    ok(await run(["volume", "create", "from-glance-qcow2", "--image", "glance:golden-qcow2"]));
+    assert.deepEqual((await contents("from-glance-qcow2", image.length)).bytes, image);
+    const z = await client.create({ name: "golden-qcow2-gz", diskFormat: "qcow2", containerFormat: "compressed" });
+    await client.upload(z.id, Readable.from([execFileSync("gzip", ["-c", qcow2], { maxBuffer: 64 * MiB })]));
+    ok(await run(["volume", "create", "from-glance-gz", "--image", "glance:golden-qcow2-gz"]));
+    assert.deepEqual((await contents("from-glance-gz", image.length)).bytes, image);
+    // CVE-2024-40767: a qcow2 with a backing file declared raw. And a qcow2 declared vmdk.
+    const before = await volumeNames();
+    writeFileSync(join(dir, "g-secret"), Buffer.from("GLANCE-HOST-SECRET-".repeat(1000)));
+    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", join(dir, "g-secret"), "-F", "raw", join(dir, "g-backing.qcow2")]);
+    const lie = await client.create({ name: "liar", diskFormat: "raw" });
+    await client.upload(lie.id, Readable.from([readFileSync(join(dir, "g-backing.qcow2"))]));
+    const refused = await run(["volume", "create", "liar", "--image", "glance:liar"]);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /refused by check format_mismatch: declared raw, but the content is qcow2/);
+    const vmdk = await client.create({ name: "not-vmdk", diskFormat: "vmdk" });
+    await client.upload(vmdk.id, Readable.from([readFileSync(qcow2)]));
+    const mismatch = await run(["volume", "create", "not-vmdk", "--image", "glance:not-vmdk"]);
+    assert.equal(mismatch.code, 2, mismatch.stderr);
+    assert.match(mismatch.stderr, /refused by check format_mismatch: declared vmdk, but the content is qcow2/);
+    assert.deepEqual(await volumeNames(), before);
+    assert.deepEqual(readdirSync(join(dir, "data", "kindling", "staging")), []);
   });
 });

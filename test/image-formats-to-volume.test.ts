@@ -15,7 +15,7 @@ import { UnsafeImageError } from "../provider/images/inspect";
 import { FileSource } from "../provider/images/sources/file";
 import { sweepStaging } from "../provider/images/staging";
 import type { Backend, ProgressEvent } from "../provider/library";
-import { InvalidInputError } from "../provider/util/errors";
+import { ConflictError, InvalidInputError } from "../provider/util/errors";
 import { fileBackend, readAt } from "./helpers/backends";
 import { HOST_SECRET, HOST_SECRET_MARK, asRaw, buildFormats, buildHostiles, diskContent, filesHolding, type FormatCase } from "./helpers/image-corpus";
 import { removeDir } from "./helpers/env";
@@ -77,6 +77,23 @@ describe("every image format into a new volume on the file backend", () => {
     const out = execFileSync("qemu-img", ["compare", "-f", "vmdk", "-F", "raw", image.path, volume.location as string]).toString();
     assert.match(out, /Images are identical/);
     await volume.delete();
+  });
+
+  test("an ImageSource with the caller's imageDigests: both are checked, and two that disagree are refused before a byte moves", async () => {
+    const image = formats.find((f) => f.name === "vhdx") as FormatCase;
+    const right = createHash("sha256").update(readFileSync(image.path)).digest("hex");
+    const wrong = createHash("sha256").update("not it").digest("hex");
+    const volume = await backend.createVolume({ name: "digested", image: new FileSource(image.path), imageDigests: { sha256: right } }, { stagingDir: staging });
+    assert.ok((await readAt(volume, raw.length)).equals(raw));
+    await volume.delete();
+    await assert.rejects(backend.createVolume({ name: "digested-wrong", image: new FileSource(image.path), imageDigests: { sha256: wrong } }, { stagingDir: staging }), /but imageDigests\.sha256 says/);
+    await assert.rejects(
+      backend.createVolume({ name: "digested-clash", image: new FileSource(image.path, [{ algo: "sha256", value: right, from: "the file's owner" }]), imageDigests: { sha256: wrong } }, { stagingDir: staging }),
+      (err: unknown) => err instanceof ConflictError && /imageDigests\.sha256 says its sha256 is/.test(err.message),
+    );
+    await assert.rejects(backend.createVolume({ name: "digested-bad", image: `file:${image.path}`, imageDigests: { sha1: right } as never }, { stagingDir: staging }), /imageDigests/);
+    assert.deepEqual((await backend.volumes()).filter((v) => v.name.startsWith("digested")), []);
+    assert.deepEqual(stagingLeft(), []);
   });
 
   test("a larger size is honoured, a smaller one refused naming sizeGiB and the size needed, before any volume exists", async () => {

@@ -108,6 +108,19 @@ describe("an image into a new volume, through the command", () => {
     assert.deepEqual(readdirSync(join(dir, "data", "kindling", "staging")), [], "every staging directory was removed");
   });
 
+  test("a staged image cut short in transit, or with a wrong digest, leaves no volume and no staging file", async () => {
+    const before = await volumeNames();
+    const qcow2 = readFileSync(join(www, "disk.qcow2"));
+    const cut = await run(["volume", "create", "q-cut", "--image", `${server.url}/drop/disk.qcow2`, "--sha256", sha("sha256", qcow2)]);
+    assert.equal(cut.code, 1, cut.stderr);
+    assert.match(cut.stderr, /the transfer ended after \d+ of \d+ bytes/);
+    const wrong = await run(["volume", "create", "q-wrong", "--image", `${server.url}/disk.qcow2`, "--sha256", sha("sha256", Buffer.from("another image"))]);
+    assert.equal(wrong.code, 1, wrong.stderr);
+    assert.match(wrong.stderr, /its sha256 is [0-9a-f]{64}, but --sha256 says/);
+    assert.deepEqual(await volumeNames(), before);
+    assert.deepEqual(readdirSync(join(dir, "data", "kindling", "staging")), []);
+  });
+
   test("a fixed VHD from a server that cannot seek is found at the end of the stream: the volume is undone", async () => {
     const before = await volumeNames();
     const vhd = join(www, "disk.vhd");
@@ -133,7 +146,7 @@ describe("an image into a new volume, through the command", () => {
     await client.upload(made.id, Readable.from([image]));
     const small = await run(["volume", "create", "too-small", "--image", "glance:golden", "--size", "1"]);
     assert.equal(small.code, 2, small.stderr);
-    assert.match(small.stderr, /sizeGiB: the image needs at least 2 GiB \(\d+ bytes, min_disk 2 GiB\), more than 1/);
+    assert.match(small.stderr, /sizeGiB: the image needs at least 2 GiB \(min_disk 2 GiB\), more than 1/);
     const v = ok(await run(["--json", "volume", "create", "from-glance", "--image", "glance:golden"])).json<{ sizeGiB: number }>();
     assert.equal(v.sizeGiB, 2);
     const { bytes } = await contents("from-glance", image.length);

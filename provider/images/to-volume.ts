@@ -7,7 +7,7 @@ import { decompressed, firstBytes } from "./decompress";
 import { DigestCheck, IntegrityError } from "./digest";
 import { checkImageFile, type CheckedImage } from "./inspect/check";
 import { compressionOf, type Compression } from "./inspect/compression";
-import { ImageInspector, TAIL_BYTES } from "./inspect/inspector";
+import { ImageInspector, TAIL_BYTES, isPolyglot } from "./inspect/inspector";
 import { enforcePolicy } from "./inspect/policy";
 import type { DetectedFormat, Inspection } from "./inspect/types";
 import { qemuImgConvert } from "./qemu-convert";
@@ -83,6 +83,8 @@ export interface PrepareOptions {
   maxImageBytes: number;
   /** Bytes of the source read while staging. */
   onProgress?: (p: Progress) => void;
+  /** Called with what the source says of itself before any byte is read: a throw stops there. */
+  described?: (description: SourceDescription) => void;
 }
 
 /**
@@ -97,15 +99,22 @@ export async function prepareImage(source: ImageSource, opts: PrepareOptions): P
   if (!description.expect.length && !opts.allowUnverified) {
     throw new InvalidInputError(field, `${description.where} offers no digest to check its bytes against`, { hint: "give its sha256 or sha512 (--sha256), or allow an unverified image explicitly (--allow-unverified; allowUnverified in the library)" });
   }
+  opts.described?.(description);
   const check = new DigestCheck(description.expect);
-  const stream = (await source.open()).pipe(check);
+  const body = await source.open();
+  // pipe() forwards data, not errors: a transfer cut short must end the checked stream with its error.
+  body.once("error", (err) => check.destroy(err));
+  const stream = body.pipe(check);
+  // Kept on the stream for its reader (an async iterator sees it): between the steps (the
+  // volume being made) nobody listens, and an error with no listener would end the process.
+  check.on("error", () => undefined);
   try {
     const head = await firstBytes(stream, PREFIX);
     if (head.length === 0) throw new InvalidInputError(field, `${description.where} holds no image (0 bytes)`);
     const compression = compressionOf(head);
     if (!compression && description.sizeBytes !== undefined) {
       const early = await earlyInspection(source, description, head);
-      if (RAW_FAMILY.includes(early.format) && early.matches.length <= 1) {
+      if (RAW_FAMILY.includes(early.format) && !isPolyglot(early.matches)) {
         const format = judge(early, description.declaredFormat).format;
         return { kind: "stream", description, virtualSize: description.sizeBytes, format, stream, check, head, close: () => stream.destroy() };
       }

@@ -205,13 +205,24 @@ export class Backend extends EventEmitter {
     const pool = await this.checkPlacement(early.pool, early.sizeGiB);
     const id = early.id ?? newId();
     const staging = this.progressFor("stage-image", id, opts.onProgress);
-    const prepared = await prepareImage(source, { allowUnverified, field: "image", stagingDir: opts.stagingDir, maxImageBytes: (await this.driver.maxSizeGiB(pool)) * GiB, onProgress: staging.onProgress });
+    const tooSmall = (needed: number, what: string) => new InvalidInputError("sizeGiB", `the image needs at least ${needed} GiB (${what}), more than ${sizeGiB}`);
+    const prepared = await prepareImage(source, {
+      allowUnverified,
+      field: "image",
+      stagingDir: opts.stagingDir,
+      maxImageBytes: (await this.driver.maxSizeGiB(pool)) * GiB,
+      onProgress: staging.onProgress,
+      // The service's min_disk is known before a byte is read: a size below it is refused then.
+      described: (d) => {
+        if (sizeGiB !== undefined && d.minDiskGiB !== undefined && sizeGiB < d.minDiskGiB) throw tooSmall(d.minDiskGiB, `min_disk ${d.minDiskGiB} GiB`);
+      },
+    });
     try {
       const minDisk = prepared.description.minDiskGiB ?? 0;
       const needed = Math.max(1, Math.ceil(prepared.virtualSize / GiB), minDisk);
       if (sizeGiB !== undefined && sizeGiB < needed) {
         const what = prepared.kind === "staged" ? `a virtual size of ${prepared.virtualSize} bytes` : `${prepared.virtualSize} bytes`;
-        throw new InvalidInputError("sizeGiB", `the image needs at least ${needed} GiB (${what}${minDisk ? `, min_disk ${minDisk} GiB` : ""}), more than ${sizeGiB}`);
+        throw tooSmall(needed, `${what}${minDisk ? `, min_disk ${minDisk} GiB` : ""}`);
       }
       const input = parseInput(createVolumeSchema, { ...rest, id, sizeGiB: sizeGiB ?? needed });
       const fill =

@@ -15,10 +15,11 @@ import { UnsafeImageError } from "../provider/images/inspect";
 import { FileSource } from "../provider/images/sources/file";
 import { sweepStaging } from "../provider/images/staging";
 import type { Backend, ProgressEvent } from "../provider/library";
-import { ConflictError, InvalidInputError } from "../provider/util/errors";
+import { ConflictError, InvalidInputError, NoSpaceError } from "../provider/util/errors";
 import { fileBackend, readAt } from "./helpers/backends";
 import { HOST_SECRET, HOST_SECRET_MARK, asRaw, buildFormats, buildHostiles, diskContent, filesHolding, type FormatCase } from "./helpers/image-corpus";
-import { removeDir } from "./helpers/env";
+import { needsRoot, removeDir } from "./helpers/env";
+import { freeBytes, makeFilesystem } from "./helpers/filesystems";
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -147,6 +148,34 @@ describe("every image format into a new volume on the file backend", () => {
     await assert.rejects(backend.createVolume({ name: "cut", image: `file:${join(images, "cut.gz")}`, allowUnverified: true }, { stagingDir: staging }), /not valid gzip|unexpected end/i);
     assert.deepEqual(stagingLeft(), []);
     assert.deepEqual((await backend.volumes()).filter((v) => ["empty", "cut"].includes(v.name)), []);
+  });
+
+  test("a staging area too small: refused before the download when the size is known, stopped when it fills up; nothing left", async (t) => {
+    if (needsRoot(t)) return;
+    const fs = makeFilesystem("ext4", 16);
+    try {
+      const area = join(fs.mountpoint, "staging");
+      mkdirSync(area);
+      // 2 MiB left: less than the staged qcow2 or the inflated raw image needs.
+      writeFileSync(join(fs.mountpoint, "ballast"), Buffer.alloc(Math.max(0, freeBytes(fs.mountpoint) - 2 * MiB), 1));
+      const qcow2 = formats.find((f) => f.name === "qcow2") as FormatCase;
+      await assert.rejects(backend.createVolume({ name: "no-room", image: `file:${qcow2.path}`, allowUnverified: true }, { stagingDir: area }), (err: unknown) => {
+        assert.ok(err instanceof NoSpaceError, String(err));
+        assert.match(err.message, /staging the image needs \d+ bytes, but only \d+ are free/);
+        return true;
+      });
+      // Compressed: its inflated size is not known beforehand, so the disk filling up stops it.
+      const gz = formats.find((f) => f.name === "gzip of raw") as FormatCase;
+      await assert.rejects(backend.createVolume({ name: "no-room", image: `file:${gz.path}`, allowUnverified: true }, { stagingDir: area }), (err: unknown) => {
+        assert.ok(err instanceof NoSpaceError, String(err));
+        assert.match(err.message, /filled up while staging/);
+        return true;
+      });
+      assert.deepEqual(readdirSync(area), [], "no staging directory is left");
+      assert.deepEqual((await backend.volumes()).filter((v) => v.name === "no-room"), []);
+    } finally {
+      fs.remove();
+    }
   });
 
   test("a copy killed while staging leaves its staging directory, which the next copy sweeps", async () => {

@@ -1,7 +1,7 @@
 import { open as openFile } from "node:fs/promises";
 import { Readable } from "node:stream";
 import type { BlockDevice, DriverVolume, Progress, VolumeDriver } from "../drivers/contract";
-import { InvalidInputError } from "../util/errors";
+import { InvalidInputError, NoSpaceError, isErrno } from "../util/errors";
 import { isAllZero } from "../util/zero";
 import { decompressed, firstBytes } from "./decompress";
 import { DigestCheck, IntegrityError } from "./digest";
@@ -171,7 +171,10 @@ async function stageImage(description: SourceDescription, stream: Readable, chec
     const bytes = compression ? decompressed(whole, compression, { maxBytes: opts.maxImageBytes, what: description.where }) : whole;
     const total = description.sizeBytes ?? 0;
     const report = () => opts.onProgress?.({ done: check.bytes, total: Math.max(total, check.bytes) });
-    const staged = await writeSparse(staging.path, bytes, report);
+    const staged = await writeSparse(staging.path, bytes, report).catch((err: unknown) => {
+      if (!isErrno(err, "ENOSPC", "EDQUOT")) throw err;
+      throw new NoSpaceError(`the staging area ${staging.dir} filled up while staging ${description.where}`, { hint: "free space there, or stage elsewhere (KINDLING_STAGING_DIR, or stagingDir in the library)", cause: err });
+    });
     if (description.sizeBytes !== undefined && check.bytes !== description.sizeBytes) {
       throw new IntegrityError(`${description.where}: ${check.bytes} bytes arrived, it said ${description.sizeBytes}`);
     }

@@ -10,10 +10,12 @@ import { execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { gzipSync } from "node:zlib";
 import { after, before, describe, test } from "node:test";
 import { UnsafeImageError } from "../provider/images/inspect";
 import { FileSource } from "../provider/images/sources/file";
 import { sweepStaging } from "../provider/images/staging";
+import { prepareImage } from "../provider/images/to-volume";
 import type { Backend, ProgressEvent } from "../provider/library";
 import { ConflictError, InvalidInputError, NoSpaceError } from "../provider/util/errors";
 import { fileBackend, readAt } from "./helpers/backends";
@@ -137,6 +139,22 @@ describe("every image format into a new volume on the file backend", () => {
     // The host file's bytes are in the host file and the data file made from it, nowhere else.
     const holding = filesHolding(dir, HOST_SECRET_MARK, (p) => p === join(dir, "host-secret") || p === join(images, "external.data"));
     assert.deepEqual(holding, []);
+  });
+
+  test("size bombs: a qcow2 claiming 1 PiB, and a gzip inflating past what the pool could hold, are stopped; nothing left", async () => {
+    const bomb = join(images, "bomb.qcow2");
+    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", bomb, "1P"]);
+    await assert.rejects(backend.createVolume({ name: "bomb", image: `file:${bomb}`, allowUnverified: true }, { stagingDir: staging }), (err: unknown) => {
+      assert.ok(err instanceof UnsafeImageError, String(err));
+      assert.deepEqual(err.checks, ["virtual_size"]);
+      return true;
+    });
+    // 64 MiB of zeroes in 64 KiB of gzip, against a limit of 16 MiB (the pool's size, here given directly).
+    const zeroes = join(images, "zeroes.gz");
+    writeFileSync(zeroes, gzipSync(Buffer.alloc(64 * MiB)));
+    await assert.rejects(prepareImage(new FileSource(zeroes), { allowUnverified: true, stagingDir: staging, maxImageBytes: 16 * MiB }), /decompresses to more than 16777216 bytes/);
+    assert.deepEqual(stagingLeft(), []);
+    assert.deepEqual((await backend.volumes()).filter((v) => v.name === "bomb"), []);
   });
 
   test("an empty file and a truncated compressed image are refused, leaving nothing", async () => {

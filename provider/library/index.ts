@@ -15,4 +15,6 @@ export type { PersistenceConfig } from "../persistence/config";
 export type { BackendStats, PoolStats, BlockDevice, Extent, Inspection, Progress, VolumeDriver } from "../drivers/contract";
 export { copyDevice } from "../drivers/copy";
 export { openImageServices, ImageServiceSet } from "./images";
+export type { CreateVolumeWithImageOptions, CreateFromImageCallOptions } from "./image-volume";
+export type { CreateVolumeFromImageOptions } from "./schemas";
 export type { ImageRecord, ImageService } from "../images/contract";

@@ -5,16 +5,17 @@
 // any failure (a digest, a cut transfer, a VHD footer found only at the end) leaves no volume
 // and no staging file behind. (Every format and the hostile corpus: image-formats-to-volume.)
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { glanceImageService, type GlanceImageService } from "../provider/images/glance";
 import { loadConfig, openBackends } from "../provider/library";
 import { readAt } from "./helpers/backends";
-import { kindlingAsync, ok } from "./helpers/cli";
+import { KINDLING, kindlingAsync, ok } from "./helpers/cli";
 import { removeDir, tempDir } from "./helpers/env";
 import { GlanceServer, glanceMissing } from "./helpers/glance";
 import { startImageServer, type ImageServer } from "./helpers/image-http";
@@ -40,6 +41,7 @@ describe("an image into a new volume, through the command", () => {
     www = join(dir, "www");
     mkdirSync(www);
     writeFileSync(join(www, "disk.raw"), image);
+    execFileSync("qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", join(www, "disk.raw"), join(www, "disk.qcow2")]);
     server = await startImageServer(www);
     if (!glanceMissing()) {
       glance = await GlanceServer.start();
@@ -92,7 +94,6 @@ describe("an image into a new volume, through the command", () => {
 
   test("other formats and compressed images are staged, checked and converted; the staging area is left empty", async () => {
     const qcow2 = join(www, "disk.qcow2");
-    execFileSync("qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", join(www, "disk.raw"), qcow2]);
     ok(await run(["volume", "create", "q", "--image", `file:${qcow2}`, "--allow-unverified"]));
     assert.deepEqual((await contents("q", image.length)).bytes, image);
     // A compressed raw image over http, with its digest (of the compressed bytes, as served).
@@ -119,6 +120,36 @@ describe("an image into a new volume, through the command", () => {
     assert.match(wrong.stderr, /its sha256 is [0-9a-f]{64}, but --sha256 says/);
     assert.deepEqual(await volumeNames(), before);
     assert.deepEqual(readdirSync(join(dir, "data", "kindling", "staging")), []);
+  });
+
+  test("Ctrl-C while staging or streaming stops the copy: no volume, no staging file, exit 130", async () => {
+    const before = await volumeNames();
+    const stagingDir = join(dir, "data", "kindling", "staging");
+    const entries = (d: string) => (existsSync(d) ? readdirSync(d) : []);
+    const volumeFiles = () => entries(join(dir, "volumes")).filter((f) => f.startsWith("volume-")).length;
+    const files = volumeFiles();
+    for (const [name, file, started] of [
+      ["ctrl-c-staged", "disk.qcow2", () => entries(stagingDir).length > 0],
+      // Streamed (from a server without ranges, so the stream is all there is): it stalls with the new volume's file made.
+      ["ctrl-c-streamed", "norange/disk.raw", () => volumeFiles() > files],
+    ] as const) {
+      const child = spawn(KINDLING, ["--config", config, "volume", "create", name, "--image", `${server.url}/stall/${file}`, "--allow-unverified"], {
+        env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", XDG_DATA_HOME: join(dir, "data") },
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      let stderr = "";
+      child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+      const exited = new Promise<number | null>((ok) => child.once("exit", (code) => ok(code)));
+      // Interrupted only once the copy is under way (bounded: the stalled server never finishes it).
+      for (let i = 0; i < 600 && !started(); i++) await sleep(50);
+      assert.ok(started(), `${name}: the copy started`);
+      child.kill("SIGINT");
+      assert.equal(await exited, 130, stderr);
+      assert.match(stderr, /was interrupted; nothing was kept/);
+      assert.deepEqual(entries(stagingDir), [], `${name}: no staging file`);
+      assert.deepEqual(await volumeNames(), before, `${name}: no volume`);
+      assert.equal(volumeFiles(), files, `${name}: no volume file`);
+    }
   });
 
   test("a fixed VHD from a server that cannot seek is found at the end of the stream: the volume is undone", async () => {

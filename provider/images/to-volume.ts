@@ -85,6 +85,8 @@ export interface PrepareOptions {
   onProgress?: (p: Progress) => void;
   /** Called with what the source says of itself before any byte is read: a throw stops there. */
   described?: (description: SourceDescription) => void;
+  /** Stops the download (and with it the copy); the caller reports the interruption. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -101,7 +103,7 @@ export async function prepareImage(source: ImageSource, opts: PrepareOptions): P
   }
   opts.described?.(description);
   const check = new DigestCheck(description.expect);
-  const body = await source.open();
+  const body = await source.open({ signal: opts.signal });
   // pipe() forwards data, not errors: a transfer cut short must end the checked stream with its error.
   body.once("error", (err) => check.destroy(err));
   const stream = body.pipe(check);
@@ -113,7 +115,7 @@ export async function prepareImage(source: ImageSource, opts: PrepareOptions): P
     if (head.length === 0) throw new InvalidInputError(field, `${description.where} holds no image (0 bytes)`);
     const compression = compressionOf(head);
     if (!compression && description.sizeBytes !== undefined) {
-      const early = await earlyInspection(source, description, head);
+      const early = await earlyInspection(source, description, head, opts.signal);
       if (RAW_FAMILY.includes(early.format) && !isPolyglot(early.matches)) {
         const format = judge(early, description.declaredFormat).format;
         return { kind: "stream", description, virtualSize: description.sizeBytes, format, stream, check, head, close: () => stream.destroy() };
@@ -131,20 +133,25 @@ export async function prepareImage(source: ImageSource, opts: PrepareOptions): P
  * shows what it is only there). It only chooses the way; what decides is the full inspection of
  * each way. A tail that cannot be had is not an error: the stream's own end is inspected too.
  */
-async function earlyInspection(source: ImageSource, description: SourceDescription, head: Buffer): Promise<Inspection> {
+async function earlyInspection(source: ImageSource, description: SourceDescription, head: Buffer, signal?: AbortSignal): Promise<Inspection> {
   const inspector = new ImageInspector();
   inspector.feed(head);
   const size = description.sizeBytes as number;
+  // The head alone says qcow2 (or any other header format): the tail cannot make it raw.
+  const headOnly = new ImageInspector();
+  headOnly.feed(head);
+  const fromHead = headOnly.finish();
+  if (!RAW_FAMILY.includes(fromHead.format) || isPolyglot(fromHead.matches)) return fromHead;
   if (description.rangeable && size > head.length) {
     const from = Math.max(head.length, size - TAIL_BYTES);
-    const tail = await readRange(source, from, size - from).catch(() => undefined);
+    const tail = await readRange(source, from, size - from, signal).catch(() => undefined);
     if (tail?.length === size - from) inspector.supplyTail(tail, size);
   }
   return inspector.finish();
 }
 
-async function readRange(source: ImageSource, offset: number, length: number): Promise<Buffer> {
-  const stream = await source.open({ offset });
+async function readRange(source: ImageSource, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+  const stream = await source.open({ offset, signal });
   try {
     return await firstBytes(stream, length);
   } finally {
@@ -231,7 +238,7 @@ async function writeSparse(path: string, input: Readable, report: () => void): P
  * byte count, every digest and the whole stream's inspection. Throws on any failure; the
  * caller deletes the volume then.
  */
-export async function writeRawImage(prepared: StreamedImage, device: BlockDevice, opts: { onProgress?: (p: Progress) => void; field?: string } = {}): Promise<{ bytes: number; digests: Map<string, string> }> {
+export async function writeRawImage(prepared: StreamedImage, device: BlockDevice, opts: { onProgress?: (p: Progress) => void; field?: string; signal?: AbortSignal } = {}): Promise<{ bytes: number; digests: Map<string, string> }> {
   const field = opts.field ?? "image";
   const { description, head, stream, check } = prepared;
   const inspector = new ImageInspector();
@@ -244,6 +251,7 @@ export async function writeRawImage(prepared: StreamedImage, device: BlockDevice
     pending = [];
     pendingBytes = 0;
     if (offset + chunk.length > device.size) throw new InvalidInputError(field, `${description.where} holds more than the ${total} bytes it said it would`);
+    opts.signal?.throwIfAborted();
     if (!isAllZero(chunk)) await device.pwrite(chunk, offset);
     offset += chunk.length;
     opts.onProgress?.({ done: offset, total });

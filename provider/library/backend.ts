@@ -10,7 +10,7 @@ import { openPersistence } from "../persistence";
 import type { Persistence } from "../persistence/contract";
 import { persistenceConfigSchema, type PersistenceConfig } from "../persistence/config";
 import type { AnyRecord, VolumeRecord } from "../persistence/records";
-import { InvalidInputError, NotFoundError } from "../util/errors";
+import { InterruptedError, InvalidInputError, NotFoundError } from "../util/errors";
 import { logger } from "../util/log";
 import { isNoSpace } from "../persistence/errors";
 import { DEFAULT_LEASE_SETTINGS, type LeaseSettings } from "./lease";
@@ -206,39 +206,46 @@ export class Backend extends EventEmitter {
     const id = early.id ?? newId();
     const staging = this.progressFor("stage-image", id, opts.onProgress);
     const tooSmall = (needed: number, what: string) => new InvalidInputError("sizeGiB", `the image needs at least ${needed} GiB (${what}), more than ${sizeGiB}`);
-    const prepared = await prepareImage(source, {
-      allowUnverified,
-      field: "image",
-      stagingDir: opts.stagingDir,
-      maxImageBytes: (await this.driver.maxSizeGiB(pool)) * GiB,
-      onProgress: staging.onProgress,
-      // The service's min_disk is known before a byte is read: a size below it is refused then.
-      described: (d) => {
-        if (sizeGiB !== undefined && d.minDiskGiB !== undefined && sizeGiB < d.minDiskGiB) throw tooSmall(d.minDiskGiB, `min_disk ${d.minDiskGiB} GiB`);
-      },
-    });
     try {
-      const minDisk = prepared.description.minDiskGiB ?? 0;
-      const needed = Math.max(1, Math.ceil(prepared.virtualSize / GiB), minDisk);
-      if (sizeGiB !== undefined && sizeGiB < needed) {
-        const what = prepared.kind === "staged" ? `a virtual size of ${prepared.virtualSize} bytes` : `${prepared.virtualSize} bytes`;
-        throw tooSmall(needed, `${what}${minDisk ? `, min_disk ${minDisk} GiB` : ""}`);
-      }
-      const input = parseInput(createVolumeSchema, { ...rest, id, sizeGiB: sizeGiB ?? needed });
-      const fill =
-        prepared.kind === "stream"
-          ? async (volume: DriverVolume, onProgress: (p: Progress) => void) => {
-              const device = await this.driver.open({ kind: "volume", volume }, { readOnly: false });
-              try {
-                await writeRawImage(prepared, device, { onProgress });
-              } finally {
-                await device.close();
+      const prepared = await prepareImage(source, {
+        allowUnverified,
+        field: "image",
+        stagingDir: opts.stagingDir,
+        maxImageBytes: (await this.driver.maxSizeGiB(pool)) * GiB,
+        onProgress: staging.onProgress,
+        signal: opts.signal,
+        // The service's min_disk is known before a byte is read: a size below it is refused then.
+        described: (d) => {
+          if (sizeGiB !== undefined && d.minDiskGiB !== undefined && sizeGiB < d.minDiskGiB) throw tooSmall(d.minDiskGiB, `min_disk ${d.minDiskGiB} GiB`);
+        },
+      });
+      try {
+        const minDisk = prepared.description.minDiskGiB ?? 0;
+        const needed = Math.max(1, Math.ceil(prepared.virtualSize / GiB), minDisk);
+        if (sizeGiB !== undefined && sizeGiB < needed) {
+          const what = prepared.kind === "staged" ? `a virtual size of ${prepared.virtualSize} bytes` : `${prepared.virtualSize} bytes`;
+          throw tooSmall(needed, `${what}${minDisk ? `, min_disk ${minDisk} GiB` : ""}`);
+        }
+        const input = parseInput(createVolumeSchema, { ...rest, id, sizeGiB: sizeGiB ?? needed });
+        const fill =
+          prepared.kind === "stream"
+            ? async (volume: DriverVolume, onProgress: (p: Progress) => void) => {
+                const device = await this.driver.open({ kind: "volume", volume }, { readOnly: false });
+                try {
+                  await writeRawImage(prepared, device, { onProgress, signal: opts.signal });
+                } finally {
+                  await device.close();
+                }
               }
-            }
-          : (volume: DriverVolume, onProgress: (p: Progress) => void) => convertStagedImage(prepared, this.driver, volume, { onProgress });
-      return await this.makeVolume(input, opts, fill);
-    } finally {
-      prepared.close();
+            : (volume: DriverVolume, onProgress: (p: Progress) => void) => convertStagedImage(prepared, this.driver, volume, { onProgress, signal: opts.signal });
+        return await this.makeVolume(input, opts, fill);
+      } finally {
+        prepared.close();
+      }
+    } catch (err) {
+      // An abort shows as whatever it broke (a stream, qemu-img): say what happened instead.
+      if (opts.signal?.aborted) throw new InterruptedError(`the copy of the image into volume ${rest.name ?? id} was interrupted; nothing was kept`);
+      throw err;
     }
   }
 

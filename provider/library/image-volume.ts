@@ -27,6 +27,8 @@ export interface CreateFromImageCallOptions {
   stagingDir?: string;
   /** The services a `SERVICE:NAME_OR_ID` reference is looked up in (openImageServices). */
   imageServices?: ImageServiceSet;
+  /** Stops the copy: the volume is deleted, the staging file removed, an InterruptedError thrown. */
+  signal?: AbortSignal;
 }
 
 const digestsSchema = z.strictObject({ sha256: z.string().optional(), sha512: z.string().optional(), md5: z.string().optional() });

@@ -73,7 +73,8 @@ describe("the image cache", () => {
       },
     };
   };
-  const gets = (path: string) => server.seen.filter((r) => r.startsWith(`GET ${path}`)).length;
+  // Downloads: GETs of the whole image (a ranged GET of its last KiB, to tell a fixed VHD, is not one).
+  const gets = (path: string) => server.seen.filter((r) => r.startsWith(`GET ${path}`) && !r.includes(" bytes=")).length;
   const fileRef = (name: keyof typeof images) => [`file:${join(www, `${name}.raw`)}`, "--sha256", sha("sha256", images[name])];
 
   test("a miss downloads once, a hit clones the cached volume with no request at all, at any size", async () => {
@@ -185,7 +186,7 @@ describe("the image cache", () => {
     assert.match(warm.stderr, /cannot be cached: it needs 1 GiB and the cache's limits \(maxSizeGiB 0\.5\)/);
   });
 
-  test("a failed fill leaves no entry and no volume; an image the cache does not take is refused as without it", async () => {
+  test("a failed fill leaves no entry and no volume; a qcow2 is cached converted, a hostile one refused with nothing left", async () => {
     const s = setup("failed", { maxSizeGiB: 10 });
     const files = () => readdirSync(s.volumeDir).filter((f) => f.startsWith("volume-"));
     const wrong = await s.run(["volume", "create", "wrong", "--image", `file:${join(www, "a.raw")}`, "--sha256", sha("sha256", images.b)]);
@@ -193,14 +194,23 @@ describe("the image cache", () => {
     assert.match(wrong.stderr, /its sha256 is [0-9a-f]{64}, but --sha256 says/);
     assert.deepEqual(await s.list(), []);
     assert.deepEqual(files(), [], "neither the cached volume nor the user's");
-    const qcow2 = join(dir, "cached.qcow2");
-    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", qcow2, "64M"]);
-    const q = await s.run(["volume", "create", "q", "--image", `file:${qcow2}`, "--sha256", sha("sha256", readFileSync(qcow2))]);
-    assert.equal(q.code, 2, q.stderr);
-    assert.match(q.stderr, /is a qcow2 image; only raw images are copied to volumes so far/);
+    // A qcow2 whose backing file is a host file: refused by the inspector before qemu-img runs.
+    const hostile = join(dir, "hostile.qcow2");
+    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", "/etc/passwd", hostile, "64M"]);
+    const h = await s.run(["volume", "create", "h", "--image", `file:${hostile}`, "--sha256", sha("sha256", readFileSync(hostile))]);
+    assert.equal(h.code, 2, h.stderr);
+    assert.match(h.stderr, /backing/);
     assert.deepEqual(await s.list(), []);
     assert.deepEqual(files(), []);
     assert.deepEqual(await s.volumes(), []);
+    // A plain qcow2 is converted into the cached volume once; the entry is keyed by the qcow2's bytes.
+    const qcow2 = join(dir, "cached.qcow2");
+    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", qcow2, "64M"]);
+    const q = ok(await s.run(["--json", "volume", "create", "q", "--image", `file:${qcow2}`, "--sha256", sha("sha256", readFileSync(qcow2))]));
+    assert.equal(q.json<{ image: { detectedFormat: string } }>().image.detectedFormat, "qcow2");
+    const listed = await s.list();
+    assert.equal(listed.length, 1);
+    assert.equal(files().length, 2, "the cached volume and the user's");
   });
 
   test("an entry in use (a clone being made from it) is not evicted", async () => {
@@ -264,6 +274,13 @@ describe("the image cache with processes asking at once", () => {
     server = http.createServer((req, res) => {
       const headers = { "content-length": String(image.length), "accept-ranges": "bytes", etag: '"one"' };
       if (req.method === "HEAD") return void res.writeHead(200, headers).end();
+      // A ranged GET (the copy reads the image's last KiB apart, to tell a fixed VHD) is answered
+      // at once and is not a download.
+      const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? "");
+      if (range) {
+        const from = Number(range[1]);
+        return void res.writeHead(206, { "content-length": String(image.length - from), "content-range": `bytes ${from}-${image.length - 1}/${image.length}` }).end(image.subarray(from));
+      }
       gets++;
       // The head at once (the image is inspected, its volume made), the rest once let go.
       res.writeHead(200, headers).write(image.subarray(0, 2 * MiB));

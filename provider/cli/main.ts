@@ -25,9 +25,9 @@ const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
   volume create NAME --size GIB [--pool P] [--from-snapshot SNAP | --from-volume VOL]
                 [--spec K=V]... [--qos K=V]... [--meta K=V]... [--description TEXT]
   volume create NAME --image REF [--size GIB] [--sha256 HEX | --sha512 HEX] [--allow-unverified]
-                [--no-cache]                 a raw image (SERVICE:NAME_OR_ID, file:PATH or an
-                                             http(s) URL) streamed into a new volume; with an
-                                             "imageCache" configured, a clone of the cached image
+                [--no-cache]                 an image of any allowed format (SERVICE:NAME_OR_ID,
+                                             file:PATH or an http(s) URL) into a new volume; with
+                                             an "imageCache" configured, a clone of the cached image
   volume list | show VOL [--refresh] | delete VOL
                                              show --refresh adds what the storage holds
   volume extend VOL --size GIB

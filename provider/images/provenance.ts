@@ -7,7 +7,7 @@ import type { SourceDescription } from "./sources/source";
 // bytes were checked against. The record is written when the volume is created; a copy that
 // fails any of those checks deletes the volume, so a record that survives was verified.
 
-export function provenanceOf(description: SourceDescription, found: { format: string; virtualSizeBytes: number; sizeBytes: number }): ImageProvenance {
+export function provenanceOf(description: SourceDescription, found: { format: string; virtualSizeBytes: number; sizeBytes?: number }): ImageProvenance {
   const o = description.origin;
   const digests: Record<string, string> = {};
   for (const d of description.expect) digests[d.algo] = d.value;
@@ -20,7 +20,7 @@ export function provenanceOf(description: SourceDescription, found: { format: st
     ...(description.declaredFormat !== undefined ? { declaredFormat: description.declaredFormat } : {}),
     ...(o.containerFormat !== undefined ? { containerFormat: o.containerFormat } : {}),
     detectedFormat: found.format,
-    sizeBytes: found.sizeBytes,
+    ...(found.sizeBytes !== undefined ? { sizeBytes: found.sizeBytes } : {}),
     virtualSizeBytes: found.virtualSizeBytes,
     ...(description.minDiskGiB ? { minDiskGiB: description.minDiskGiB } : {}),
     ...(o.minRamMiB ? { minRamMiB: o.minRamMiB } : {}),

@@ -1,92 +1,259 @@
-import { pipeline, type Readable } from "node:stream";
-import type { BlockDevice, Progress } from "../drivers/contract";
-import { InvalidInputError } from "../util/errors";
+import { open as openFile } from "node:fs/promises";
+import { Readable } from "node:stream";
+import type { BlockDevice, DriverVolume, Progress, VolumeDriver } from "../drivers/contract";
+import { InvalidInputError, NoSpaceError, isErrno } from "../util/errors";
 import { isAllZero } from "../util/zero";
-import { firstBytes } from "./decompress";
-import { DigestCheck, IntegrityError } from "./digest";
-import { compressionOf } from "./inspect/compression";
-import { ImageInspector } from "./inspect/inspector";
+import { decompressed, firstBytes } from "./decompress";
+import { DigestCheck, IntegrityError, type DigestAlgo } from "./digest";
+import { checkImageFile, type CheckedImage } from "./inspect/check";
+import { compressionOf, type Compression } from "./inspect/compression";
+import { ImageInspector, TAIL_BYTES, isPolyglot } from "./inspect/inspector";
 import { enforcePolicy } from "./inspect/policy";
 import type { DetectedFormat, Inspection } from "./inspect/types";
+import { qemuImgConvert } from "./qemu-convert";
+import { qemuEndpoint } from "./qemu-endpoint";
+import { newStagingFile, type StagingFile } from "./staging";
 import type { ImageSource, SourceDescription } from "./sources/source";
 
-// A raw image into a volume, streamed: no temp file, no qemu-img. Before the volume exists the
-// source is described (every digest it offers, its size) and its first MiB is inspected: only
-// raw content (plain, partitioned or an iso) goes this way, anything else is refused before a
-// byte is written. Then the bytes go straight into the volume's BlockDevice in large chunks,
-// all-zero chunks skipped (a new volume reads as zeroes), every digest checked and the whole
-// stream inspected again at its end (a VHD's footer, a polyglot): the caller deletes the
-// volume when this throws.
+// An image into a new volume, in one of two ways, chosen from the image's first MiB (and, where
+// the source can seek, its last 4 KiB: a fixed VHD is raw data with a footer at the end):
+//
+// - Raw content (plain, partitioned or an iso), uncompressed, of a size the source states: streamed
+//   straight into the volume's BlockDevice in large chunks, all-zero chunks skipped (a new
+//   volume reads as zeroes): no temp file, no qemu-img. Every digest is checked and the whole
+//   stream inspected again at its end; the caller deletes the volume when that fails.
+// - Anything else (qcow2, vmdk, vhd, vhdx, vdi, and every compressed image, raw ones too):
+//   staged once into a private file, decompressed on the way (by content), its digests checked
+//   as it arrives; then checkImageFile (the inspector and the policy, then qemu-img info under
+//   limits, cross-checked) before qemu-img sees it; then converted straight into the volume.
+//   A compressed raw image is staged rather than streamed: its size is known only once it has
+//   been inflated, so staging is what lets the volume's size default to the image's, and what
+//   lets every digest and the whole inspection pass before any volume exists.
+//
+// Either way the volume's size is known before it is made, and nothing is created for an image
+// that is refused.
 
-/** What a volume may be written from this way: what qemu reads as raw. */
+/** What a volume may be written from directly: what qemu reads as raw. */
 const RAW_FAMILY: readonly DetectedFormat[] = ["raw", "gpt", "mbr", "iso"];
 const PREFIX = 1 << 20;
 const CHUNK = 4 << 20;
+/** Staged bytes are written in chunks of this size, all-zero ones left as holes. */
+const STAGE_CHUNK = 1 << 20;
 
-export interface PreparedImage {
+interface PreparedBase {
   description: SourceDescription;
-  /** The image's bytes: what the volume must hold from byte 0. */
-  sizeBytes: number;
+  /** The disk's size in bytes: what the volume must hold from byte 0. */
+  virtualSize: number;
+  /** Ends the source's stream and removes the staging file; safe to call more than once. */
+  close(): void;
+}
+
+/** Raw content to stream into the volume (writeRawImage). */
+export interface StreamedImage extends PreparedBase {
+  kind: "stream";
   format: DetectedFormat;
-  /** The source's stream, checked as it passes (digests), from its first byte. */
+  /** The source's stream, checked as it passes (digests), past `head`. */
   readonly stream: Readable;
   readonly check: DigestCheck;
   readonly head: Buffer;
 }
 
+/** A staged, checked image to convert into the volume (convertStagedImage). */
+export interface StagedImage extends PreparedBase {
+  kind: "staged";
+  checked: CheckedImage;
+  compression?: Compression;
+  /** What the source's bytes hashed to (verified against every digest it offers). */
+  digests: Map<string, string>;
+  readonly staging: StagingFile;
+}
+
+export type PreparedImage = StreamedImage | StagedImage;
+
+export interface PrepareOptions {
+  allowUnverified?: boolean;
+  /** The input field errors about the image name. */
+  field?: string;
+  /** Where images are staged (see staging.ts); the default staging area otherwise. */
+  stagingDir?: string;
+  /**
+   * The largest disk the target could ever hold: a larger virtual size is refused by the
+   * inspector's policy (a size bomb), and no compressed image inflates past it.
+   */
+  maxImageBytes: number;
+  /** Digests computed besides the ones the source vouches for and sha256 (what the image cache keeps). */
+  alsoDigests?: DigestAlgo[];
+  /** Bytes of the source read while staging. */
+  onProgress?: (p: Progress) => void;
+  /** Called with what the source says of itself before any byte is read: a throw stops there. */
+  described?: (description: SourceDescription) => void;
+  /** Stops the download (and with it the copy); the caller reports the interruption. */
+  signal?: AbortSignal;
+}
+
 /**
- * Describes the source and looks at its first bytes: throws (naming `field`) when it offers no
- * digest and `allowUnverified` is not set, when its size is not known beforehand, when it is
- * compressed, or when it is not raw. Nothing is written yet.
+ * Describes the source and looks at its first bytes, then either hands back the stream (raw
+ * content) or stages, verifies and checks the image. Throws (naming `field`) when the source
+ * offers no digest and `allowUnverified` is not set, on any digest or inspection failure, and
+ * when the image is refused. Nothing is created in a backend.
  */
-export async function prepareRawImage(source: ImageSource, opts: { allowUnverified?: boolean; field?: string }): Promise<PreparedImage> {
+export async function prepareImage(source: ImageSource, opts: PrepareOptions): Promise<PreparedImage> {
   const field = opts.field ?? "image";
   const description = await source.describe();
   if (!description.expect.length && !opts.allowUnverified) {
     throw new InvalidInputError(field, `${description.where} offers no digest to check its bytes against`, { hint: "give its sha256 or sha512 (--sha256), or allow an unverified image explicitly (--allow-unverified; allowUnverified in the library)" });
   }
-  if (description.sizeBytes === undefined) throw new InvalidInputError(field, `${description.where} does not say its size before it is read, so a volume cannot be made for it yet`);
-  const check = new DigestCheck(description.expect);
-  // pipeline, not pipe: an error of the source (a cut transfer) while nobody reads yet must end
-  // the checked stream with that error, not surface as an unhandled 'error' event.
-  const stream = check;
-  pipeline(await source.open(), check, () => undefined);
-  const head = await firstBytes(stream, PREFIX);
-  const compressed = compressionOf(head);
-  if (compressed) throw new InvalidInputError(field, `${description.where} is ${compressed}-compressed; only raw images are copied to volumes so far`, { hint: "decompress it first" });
-  const early = new ImageInspector();
-  early.feed(head);
-  const format = judge(early.finish(), description.declaredFormat, field, description.where).format;
-  return { description, sizeBytes: description.sizeBytes, format, stream, check, head };
-}
-
-/** The policy for this path: exactly one format, of the raw family, the one declared, no failed check. */
-function judge(inspection: Inspection, declared: string | undefined, field: string, where: string): Inspection {
-  // One clear format that is not raw: say so plainly (a polyglot is left to the policy, which names it).
-  if (!RAW_FAMILY.includes(inspection.format) && inspection.matches.length <= 1) {
-    throw new InvalidInputError(field, `${where} is a ${inspection.format} image; only raw images are copied to volumes so far`, { hint: "convert it first (qemu-img convert -O raw)" });
+  opts.described?.(description);
+  const check = new DigestCheck(description.expect, ["sha256", ...(opts.alsoDigests ?? [])]);
+  const body = await source.open({ signal: opts.signal });
+  // pipe() forwards data, not errors: a transfer cut short must end the checked stream with its error.
+  body.once("error", (err) => check.destroy(err));
+  const stream = body.pipe(check);
+  // Kept on the stream for its reader (an async iterator sees it): between the steps (the
+  // volume being made) nobody listens, and an error with no listener would end the process.
+  check.on("error", () => undefined);
+  try {
+    const head = await firstBytes(stream, PREFIX);
+    if (head.length === 0) throw new InvalidInputError(field, `${description.where} holds no image (0 bytes)`);
+    const compression = compressionOf(head);
+    if (!compression && description.sizeBytes !== undefined) {
+      const early = await earlyInspection(source, description, head, opts.signal);
+      if (RAW_FAMILY.includes(early.format) && !isPolyglot(early.matches)) {
+        const format = judge(early, description.declaredFormat).format;
+        return { kind: "stream", description, virtualSize: description.sizeBytes, format, stream, check, head, close: () => stream.destroy() };
+      }
+    }
+    return await stageImage(description, stream, check, head, compression, { ...opts, field });
+  } catch (err) {
+    stream.destroy();
+    throw err;
   }
-  return enforcePolicy(inspection, { declaredFormat: declared, allowedFormats: RAW_FAMILY });
 }
 
 /**
- * Writes the prepared image into `device` (a new volume at least as large), then checks the
+ * The head inspected, with the source's last bytes when it can seek (read apart: a fixed VHD
+ * shows what it is only there). It only chooses the way; what decides is the full inspection of
+ * each way. A tail that cannot be had is not an error: the stream's own end is inspected too.
+ */
+async function earlyInspection(source: ImageSource, description: SourceDescription, head: Buffer, signal?: AbortSignal): Promise<Inspection> {
+  const inspector = new ImageInspector();
+  inspector.feed(head);
+  const size = description.sizeBytes as number;
+  // The head alone says qcow2 (or any other header format): the tail cannot make it raw.
+  const headOnly = new ImageInspector();
+  headOnly.feed(head);
+  const fromHead = headOnly.finish();
+  if (!RAW_FAMILY.includes(fromHead.format) || isPolyglot(fromHead.matches)) return fromHead;
+  if (description.rangeable && size > head.length) {
+    const from = Math.max(head.length, size - TAIL_BYTES);
+    const tail = await readRange(source, from, size - from, signal).catch(() => undefined);
+    if (tail?.length === size - from) inspector.supplyTail(tail, size);
+  }
+  return inspector.finish();
+}
+
+async function readRange(source: ImageSource, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+  const stream = await source.open({ offset, signal });
+  try {
+    return await firstBytes(stream, length);
+  } finally {
+    stream.destroy();
+  }
+}
+
+/** The policy for streaming: exactly one format, of the raw family, the one declared, no failed check. */
+function judge(inspection: Inspection, declared: string | undefined): Inspection {
+  return enforcePolicy(inspection, { declaredFormat: declared, allowedFormats: RAW_FAMILY });
+}
+
+/** The source's bytes (head first), inflated when compressed, into a new staging file; then checked. */
+async function stageImage(description: SourceDescription, stream: Readable, check: DigestCheck, head: Buffer, compression: Compression | undefined, opts: PrepareOptions & { field: string }): Promise<StagedImage> {
+  const staging = await newStagingFile({ stagingDir: opts.stagingDir, needBytes: compression ? undefined : description.sizeBytes });
+  try {
+    const whole = Readable.from(
+      (async function* () {
+        yield head;
+        yield* stream;
+      })(),
+      { objectMode: false },
+    );
+    const bytes = compression ? decompressed(whole, compression, { maxBytes: opts.maxImageBytes, what: description.where }) : whole;
+    const total = description.sizeBytes ?? 0;
+    const report = () => opts.onProgress?.({ done: check.bytes, total: Math.max(total, check.bytes) });
+    const staged = await writeSparse(staging.path, bytes, report).catch((err: unknown) => {
+      if (!isErrno(err, "ENOSPC", "EDQUOT")) throw err;
+      throw new NoSpaceError(`the staging area ${staging.dir} filled up while staging ${description.where}`, { hint: "free space there, or stage elsewhere (KINDLING_STAGING_DIR, or stagingDir in the library)", cause: err });
+    });
+    if (description.sizeBytes !== undefined && check.bytes !== description.sizeBytes) {
+      throw new IntegrityError(`${description.where}: ${check.bytes} bytes arrived, it said ${description.sizeBytes}`);
+    }
+    if (!check.writableFinished) {
+      throw new InvalidInputError(opts.field, `${description.where}: the ${compression} stream ended before the source's bytes did (data after it)`);
+    }
+    check.verify(description.where);
+    if (staged === 0) throw new InvalidInputError(opts.field, `${description.where} holds no image (0 bytes${compression ? ` once ${compression}-decompressed` : ""})`);
+    // Nothing reaches qemu-img before the inspector and the policy pass (checkImageFile's order).
+    const checked = await checkImageFile(staging.path, { declaredFormat: description.declaredFormat, maxVirtualSizeBytes: opts.maxImageBytes });
+    const digests = check.digests();
+    return { kind: "staged", description, virtualSize: checked.virtualSize, checked, compression, digests, staging, close: () => (stream.destroy(), staging.remove()) };
+  } catch (err) {
+    staging.remove();
+    throw err;
+  }
+}
+
+/** Writes `input` to a new file at `path`, leaving all-zero chunks as holes; returns its length. */
+async function writeSparse(path: string, input: Readable, report: () => void): Promise<number> {
+  const handle = await openFile(path, "wx", 0o600);
+  try {
+    let offset = 0;
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    const write = async (chunk: Buffer) => {
+      if (!isAllZero(chunk)) await handle.write(chunk, 0, chunk.length, offset);
+      offset += chunk.length;
+    };
+    for await (const piece of input) {
+      pending.push(piece as Buffer);
+      pendingBytes += (piece as Buffer).length;
+      if (pendingBytes >= STAGE_CHUNK) {
+        const all = Buffer.concat(pending);
+        const whole = all.length - (all.length % STAGE_CHUNK);
+        await write(all.subarray(0, whole));
+        pending = whole < all.length ? [all.subarray(whole)] : [];
+        pendingBytes = all.length - whole;
+        report();
+      }
+    }
+    if (pendingBytes) await write(Buffer.concat(pending));
+    // Holes at the end are bytes too: the file is as long as what came.
+    await handle.truncate(offset);
+    report();
+    return offset;
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Writes the prepared raw image into `device` (a new volume at least as large), then checks the
  * byte count, every digest and the whole stream's inspection. Throws on any failure; the
  * caller deletes the volume then.
  */
-export async function writeRawImage(prepared: PreparedImage, device: BlockDevice, opts: { onProgress?: (p: Progress) => void; field?: string } = {}): Promise<{ bytes: number; digests: Map<string, string> }> {
+export async function writeRawImage(prepared: StreamedImage, device: BlockDevice, opts: { onProgress?: (p: Progress) => void; field?: string; signal?: AbortSignal } = {}): Promise<{ bytes: number; digests: Map<string, string> }> {
   const field = opts.field ?? "image";
   const { description, head, stream, check } = prepared;
   const inspector = new ImageInspector();
   let offset = 0;
   let pending: Buffer[] = [];
   let pendingBytes = 0;
-  const total = prepared.sizeBytes;
+  const total = prepared.virtualSize;
   const write = async () => {
     const chunk = pending.length === 1 ? pending[0] : Buffer.concat(pending);
     pending = [];
     pendingBytes = 0;
     if (offset + chunk.length > device.size) throw new InvalidInputError(field, `${description.where} holds more than the ${total} bytes it said it would`);
+    opts.signal?.throwIfAborted();
     if (!isAllZero(chunk)) await device.pwrite(chunk, offset);
     offset += chunk.length;
     opts.onProgress?.({ done: offset, total });
@@ -103,6 +270,31 @@ export async function writeRawImage(prepared: PreparedImage, device: BlockDevice
   await device.flush();
   if (offset !== total) throw new IntegrityError(`${description.where}: ${offset} bytes arrived, it said ${total}`);
   check.verify(description.where);
-  judge(inspector.finish(), description.declaredFormat, field, description.where);
+  const final = inspector.finish();
+  // A source that could not seek shows a VHD footer only now: say what it is, plainly.
+  if (!RAW_FAMILY.includes(final.format) && final.matches.length <= 1) {
+    throw new InvalidInputError(field, `${description.where} turned out at its end to be a ${final.format} image, not raw; nothing was kept`, { hint: "try again from a source that serves ranges, or convert it to raw first" });
+  }
+  judge(final, description.declaredFormat);
   return { bytes: offset, digests: check.digests() };
+}
+
+/**
+ * Converts the staged image into `volume` (new, so it reads as zeroes) with qemu-img, reaching
+ * the volume the driver's own way or over kindling's NBD server (qemu-endpoint.ts). Progress
+ * in bytes of the image's virtual size.
+ */
+export async function convertStagedImage(prepared: StagedImage, driver: VolumeDriver, volume: DriverVolume, opts: { onProgress?: (p: Progress) => void; signal?: AbortSignal } = {}): Promise<void> {
+  const total = prepared.virtualSize;
+  const endpoint = await qemuEndpoint(driver, { kind: "volume", volume }, { readOnly: false });
+  try {
+    opts.onProgress?.({ done: 0, total });
+    await qemuImgConvert({ path: prepared.checked.path, format: prepared.checked.qemuFormat }, { endpoint }, {
+      targetIsZero: true,
+      signal: opts.signal,
+      onProgress: (fraction) => opts.onProgress?.({ done: Math.round(fraction * total), total }),
+    });
+  } finally {
+    await endpoint.close();
+  }
 }

@@ -1,8 +1,9 @@
 import { EventEmitter } from "node:events";
-import type { BackendStats, BlockDevice, DriverModule, Progress, VolumeDriver } from "../drivers/contract";
+import type { BackendStats, DriverModule, DriverVolume, Progress, VolumeDriver } from "../drivers/contract";
 import { provenanceOf } from "../images/provenance";
-import { prepareRawImage, writeRawImage } from "../images/to-volume";
+import { convertStagedImage, prepareImage, writeRawImage, type PreparedImage } from "../images/to-volume";
 import type { ImageSource } from "../images/sources/source";
+import { imageSourceOf, type CreateFromImageCallOptions, type CreateVolumeWithImageOptions } from "./image-volume";
 import { GiB } from "../util/sizes";
 import type { z } from "zod";
 import { driverModule, driverNames } from "../drivers/registry";
@@ -10,7 +11,7 @@ import { openPersistence } from "../persistence";
 import type { Persistence } from "../persistence/contract";
 import { persistenceConfigSchema, type PersistenceConfig } from "../persistence/config";
 import type { AnyRecord, ImageProvenance, VolumeRecord } from "../persistence/records";
-import { InvalidInputError, NotFoundError } from "../util/errors";
+import { InterruptedError, InvalidInputError, NotFoundError } from "../util/errors";
 import { logger } from "../util/log";
 import { isNoSpace } from "../persistence/errors";
 import { DEFAULT_LEASE_SETTINGS, type LeaseSettings } from "./lease";
@@ -179,19 +180,32 @@ export class Backend extends EventEmitter {
     return this.driver.poolNames();
   }
 
-  /** Validates every option, then creates the volume. Nothing is created on bad input. */
-  async createVolume(options: CreateVolumeOptions, opts: { onProgress?: (p: Progress) => void } = {}): Promise<Volume> {
+  /**
+   * Validates every option, then creates the volume. Nothing is created on bad input. With
+   * `image` (a reference, `file:PATH`, an http(s) URL or `SERVICE:NAME_OR_ID` of
+   * `opts.imageServices`, or an ImageSource), the volume is made from that image: see
+   * createVolumeFromImage; `imageDigests` are checked besides any the source offers.
+   */
+  async createVolume(options: CreateVolumeOptions | CreateVolumeWithImageOptions, opts: CreateFromImageCallOptions = {}): Promise<Volume> {
     await this.ready();
+    if (typeof options === "object" && options !== null && "image" in options && options.image !== undefined) {
+      const { image, imageDigests, ...rest } = options as CreateVolumeWithImageOptions;
+      const source = await imageSourceOf(image, imageDigests, opts.imageServices);
+      return this.createVolumeFromImage(source, rest, opts);
+    }
     return this.makeVolume(parseInput(createVolumeSchema, options), opts);
   }
 
   /**
-   * A new volume holding a raw image (images/to-volume.ts), streamed into it: the source is
-   * described and its first MiB inspected before anything is created, the size defaults to
-   * what the image needs (its bytes, the service's min_disk) and may be larger, never smaller;
-   * on any failure (a digest, the stream, the final inspection) the volume is deleted again.
+   * A new volume holding an image (images/to-volume.ts). Raw content is streamed straight into
+   * it; anything else (qcow2, vmdk, vhd, vhdx, vdi, any compressed image) is staged once,
+   * checked (inspector, policy, qemu-img info cross-checked) and converted into it. Every
+   * digest is verified and the image refused before anything is created when it is unsafe;
+   * the size defaults to what the image needs (its virtual size, the service's min_disk) and
+   * may be larger, never smaller. On any failure the volume is deleted again, and the staging
+   * file is always removed. Progress: "stage-image" while staging, then "create".
    */
-  async createVolumeFromImage(source: ImageSource, options: CreateVolumeFromImageOptions, opts: { onProgress?: (p: Progress) => void; imageCache?: boolean } = {}): Promise<Volume> {
+  async createVolumeFromImage(source: ImageSource, options: CreateVolumeFromImageOptions, opts: CreateFromImageCallOptions & { imageCache?: boolean } = {}): Promise<Volume> {
     await this.ready();
     // The image cache answers first when configured (`imageCache: false` skips it for one call):
     // a clone of its cached volume. It passes on images it does not take, copied below as ever.
@@ -201,19 +215,51 @@ export class Backend extends EventEmitter {
     }
     const { allowUnverified, sizeGiB, ...rest } = options;
     // Every other field is checked before the source is read at all.
-    parseInput(createVolumeSchema, { ...rest, sizeGiB: sizeGiB ?? 1 });
-    const prepared = await prepareRawImage(source, { allowUnverified, field: "image" });
+    const early = parseInput(createVolumeSchema, { ...rest, sizeGiB: sizeGiB ?? 1 });
+    const pool = await this.checkPlacement(early.pool, early.sizeGiB);
+    const id = early.id ?? newId();
+    const staging = this.progressFor("stage-image", id, opts.onProgress);
+    const tooSmall = (needed: number, what: string) => new InvalidInputError("sizeGiB", `the image needs at least ${needed} GiB (${what}), more than ${sizeGiB}`);
     try {
-      const minDisk = prepared.description.minDiskGiB ?? 0;
-      const needed = Math.max(1, Math.ceil(prepared.sizeBytes / GiB), minDisk);
-      if (sizeGiB !== undefined && sizeGiB < needed) {
-        throw new InvalidInputError("sizeGiB", `the image needs at least ${needed} GiB (${prepared.sizeBytes} bytes${minDisk ? `, min_disk ${minDisk} GiB` : ""}), more than ${sizeGiB}`);
+      const prepared = await prepareImage(source, {
+        allowUnverified,
+        field: "image",
+        stagingDir: opts.stagingDir,
+        maxImageBytes: (await this.driver.maxSizeGiB(pool)) * GiB,
+        onProgress: staging.onProgress,
+        signal: opts.signal,
+        // The service's min_disk is known before a byte is read: a size below it is refused then.
+        described: (d) => {
+          if (sizeGiB !== undefined && d.minDiskGiB !== undefined && sizeGiB < d.minDiskGiB) throw tooSmall(d.minDiskGiB, `min_disk ${d.minDiskGiB} GiB`);
+        },
+      });
+      try {
+        const minDisk = prepared.description.minDiskGiB ?? 0;
+        const needed = Math.max(1, Math.ceil(prepared.virtualSize / GiB), minDisk);
+        if (sizeGiB !== undefined && sizeGiB < needed) {
+          const what = prepared.kind === "staged" ? `a virtual size of ${prepared.virtualSize} bytes` : `${prepared.virtualSize} bytes`;
+          throw tooSmall(needed, `${what}${minDisk ? `, min_disk ${minDisk} GiB` : ""}`);
+        }
+        const input = parseInput(createVolumeSchema, { ...rest, id, sizeGiB: sizeGiB ?? needed });
+        const fill =
+          prepared.kind === "stream"
+            ? async (volume: DriverVolume, onProgress: (p: Progress) => void) => {
+                const device = await this.driver.open({ kind: "volume", volume }, { readOnly: false });
+                try {
+                  await writeRawImage(prepared, device, { onProgress, signal: opts.signal });
+                } finally {
+                  await device.close();
+                }
+              }
+            : (volume: DriverVolume, onProgress: (p: Progress) => void) => convertStagedImage(prepared, this.driver, volume, { onProgress, signal: opts.signal });
+        return await this.makeVolume(input, opts, fill, provenanceOfPrepared(prepared));
+      } finally {
+        prepared.close();
       }
-      const input = parseInput(createVolumeSchema, { ...rest, sizeGiB: sizeGiB ?? needed });
-      const image = provenanceOf(prepared.description, { format: prepared.format, sizeBytes: prepared.sizeBytes, virtualSizeBytes: prepared.sizeBytes });
-      return await this.makeVolume(input, opts, (device, onProgress) => writeRawImage(prepared, device, { onProgress }).then(() => undefined), image);
-    } finally {
-      prepared.stream.destroy();
+    } catch (err) {
+      // An abort shows as whatever it broke (a stream, qemu-img): say what happened instead.
+      if (opts.signal?.aborted) throw new InterruptedError(`the copy of the image into volume ${rest.name ?? id} was interrupted; nothing was kept`);
+      throw err;
     }
   }
 
@@ -221,7 +267,7 @@ export class Backend extends EventEmitter {
   private async makeVolume(
     input: z.output<typeof createVolumeSchema>,
     opts: { onProgress?: (p: Progress) => void },
-    fill?: (device: BlockDevice, onProgress: (p: Progress) => void) => Promise<void>,
+    fill?: (volume: DriverVolume, onProgress: (p: Progress) => void) => Promise<void>,
     image?: ImageProvenance,
   ): Promise<Volume> {
     const pool = await this.checkPlacement(input.pool, input.sizeGiB);
@@ -253,12 +299,7 @@ export class Backend extends EventEmitter {
       // Still "creating": nobody else uses it, and a failure takes the storage back with it.
       const made = { ...volume, location: update.location ?? volume.location };
       try {
-        const device = await this.driver.open({ kind: "volume", volume: made }, { readOnly: false });
-        try {
-          await fill(device, progress.onProgress);
-        } finally {
-          await device.close();
-        }
+        await fill(made, progress.onProgress);
       } catch (err) {
         await this.driver.deleteVolume(made).catch((cleanup: Error) => logger().warn({ volume: id, err: cleanup.message }, "could not delete a volume whose image copy failed"));
         throw err;
@@ -389,3 +430,11 @@ export class Backend extends EventEmitter {
   }
 }
 
+/** What the new volume records of its image: the source's word, and what was found and verified. */
+function provenanceOfPrepared(prepared: PreparedImage): ImageProvenance {
+  if (prepared.kind === "stream") {
+    return provenanceOf(prepared.description, { format: prepared.format, sizeBytes: prepared.virtualSize, virtualSizeBytes: prepared.virtualSize });
+  }
+  const made = provenanceOf(prepared.description, { format: prepared.checked.inspection.format, sizeBytes: prepared.description.sizeBytes, virtualSizeBytes: prepared.virtualSize });
+  return { ...made, ...(prepared.compression ? { compression: prepared.compression } : {}), digests: { ...made.digests, ...Object.fromEntries(prepared.digests) } };
+}

@@ -359,23 +359,18 @@ export class ImageCache {
         return undefined;
       }
       const result = await fillFromImage(this.backend.driver, volume, source, description, {
-        onStart: (location) => {
+        onStart: (location, sizeGiB) => {
           made = true;
           volume.location = location ?? volume.location;
+          volume.sizeGiB = sizeGiB;
         },
         onProgress: (p) => {
           filled = p.done;
           onProgress?.(p);
         },
       });
-      if ("refused" in result) {
-        if (required) throw result.refused;
-        logger().info({ event: "image.cache.skip", backend: this.backend.name, pool: entry.pool, where: description.where, why: result.refused.message }, "not using the image cache");
-        await this.change(key, (e) => (e?.holder?.token === lease.token ? undefined : SAME));
-        return undefined;
-      }
       const { changed, entry: ready } = await this.change(key, (e) =>
-        e?.holder?.token !== lease.token ? SAME : { ...e, state: "ready", holder: undefined, filledBytes: undefined, volume: { ...e.volume, location: volume.location }, digests: result.digests, format: result.format, lastUsedAt: now() });
+        e?.holder?.token !== lease.token ? SAME : { ...e, state: "ready", holder: undefined, filledBytes: undefined, volume: { ...e.volume, location: volume.location, sizeGiB: volume.sizeGiB }, sizeBytes: result.sizeBytes, digests: result.digests, format: result.format, lastUsedAt: now() });
       if (!changed || !ready) throw new ConflictError(`the image cache entry ${key} was taken over while this process filled it`);
       logger().info({ event: "image.cache.fill", backend: this.backend.name, pool: entry.pool, entry: entryName(ready), bytes: entry.sizeBytes }, "cached an image");
       return ready;

@@ -17,4 +17,6 @@ export { copyDevice } from "../drivers/copy";
 export { openImageServices, ImageServiceSet } from "./images";
 export { ImageCache, type CacheListing } from "./image-cache";
 export type { ImageCacheSettings } from "../images/cache/settings";
+export type { CreateVolumeWithImageOptions, CreateFromImageCallOptions } from "./image-volume";
+export type { CreateVolumeFromImageOptions } from "./schemas";
 export type { ImageRecord, ImageService } from "../images/contract";

@@ -63,8 +63,10 @@ export interface ImageProvenance {
   declaredFormat?: string;
   containerFormat?: string;
   detectedFormat: string;
-  /** The source's bytes, and the disk they hold. */
-  sizeBytes: number;
+  /** Set when the source's bytes were compressed (gzip, xz, zstd, bzip2) around that format. */
+  compression?: string;
+  /** The source's bytes (when it said beforehand), and the disk they hold. */
+  sizeBytes?: number;
   virtualSizeBytes: number;
   minDiskGiB?: number;
   minRamMiB?: number;

@@ -64,7 +64,17 @@ export async function volumeCreate(ctx: Context): Promise<void> {
       volume = await source.clone({ name, sizeGiB, description: v.description, metadata: v.meta ? metadata : undefined }, bar);
     } else if (v.image !== undefined) {
       const source = await imageSourceFor(v.image, ctx.images(), { sha256: v.sha256, sha512: v.sha512 }, "--image");
-      volume = await backend.createVolumeFromImage(source, { name, sizeGiB, pool: v.pool, description: v.description, extraSpecs, qosSpecs, metadata, allowUnverified: v["allow-unverified"] }, { ...bar, imageCache: !v["no-cache"] });
+      // The first SIGINT or SIGTERM stops the copy cleanly (no volume, no staging file); a second gets Node's default.
+      const controller = new AbortController();
+      const stop = () => controller.abort();
+      process.once("SIGINT", stop);
+      process.once("SIGTERM", stop);
+      try {
+        volume = await backend.createVolumeFromImage(source, { name, sizeGiB, pool: v.pool, description: v.description, extraSpecs, qosSpecs, metadata, allowUnverified: v["allow-unverified"] }, { onProgress: bar.onProgress, signal: controller.signal, imageCache: !v["no-cache"] });
+      } finally {
+        process.off("SIGINT", stop);
+        process.off("SIGTERM", stop);
+      }
     } else {
       volume = await backend.createVolume({ name, sizeGiB: sizeGiB as number, pool: v.pool, description: v.description, extraSpecs, qosSpecs, metadata });
     }

@@ -1,6 +1,6 @@
 import type {
   BackendStats, BlockDevice, DriverSnapshot, DriverVolume, Inspection, ModelUpdate, OpenTarget,
-  OperationOptions, PoolStats, VolumeDriver,
+  OperationOptions, PoolStats, QemuAccess, VolumeDriver,
 } from "../contract";
 import type { ConnectionInfo, Specs } from "../contract";
 import { validateQosSpecs } from "../qos";
@@ -525,6 +525,23 @@ export class RbdDriver implements VolumeDriver {
       return RbdBlockDevice.open(this.ceph, { ...ref, snapshot: this.snapshotRef(snapshot).name }, true);
     }
     return RbdBlockDevice.open(this.ceph, this.imageRef(target.volume), opts.readOnly);
+  }
+
+  /**
+   * qemu-img reaches the image through its own rbd driver (librbd), with no qemu-nbd and no NBD
+   * in between: pool, image, conf and user as options, the key as a secret object that reads
+   * the key file (never on a command line), a snapshot as `snapshot` (read-only by nature).
+   */
+  async qemuAccess(target: OpenTarget, _opts: { readOnly: boolean }): Promise<QemuAccess> {
+    const ref = target.kind === "snapshot" ? { ...this.imageRef({ pool: target.snapshot.pool, id: target.snapshot.volumeId }), snapshot: this.snapshotRef(target.snapshot).name } : this.imageRef(target.volume);
+    const file: Record<string, string> = { driver: "rbd", pool: ref.pool, image: ref.image, conf: this.ceph.confPath, user: this.ceph.user };
+    if ("snapshot" in ref) file.snapshot = ref.snapshot;
+    const objects: string[] = [];
+    if (this.ceph.keyFile) {
+      file["key-secret"] = "kindling-rbd-key";
+      objects.push(`secret,id=kindling-rbd-key,file=${this.ceph.keyFile},format=base64`);
+    }
+    return { file, objects, close: async () => undefined };
   }
 
   close(): void {

@@ -34,6 +34,10 @@ export interface Values {
   sha256?: string;
   sha512?: string;
   "allow-unverified"?: boolean;
+  file?: string;
+  url?: string;
+  "disk-format"?: string;
+  compress?: boolean;
 }
 
 export interface Context {

@@ -3,7 +3,8 @@
 // qcow2 (plain and compressed), vmdk (streamOptimized), vhdx and vdi are converted by qemu-img
 // and checked before they go up. An in-use volume goes through a temporary snapshot that is
 // gone afterwards; a staging directory that cannot be written, a full one and a Glance that
-// refuses the upload midway each leave no image, no staging file and no snapshot.
+// refuses the upload midway each leave no image, no staging file and no snapshot; a Glance
+// killed midway leaves no snapshot.
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -191,6 +192,28 @@ describe("volume and snapshot to image, every format", { skip: glanceMissing() }
     } finally {
       cappedClient.close();
       capped.stop();
+    }
+  });
+  test("a Glance killed mid-upload: the error says the upload stopped, and no temporary snapshot is left", async () => {
+    const dying = await GlanceServer.start();
+    const dyingClient = glanceImageService("glance", glanceEntry(dying.endpoint));
+    let killed = false;
+    try {
+      const copy = volume.copyToImage(dyingClient, { name: "cut" }, {
+        onProgress: (p) => {
+          // Halfway through the streamed raw upload, by its pid (SIGKILL: no graceful end of the request).
+          if (!killed && p.done > p.total / 2) {
+            killed = true;
+            process.kill(dying.pid, "SIGKILL");
+          }
+        },
+      });
+      await assert.rejects(copy, /upload of Glance image .* stopped after \d+ bytes|ECONNRESET|EPIPE|socket hang up/);
+      assert.ok(killed);
+      assert.deepEqual(await volume.snapshots(), []);
+    } finally {
+      dyingClient.close();
+      dying.stop();
     }
   });
 });

@@ -12,7 +12,7 @@ import { firstBytes, uncompressed } from "./decompress";
 import { conflicting, DigestCheck } from "./digest";
 import { checkImageFile } from "./inspect/check";
 import { inspectFile } from "./inspect/file";
-import { ImageInspector } from "./inspect/inspector";
+import { ImageInspector, TAIL_BYTES } from "./inspect/inspector";
 import { DEFAULT_ALLOWED_FORMATS, enforcePolicy, policyFailures } from "./inspect/policy";
 import type { DetectedFormat, Inspection } from "./inspect/types";
 import type { ImageSource } from "./sources/source";
@@ -80,6 +80,13 @@ export async function sourceToImage(source: ImageSource, service: ImageService, 
     const head = await firstBytes(stream, PREFIX);
     const early = new ImageInspector();
     early.feed(head);
+    // Some formats say what they are only at their end (a fixed VHD is raw data and a footer):
+    // where the source can start anywhere, its last bytes take part in the choice of the path.
+    // They are not verified yet and decide nothing else: the path's own check judges the bytes.
+    const size = described.sizeBytes;
+    if (!compression && described.rangeable && size !== undefined && size > head.length) {
+      early.supplyTail(await lastBytes(source, size, TAIL_BYTES), size);
+    }
     const seen = early.finish();
     // The user's claim against what the bytes plainly are, before anything is staged or made.
     if (seen.matches.length <= 1) refuseClaim(seen, opts.diskFormat, where);
@@ -189,6 +196,19 @@ async function stageAndUpload(p: Pipeline): Promise<UploadResult> {
     }, createReadStream(path, { highWaterMark: 4 << 20 }), { sizeBytes });
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** The source's last `n` bytes (of `size`), read on their own. */
+async function lastBytes(source: ImageSource, size: number, n: number): Promise<Buffer> {
+  const offset = Math.max(0, size - n);
+  const stream = await source.open({ offset });
+  try {
+    const tail = await firstBytes(stream, size - offset);
+    if (tail.length !== size - offset) throw new InvalidInputError("source", `the source ended at ${offset + tail.length} bytes, it said ${size}`);
+    return tail;
+  } finally {
+    stream.destroy();
   }
 }
 

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Transform, type TransformCallback } from "node:stream";
 import type { Progress } from "../drivers/contract";
-import { BackendError } from "../util/errors";
+import { BackendError, NoSpaceError } from "../util/errors";
 import type { ImageService, NewImage, UploadResult } from "./contract";
 import { checkImageFile } from "./inspect/check";
 import type { QemuEndpoint } from "./qemu-endpoint";
@@ -51,7 +51,8 @@ export async function convertToImage(source: ConvertedSource, service: ImageServ
   const total = source.sizeBytes;
   const report = (fraction: number) => opts.onProgress?.({ done: Math.round(total * Math.min(1, fraction)), total });
   // Private (mkdtemp makes it 0700): the staged image is the storage's data.
-  const dir = await mkdtemp(join(opts.stagingDir ?? tmpdir(), "kindling-image-"));
+  const root = opts.stagingDir ?? tmpdir();
+  const dir = await mkdtemp(join(root, "kindling-image-"));
   try {
     const path = join(dir, `image.${opts.format}`);
     report(0);
@@ -62,6 +63,13 @@ export async function convertToImage(source: ConvertedSource, service: ImageServ
         createOptions: [...CONVERTED_FORMATS[opts.format]],
         onProgress: (f) => report(f / 2),
       });
+    } catch (err) {
+      if (err instanceof BackendError && /No space left on device/i.test(err.message)) {
+        throw new NoSpaceError(`the staging directory ${root} filled up while qemu-img made the ${opts.format} image of ${source.what}; the staged file was removed`, {
+          command: err.command, cause: err, hint: "free space there, or stage elsewhere (stagingDir in the library; TMPDIR for the command)",
+        });
+      }
+      throw err;
     } finally {
       await endpoint.close();
     }

@@ -187,4 +187,12 @@ describe("images from a file or a URL", { skip: glanceMissing() }, () => {
     await assert.rejects(copySourceToImage(new HttpSource({ url: `${http.url}/norange/tail-vhd.raw`, expect: digest(bytes) }), client, { name: "tail-vhd", stagingDir: staging }), /its first MiB is raw, but the whole of it is a vhd image/);
     assert.deepEqual(await images(), []);
   });
+  test("a source larger than maxImageBytes is refused, staged (qcow2) or inflated (gzip), and leaves nothing", async () => {
+    const gz = readFileSync(join(files, "disk.qcow2.gz"));
+    for (const [file, data] of [["disk.qcow2", qcow2], ["disk.qcow2.gz", gz]] as const) {
+      await assert.rejects(copySourceToImage(new FileSource(join(files, file), digest(data)), client, { name: "too-big", stagingDir: staging, maxImageBytes: 1 << 16 }), /more than 65536 bytes/);
+    }
+    assert.deepEqual(await images(), []);
+    assert.deepEqual(readdirSync(staging), []);
+  });
 });

@@ -21,7 +21,8 @@ import { uploadNewImage } from "./to-image";
 // A new image made from a source of bytes (a URL, a local file, another service's image),
 // never with bytes kindling has not judged. Before any image exists: the source is described,
 // refused when nobody vouches for its bytes (unless allowed), and its first MiB (decompressed
-// when it is compressed) says what it is; a declared format that is not that is refused.
+// when it is compressed; with its last bytes where the source can be read from anywhere) says
+// what it is; a declared format that is not that is refused.
 //
 // Raw content (plain, partitioned, an iso) is uploaded streamed, no temp file: it needs no
 // conversion and qemu-img never reads it. Every digest and the whole stream's inspection (a
@@ -35,7 +36,7 @@ import { uploadNewImage } from "./to-image";
 /** What the streamed path takes: what qemu reads as raw. */
 const RAW_FAMILY: readonly DetectedFormat[] = ["raw", "gpt", "mbr", "iso"];
 const PREFIX = 1 << 20;
-/** Glance's default image_size_cap: what a compressed source may inflate to unless told otherwise. */
+/** Glance's default image_size_cap: what a source may inflate to, or be staged as, unless told otherwise. */
 const DEFAULT_MAX_IMAGE_BYTES = 1024 * GiB;
 
 export interface SourceToImageOptions {
@@ -47,7 +48,7 @@ export interface SourceToImageOptions {
   allowUnverified?: boolean;
   /** Where a non-raw image is staged (a private directory is made in it); the system's temp dir by default. */
   stagingDir?: string;
-  /** The most a compressed source may inflate to. */
+  /** The most a compressed source may inflate to, and a staged one may hold. */
   maxImageBytes?: number;
   onProgress?: (p: Progress) => void;
 }
@@ -178,10 +179,17 @@ async function stageAndUpload(p: Pipeline): Promise<UploadResult> {
     const path = join(dir, "image");
     const head = p.head;
     const stream = p.stream;
+    const max = opts.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES;
     await pipeline(
       (async function* () {
+        let staged = head.length;
         yield head;
-        for await (const chunk of stream) yield chunk as Buffer;
+        for await (const chunk of stream) {
+          staged += (chunk as Buffer).length;
+          // An endless source (a URL nobody vouches for) must not fill the staging disk.
+          if (staged > max) throw new InvalidInputError("source", `${where} holds more than ${max} bytes, the most staged`);
+          yield chunk as Buffer;
+        }
       })(),
       createWriteStream(path, { flags: "wx", mode: 0o600 }),
     );

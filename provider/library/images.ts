@@ -185,6 +185,8 @@ export const copySourceToImageSchema = copyToImageSchema.extend({
   minDiskGiB: z.number().int().min(0).optional(),
   /** Where a non-raw image is staged to be checked; the system's temp dir by default. */
   stagingDir: z.string().min(1).optional(),
+  /** The most bytes a compressed source may inflate to, or a staged one hold (1 TiB, Glance's default cap). */
+  maxImageBytes: z.number().int().positive().optional(),
 });
 
 export type CopySourceToImageOptions = z.input<typeof copySourceToImageSchema>;
@@ -199,7 +201,7 @@ export async function copySourceToImage(source: ImageSource, service: ImageServi
   const o = parseInput(copySourceToImageSchema, options);
   return sourceToImage(source, service, {
     image: { name: o.name, visibility: o.visibility, protected: o.protected, tags: o.tags, minDiskGiB: o.minDiskGiB, properties: o.properties ? carriedProperties(o.properties) : undefined },
-    diskFormat: o.diskFormat, allowUnverified: o.allowUnverified, stagingDir: o.stagingDir, onProgress,
+    diskFormat: o.diskFormat, allowUnverified: o.allowUnverified, stagingDir: o.stagingDir, maxImageBytes: o.maxImageBytes, onProgress,
   });
 }
 

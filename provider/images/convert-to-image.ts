@@ -1,5 +1,5 @@
 import { createReadStream } from "node:fs";
-import { mkdtemp, rm, stat } from "node:fs/promises";
+import { rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Transform, type TransformCallback } from "node:stream";
@@ -9,6 +9,7 @@ import type { ImageService, NewImage, UploadResult } from "./contract";
 import { checkImageFile } from "./inspect/check";
 import type { QemuEndpoint } from "./qemu-endpoint";
 import { qemuImgConvert } from "./qemu-convert";
+import { makeStagingDir } from "./staging";
 import { uploadNewImage } from "./to-image";
 
 // A volume's or snapshot's bytes as an image of another format than raw (qcow2, vmdk, vhdx,
@@ -50,9 +51,9 @@ export interface ConvertToImageOptions {
 export async function convertToImage(source: ConvertedSource, service: ImageService, image: Omit<NewImage, "diskFormat" | "containerFormat">, opts: ConvertToImageOptions): Promise<UploadResult> {
   const total = source.sizeBytes;
   const report = (fraction: number) => opts.onProgress?.({ done: Math.round(total * Math.min(1, fraction)), total });
-  // Private (mkdtemp makes it 0700): the staged image is the storage's data.
+  // Private (owner only): the staged image is the storage's data.
   const root = opts.stagingDir ?? tmpdir();
-  const dir = await mkdtemp(join(root, "kindling-image-"));
+  const dir = await makeStagingDir(root);
   try {
     const path = join(dir, `image.${opts.format}`);
     report(0);

@@ -1,6 +1,5 @@
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdtemp, rm, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { Transform, type Readable, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -16,6 +15,7 @@ import { ImageInspector, TAIL_BYTES } from "./inspect/inspector";
 import { DEFAULT_ALLOWED_FORMATS, enforcePolicy, policyFailures } from "./inspect/policy";
 import type { DetectedFormat, Inspection } from "./inspect/types";
 import type { ImageSource } from "./sources/source";
+import { makeStagingDir } from "./staging";
 import { uploadNewImage } from "./to-image";
 
 // A new image made from a source of bytes (a URL, a local file, another service's image),
@@ -174,7 +174,7 @@ async function streamRaw(p: Pipeline & { sizeBytes?: number }): Promise<UploadRe
 
 async function stageAndUpload(p: Pipeline): Promise<UploadResult> {
   const { where, opts } = p;
-  const dir = await mkdtemp(join(opts.stagingDir ?? tmpdir(), "kindling-image-"));
+  const dir = await makeStagingDir(opts.stagingDir);
   try {
     const path = join(dir, "image");
     const head = p.head;

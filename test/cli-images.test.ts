@@ -3,16 +3,18 @@
 // two images carry is refused, and configuration faults name their field.
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import type { ImageRecord } from "../provider/images/contract";
 import { glanceImageService, type GlanceImageService } from "../provider/images/glance";
 import { loadConfig, openBackends } from "../provider/library";
-import { kindling, ok } from "./helpers/cli";
+import { kindling, kindlingAsync, ok } from "./helpers/cli";
 import { removeDir, tempDir } from "./helpers/env";
 import { GlanceServer, glanceMissing } from "./helpers/glance";
+import { startImageServer } from "./helpers/image-http";
 
 const PROJECT = "fedcba9876543210fedcba9876543210";
 const missing = glanceMissing();
@@ -161,7 +163,7 @@ describe("kindling image", { skip: missing }, () => {
 
     const neither = run(["image", "create", "x"]);
     assert.equal(neither.code, 2);
-    assert.match(neither.stderr, /exactly one of --from-volume VOL or --from-snapshot SNAP/);
+    assert.match(neither.stderr, /exactly one of --from-volume VOL, --from-snapshot SNAP, --file PATH or --url URL/);
 
     // A service that refuses the upload (too large for it): no image is left, nor the temporary snapshot.
     const small = await GlanceServer.start({ imageSizeCap: 64 << 20 });
@@ -180,6 +182,70 @@ describe("kindling image", { skip: missing }, () => {
       assert.deepEqual(ok(run(["--json", "snapshot", "list", "imaged"], capped)).json<Array<{ name: string }>>().map((x) => x.name), ["before-c"]);
     } finally {
       small.stop();
+    }
+  });
+  test("image create --disk-format F [--compress] of a volume; bad flags are named", async () => {
+    const made = ok(run(["--json", "image", "create", "golden-qcow2", "--from-volume", "imaged", "--disk-format", "qcow2", "--compress"])).json<ImageRecord & { sentBytes: number }>();
+    assert.equal(made.status, "active");
+    assert.equal(made.diskFormat, "qcow2");
+    assert.ok(made.sentBytes < 16 << 20, `a sparse volume makes a small qcow2 (${made.sentBytes} bytes)`);
+    assert.match(ok(run(["image", "create", "golden-vmdk", "--from-snapshot", "before-c", "--disk-format", "vmdk"])).stdout, /^created vmdk image golden-vmdk \([0-9a-f-]{36}\) in glance from before-c: \d+ bytes/);
+    const compressVmdk = run(["image", "create", "x", "--from-volume", "imaged", "--disk-format", "vmdk", "--compress"]);
+    assert.equal(compressVmdk.code, 2, compressVmdk.stderr);
+    assert.match(compressVmdk.stderr, /--compress: only a qcow2 image is compressed/);
+    const qed = run(["image", "create", "x", "--from-volume", "imaged", "--disk-format", "qed"]);
+    assert.equal(qed.code, 2);
+    assert.match(qed.stderr, /--disk-format: must be one of raw, qcow2, vmdk, vhdx, vdi, not "qed"/);
+    const digestOfVolume = run(["image", "create", "x", "--from-volume", "imaged", "--sha256", "0".repeat(64)]);
+    assert.equal(digestOfVolume.code, 2);
+    assert.match(digestOfVolume.stderr, /--sha256: applies to --file and --url/);
+    assert.deepEqual(ok(run(["--json", "snapshot", "list", "imaged"])).json<Array<{ name: string }>>().map((x) => x.name), ["before-c"], "no temporary snapshot is left");
+    for (const image of await client.find({})) if (image.name?.startsWith("golden-")) await client.delete(image.id);
+  });
+
+  test("image create --file | --url: checked digests, the format from the content, hostile files refused; nothing is left of a refusal", async () => {
+    const files = join(dir, "files");
+    const tmp = join(dir, "tmp");
+    mkdirSync(files);
+    mkdirSync(tmp);
+    const raw = Buffer.concat([randomBytes(1 << 20), Buffer.alloc(1 << 20), randomBytes(4096)]);
+    writeFileSync(join(files, "disk.raw"), raw);
+    execFileSync("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", join(files, "disk.raw"), join(files, "disk.qcow2")]);
+    writeFileSync(join(files, "host-secret"), "secret\n");
+    execFileSync("qemu-img", ["create", "-f", "qcow2", "-b", join(files, "host-secret"), "-F", "raw", join(files, "backed.qcow2"), "1M"]);
+    const sha = (file: string) => createHash("sha256").update(readFileSync(join(files, file))).digest("hex");
+    const server = await startImageServer(files);
+    // The staging directory of a command is its TMPDIR.
+    const runIn = (args: string[]) => kindlingAsync(["--config", config, ...args], { env: { XDG_DATA_HOME: join(dir, "data"), TMPDIR: tmp } });
+    const names = async () => (await client.find({})).map((i) => i.name).filter((n) => n?.startsWith("src-"));
+    try {
+      const fromFile = ok(await runIn(["--json", "image", "create", "src-raw", "--file", join(files, "disk.raw"), "--sha256", sha("disk.raw")])).json<ImageRecord>();
+      assert.equal(fromFile.diskFormat, "raw");
+      assert.equal(fromFile.checksum, createHash("md5").update(raw).digest("hex"));
+      const fromUrl = ok(await runIn(["--json", "image", "create", "src-qcow2", "--url", `${server.url}/disk.qcow2`, "--sha256", sha("disk.qcow2")])).json<ImageRecord>();
+      assert.equal(fromUrl.diskFormat, "qcow2", "the format is the content's");
+      assert.equal(fromUrl.checksum, createHash("md5").update(readFileSync(join(files, "disk.qcow2"))).digest("hex"));
+
+      const wrong = await runIn(["image", "create", "src-wrong", "--url", `${server.url}/disk.qcow2`, "--sha256", sha("disk.raw")]);
+      assert.notEqual(wrong.code, 0);
+      assert.match(wrong.stderr, /its sha256 is [0-9a-f]{64}, but --sha256 says/);
+      const unverified = await runIn(["image", "create", "src-unverified", "--file", join(files, "disk.raw")]);
+      assert.equal(unverified.code, 2);
+      assert.match(unverified.stderr, /offers no digest to check its bytes against.*--allow-unverified/);
+      const hostile = await runIn(["image", "create", "src-hostile", "--file", join(files, "backed.qcow2"), "--allow-unverified"]);
+      assert.equal(hostile.code, 2, hostile.stderr);
+      assert.match(hostile.stderr, /refused by check qcow2\.backing_file/);
+      const claimed = await runIn(["image", "create", "src-claimed", "--url", `${server.url}/disk.qcow2`, "--sha256", sha("disk.qcow2"), "--disk-format", "raw"]);
+      assert.equal(claimed.code, 2);
+      assert.match(claimed.stderr, /--disk-format: .*declared raw, but the content is qcow2/);
+      assert.deepEqual((await names()).sort(), ["src-qcow2", "src-raw"], "a refusal leaves no image");
+      assert.deepEqual(readdirSync(tmp).filter((n) => n.startsWith("kindling-image-")), [], "nor a staging file");
+      const both = await runIn(["image", "create", "src-both", "--file", join(files, "disk.raw"), "--url", `${server.url}/disk.raw`]);
+      assert.equal(both.code, 2);
+      assert.match(both.stderr, /exactly one of/);
+    } finally {
+      await server.close();
+      for (const image of await client.find({})) if (image.name?.startsWith("src-")) await client.delete(image.id);
     }
   });
 });

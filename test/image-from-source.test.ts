@@ -8,6 +8,7 @@ import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { after, before, describe, test } from "node:test";
 import type { ImageService } from "../provider/images/contract";
@@ -16,7 +17,7 @@ import { hexDigest } from "../provider/images/digest";
 import { UnsafeImageError } from "../provider/images/inspect";
 import { FileSource } from "../provider/images/sources/file";
 import { HttpSource } from "../provider/images/sources/http";
-import { copySourceToImage } from "../provider/library/images";
+import { copySourceToImage, imageSourceFor, ImageServiceSet } from "../provider/library/images";
 import { removeDir, tempDir } from "./helpers/env";
 import { GlanceServer, glanceMissing } from "./helpers/glance";
 import { startImageServer, type ImageServer } from "./helpers/image-http";
@@ -56,6 +57,11 @@ describe("images from a file or a URL", { skip: glanceMissing() }, () => {
     execFileSync("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", join(files, "disk.raw"), join(files, "disk.qcow2")]);
     qcow2 = readFileSync(join(files, "disk.qcow2"));
     writeFileSync(join(files, "disk.qcow2.gz"), gzipSync(qcow2));
+    // A fixed VHD: raw data with a footer, which says what it is only at its end.
+    execFileSync("qemu-img", ["convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed", join(files, "disk.raw"), join(files, "disk.vhd")]);
+    // Raw bytes that end in a VHD footer not of this disk (a VHD claiming another size): whatever its first MiB says, the whole is refused.
+    const vhd = readFileSync(join(files, "disk.vhd"));
+    writeFileSync(join(files, "tail-vhd.raw"), Buffer.concat([randomBytes(2 * MiB), vhd.subarray(vhd.length - 512)]));
     // Hostile: a qcow2 whose backing file is a host file (its bytes would show through).
     writeFileSync(join(files, "secret"), "host secret\n");
     execFileSync("qemu-img", ["create", "-f", "qcow2", "-b", join(files, "secret"), "-F", "raw", join(files, "backed.qcow2"), "1M"]);
@@ -147,5 +153,46 @@ describe("images from a file or a URL", { skip: glanceMissing() }, () => {
     const made = await copySourceToImage(new FileSource(join(files, "disk.qcow2"), digest(qcow2)), client, { name: "claims-qcow2", diskFormat: "qcow2", stagingDir: staging });
     assert.equal(made.image.diskFormat, "qcow2");
     await cleanUp();
+  });
+  test("another image of the service is a source too, vouched for by its own digests; a disk_format it lies about is refused", async () => {
+    const services = new ImageServiceSet(new Map([["glance", client as ImageService]]));
+    const original = await copySourceToImage(new FileSource(join(files, "disk.qcow2"), digest(qcow2)), client, { name: "original", stagingDir: staging });
+    const copy = await copySourceToImage(await imageSourceFor("glance:original", services), client, { name: "copy", stagingDir: staging });
+    assert.equal(copy.image.diskFormat, "qcow2");
+    assert.equal(copy.image.checksum, original.image.checksum);
+    // Glance zed takes any bytes under any disk_format: a "raw" image holding a qcow2.
+    const liar = await client.create({ name: "liar", diskFormat: "raw" });
+    await client.upload(liar.id, Readable.from([qcow2]));
+    await assert.rejects(copySourceToImage(await imageSourceFor("glance:liar", services), client, { name: "from-liar", stagingDir: staging }), (err: unknown) => {
+      assert.ok(err instanceof UnsafeImageError, String(err));
+      assert.ok(err.checks.includes("format_mismatch"), err.message);
+      return true;
+    });
+    assert.deepEqual((await images()).sort(), ["copy:active", "liar:active", "original:active"]);
+    assert.deepEqual(readdirSync(staging), []);
+    await cleanUp();
+  });
+  test("a fixed VHD (known by its footer) is staged and uploaded as vhd, not streamed as raw", async () => {
+    const vhd = readFileSync(join(files, "disk.vhd"));
+    const made = await copySourceToImage(new HttpSource({ url: `${http.url}/disk.vhd`, expect: digest(vhd) }), client, { name: "fixed-vhd", stagingDir: staging });
+    assert.equal(made.image.diskFormat, "vhd");
+    assert.equal(made.image.checksum, md5(vhd));
+    assert.deepEqual(readdirSync(staging), []);
+    await cleanUp();
+  });
+
+  test("a source whose end is not what its start said is refused when it ends, and the streamed image is deleted", async () => {
+    const bytes = readFileSync(join(files, "tail-vhd.raw"));
+    // Without ranges the tail cannot be read first: the raw stream starts, and its end refuses it.
+    await assert.rejects(copySourceToImage(new HttpSource({ url: `${http.url}/norange/tail-vhd.raw`, expect: digest(bytes) }), client, { name: "tail-vhd", stagingDir: staging }), /its first MiB is raw, but the whole of it is a vhd image/);
+    assert.deepEqual(await images(), []);
+  });
+  test("a source larger than maxImageBytes is refused, staged (qcow2) or inflated (gzip), and leaves nothing", async () => {
+    const gz = readFileSync(join(files, "disk.qcow2.gz"));
+    for (const [file, data] of [["disk.qcow2", qcow2], ["disk.qcow2.gz", gz]] as const) {
+      await assert.rejects(copySourceToImage(new FileSource(join(files, file), digest(data)), client, { name: "too-big", stagingDir: staging, maxImageBytes: 1 << 16 }), /more than 65536 bytes/);
+    }
+    assert.deepEqual(await images(), []);
+    assert.deepEqual(readdirSync(staging), []);
   });
 });

@@ -37,6 +37,10 @@ export interface Values {
   "no-cache"?: boolean;
   pin?: boolean;
   all?: boolean;
+  file?: string;
+  url?: string;
+  "disk-format"?: string;
+  compress?: boolean;
 }
 
 export interface Context {

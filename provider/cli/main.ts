@@ -47,9 +47,15 @@ const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
                                              serve every nbd export (default 127.0.0.1:10809)
   validate-connector --protocol P --connector JSON
   image list [--service S] | show IMAGE | delete IMAGE
-  image create NAME (--from-volume VOL | --from-snapshot SNAP) [--service S] [--meta K=V]...
+  image create NAME (--from-volume VOL | --from-snapshot SNAP) [--disk-format F] [--compress]
+                [--service S] [--meta K=V]...
+                                             F: raw (the default, streamed), qcow2 (--compress),
+                                             vmdk (streamOptimized), vhdx, vdi
+  image create NAME (--file PATH | --url URL) [--sha256 HEX | --sha512 HEX] [--allow-unverified]
+                [--disk-format F] [--service S] [--meta K=V]...
+                                             every digest checked, the format read from the
+                                             content (F, if given, must be it), raw streamed;
                                              images of a configured image service (Glance);
-                                             create uploads a raw image, streamed;
                                              IMAGE is SERVICE:NAME_OR_ID, or NAME_OR_ID with
                                              one service (a name: its newest image)
   image cache list [--pool P] | warm REF [--sha256 HEX | --sha512 HEX] [--pool P] [--pin]
@@ -97,6 +103,10 @@ const OPTIONS = {
   "no-cache": { type: "boolean" },
   pin: { type: "boolean" },
   all: { type: "boolean" },
+  file: { type: "string" },
+  url: { type: "string" },
+  "disk-format": { type: "string" },
+  compress: { type: "boolean" },
 } as const;
 
 const GLOBAL = ["config", "backend", "json", "help", "version"];
@@ -134,7 +144,7 @@ const COMMANDS: Record<string, Command> = {
   "image list": { run: imageList, options: ["service"], args: [0, 0] },
   "image show": { run: imageShow, options: [], args: [1, 1] },
   "image delete": { run: imageDelete, options: [], args: [1, 1] },
-  "image create": { run: imageCreate, options: ["from-volume", "from-snapshot", "service", "meta"], args: [1, 1] },
+  "image create": { run: imageCreate, options: ["from-volume", "from-snapshot", "file", "url", "sha256", "sha512", "allow-unverified", "disk-format", "compress", "service", "meta"], args: [1, 1] },
   "image cache list": { run: imageCacheList, options: ["pool"], args: [0, 0] },
   "image cache warm": { run: imageCacheWarm, options: ["pool", "sha256", "sha512", "pin"], args: [1, 1] },
   "image cache pin": { run: imageCachePin, options: ["pool"], args: [1, 1] },

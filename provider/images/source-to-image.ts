@@ -1,6 +1,5 @@
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdtemp, rm, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { Transform, type Readable, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -12,16 +11,18 @@ import { firstBytes, uncompressed } from "./decompress";
 import { conflicting, DigestCheck } from "./digest";
 import { checkImageFile } from "./inspect/check";
 import { inspectFile } from "./inspect/file";
-import { ImageInspector } from "./inspect/inspector";
+import { ImageInspector, TAIL_BYTES } from "./inspect/inspector";
 import { DEFAULT_ALLOWED_FORMATS, enforcePolicy, policyFailures } from "./inspect/policy";
 import type { DetectedFormat, Inspection } from "./inspect/types";
 import type { ImageSource } from "./sources/source";
+import { makeStagingDir } from "./staging";
 import { uploadNewImage } from "./to-image";
 
 // A new image made from a source of bytes (a URL, a local file, another service's image),
 // never with bytes kindling has not judged. Before any image exists: the source is described,
 // refused when nobody vouches for its bytes (unless allowed), and its first MiB (decompressed
-// when it is compressed) says what it is; a declared format that is not that is refused.
+// when it is compressed; with its last bytes where the source can be read from anywhere) says
+// what it is; a declared format that is not that is refused.
 //
 // Raw content (plain, partitioned, an iso) is uploaded streamed, no temp file: it needs no
 // conversion and qemu-img never reads it. Every digest and the whole stream's inspection (a
@@ -35,7 +36,7 @@ import { uploadNewImage } from "./to-image";
 /** What the streamed path takes: what qemu reads as raw. */
 const RAW_FAMILY: readonly DetectedFormat[] = ["raw", "gpt", "mbr", "iso"];
 const PREFIX = 1 << 20;
-/** Glance's default image_size_cap: what a compressed source may inflate to unless told otherwise. */
+/** Glance's default image_size_cap: what a source may inflate to, or be staged as, unless told otherwise. */
 const DEFAULT_MAX_IMAGE_BYTES = 1024 * GiB;
 
 export interface SourceToImageOptions {
@@ -47,7 +48,7 @@ export interface SourceToImageOptions {
   allowUnverified?: boolean;
   /** Where a non-raw image is staged (a private directory is made in it); the system's temp dir by default. */
   stagingDir?: string;
-  /** The most a compressed source may inflate to. */
+  /** The most a compressed source may inflate to, and a staged one may hold. */
   maxImageBytes?: number;
   onProgress?: (p: Progress) => void;
 }
@@ -80,6 +81,13 @@ export async function sourceToImage(source: ImageSource, service: ImageService, 
     const head = await firstBytes(stream, PREFIX);
     const early = new ImageInspector();
     early.feed(head);
+    // Some formats say what they are only at their end (a fixed VHD is raw data and a footer):
+    // where the source can start anywhere, its last bytes take part in the choice of the path.
+    // They are not verified yet and decide nothing else: the path's own check judges the bytes.
+    const size = described.sizeBytes;
+    if (!compression && described.rangeable && size !== undefined && size > head.length) {
+      early.supplyTail(await lastBytes(source, size, TAIL_BYTES), size);
+    }
     const seen = early.finish();
     // The user's claim against what the bytes plainly are, before anything is staged or made.
     if (seen.matches.length <= 1) refuseClaim(seen, opts.diskFormat, where);
@@ -166,15 +174,22 @@ async function streamRaw(p: Pipeline & { sizeBytes?: number }): Promise<UploadRe
 
 async function stageAndUpload(p: Pipeline): Promise<UploadResult> {
   const { where, opts } = p;
-  const dir = await mkdtemp(join(opts.stagingDir ?? tmpdir(), "kindling-image-"));
+  const dir = await makeStagingDir(opts.stagingDir);
   try {
     const path = join(dir, "image");
     const head = p.head;
     const stream = p.stream;
+    const max = opts.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES;
     await pipeline(
       (async function* () {
+        let staged = head.length;
         yield head;
-        for await (const chunk of stream) yield chunk as Buffer;
+        for await (const chunk of stream) {
+          staged += (chunk as Buffer).length;
+          // An endless source (a URL nobody vouches for) must not fill the staging disk.
+          if (staged > max) throw new InvalidInputError("source", `${where} holds more than ${max} bytes, the most staged`);
+          yield chunk as Buffer;
+        }
       })(),
       createWriteStream(path, { flags: "wx", mode: 0o600 }),
     );
@@ -189,6 +204,19 @@ async function stageAndUpload(p: Pipeline): Promise<UploadResult> {
     }, createReadStream(path, { highWaterMark: 4 << 20 }), { sizeBytes });
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** The source's last `n` bytes (of `size`), read on their own. */
+async function lastBytes(source: ImageSource, size: number, n: number): Promise<Buffer> {
+  const offset = Math.max(0, size - n);
+  const stream = await source.open({ offset });
+  try {
+    const tail = await firstBytes(stream, size - offset);
+    if (tail.length !== size - offset) throw new InvalidInputError("source", `the source ended at ${offset + tail.length} bytes, it said ${size}`);
+    return tail;
+  } finally {
+    stream.destroy();
   }
 }
 

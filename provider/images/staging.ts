@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { statfs } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { NoSpaceError } from "../util/errors";
+import { InvalidInputError, NoSpaceError } from "../util/errors";
 import { dataHome } from "../util/paths";
 
 // Where an image that is not streamed straight into a volume is staged (a qcow2 to convert, a
@@ -97,4 +97,21 @@ export async function newStagingFile(opts: { stagingDir?: string; needBytes?: nu
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A private directory (0700) for one copy in the staging area, named as newStagingFile's are
+ * (so the next copy on this host sweeps it when this process dies first); the caller removes it.
+ */
+export async function makeStagingDir(stagingDir: string | undefined): Promise<string> {
+  const area = stagingArea(stagingDir);
+  try {
+    mkdirSync(area, { recursive: true, mode: 0o700 });
+    sweepStaging(area);
+    return mkdtempSync(join(area, `stage-${hostPart()}-${process.pid}-`));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    if (code === "ENOSPC") throw new NoSpaceError(`no space to stage an image in ${area}`, { cause: err });
+    throw new InvalidInputError("stagingDir", `cannot make a staging directory in ${area} (${code})`, { hint: "give a writable directory (stagingDir in the library; KINDLING_STAGING_DIR for the command)" });
+  }
 }

@@ -5,6 +5,9 @@ import type { ImageRecord, ImageService, UploadResult } from "../images/contract
 import { deviceStream } from "../images/device-stream";
 import { carriedProperties, uploadNewImage } from "../images/to-image";
 import { sourceToImage } from "../images/source-to-image";
+import { convertToImage } from "../images/convert-to-image";
+import type { QemuEndpoint } from "../images/qemu-endpoint";
+import { GiB } from "../util/sizes";
 import { glanceImageService } from "../images/glance";
 import { hexDigest, type Digest, type DigestAlgo } from "../images/digest";
 import { FileSource } from "../images/sources/file";
@@ -102,7 +105,54 @@ export const copyToImageSchema = z.strictObject({
   properties: metadataSchema.optional(),
 });
 
-export type CopyToImageOptions = z.input<typeof copyToImageSchema>;
+/** What a user may say of an image of a volume or a snapshot: the above, and its format. */
+export const copyStorageToImageSchema = copyToImageSchema
+  .extend({
+    /** raw (the default) is streamed; the others are made by qemu-img in a staging file first. */
+    diskFormat: z.enum(["raw", "qcow2", "vmdk", "vhdx", "vdi"]).optional(),
+    /** qcow2 only: compressed clusters (smaller, slower to read). */
+    compress: z.boolean().optional(),
+    /** Where a non-raw image is made before it is uploaded; the system's temp dir by default. */
+    stagingDir: z.string().min(1).optional(),
+  })
+  .refine((o) => !o.compress || o.diskFormat === "qcow2", { path: ["compress"], message: "only a qcow2 image is compressed; give diskFormat qcow2" });
+
+export type CopyToImageOptions = z.input<typeof copyStorageToImageSchema>;
+
+/** A volume's or snapshot's storage, as an image is made of it. */
+export interface StorageForImage {
+  what: string;
+  sizeGiB: number;
+  /** Carried over to the image, minus the names Glance reserves. */
+  properties: Record<string, string>;
+  /** The bytes as a BlockDevice (raw: streamed from it); closed here. */
+  open(): Promise<BlockDevice>;
+  /** The bytes as qemu-img reads them (every other format). */
+  endpoint(): Promise<QemuEndpoint>;
+}
+
+/**
+ * A new image in `service` of the storage's bytes in `options.diskFormat`: raw streamed
+ * (copyDeviceToImage), any other format converted by qemu-img into a private staging file,
+ * checked to be that format at the storage's size with no backing file, then uploaded. Checked
+ * after the upload either way; a failure leaves no image and no staging file.
+ */
+export async function copyStorageToImage(from: StorageForImage, service: ImageService, options: CopyToImageOptions, onProgress?: (p: Progress) => void): Promise<UploadResult> {
+  const o = parseInput(copyStorageToImageSchema, options);
+  const format = o.diskFormat ?? "raw";
+  if (format === "raw") {
+    const device = await from.open();
+    try {
+      return await copyDeviceToImage(device, service, o, from, onProgress);
+    } finally {
+      await device.close();
+    }
+  }
+  return convertToImage({ what: from.what, sizeBytes: from.sizeGiB * GiB, endpoint: () => from.endpoint() }, service, {
+    name: o.name, minDiskGiB: from.sizeGiB, visibility: o.visibility, protected: o.protected, tags: o.tags,
+    properties: { ...carriedProperties(from.properties), ...o.properties },
+  }, { format, compress: o.compress, stagingDir: o.stagingDir, onProgress });
+}
 
 /**
  * A new raw image in `service` holding what `device` holds, streamed (no temp file). The
@@ -116,7 +166,8 @@ export async function copyDeviceToImage(
   source: { what: string; sizeGiB: number; properties: Record<string, string> },
   onProgress?: (p: Progress) => void,
 ): Promise<UploadResult> {
-  const o = parseInput(copyToImageSchema, options);
+  const o = parseInput(copyStorageToImageSchema, options);
+  if (o.diskFormat !== undefined && o.diskFormat !== "raw") throw new InvalidInputError("diskFormat", "a device is copied as raw here; use copyStorageToImage for other formats");
   const body = deviceStream(device, { onProgress, what: source.what });
   return uploadNewImage(service, {
     name: o.name, diskFormat: "raw", containerFormat: "bare", minDiskGiB: source.sizeGiB, visibility: o.visibility, protected: o.protected, tags: o.tags,
@@ -134,6 +185,8 @@ export const copySourceToImageSchema = copyToImageSchema.extend({
   minDiskGiB: z.number().int().min(0).optional(),
   /** Where a non-raw image is staged to be checked; the system's temp dir by default. */
   stagingDir: z.string().min(1).optional(),
+  /** The most bytes a compressed source may inflate to, or a staged one hold (1 TiB, Glance's default cap). */
+  maxImageBytes: z.number().int().positive().optional(),
 });
 
 export type CopySourceToImageOptions = z.input<typeof copySourceToImageSchema>;
@@ -148,7 +201,7 @@ export async function copySourceToImage(source: ImageSource, service: ImageServi
   const o = parseInput(copySourceToImageSchema, options);
   return sourceToImage(source, service, {
     image: { name: o.name, visibility: o.visibility, protected: o.protected, tags: o.tags, minDiskGiB: o.minDiskGiB, properties: o.properties ? carriedProperties(o.properties) : undefined },
-    diskFormat: o.diskFormat, allowUnverified: o.allowUnverified, stagingDir: o.stagingDir, onProgress,
+    diskFormat: o.diskFormat, allowUnverified: o.allowUnverified, stagingDir: o.stagingDir, maxImageBytes: o.maxImageBytes, onProgress,
   });
 }
 

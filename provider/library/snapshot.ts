@@ -12,7 +12,8 @@ import { Volume } from "./volume";
 import { Connection } from "./connection";
 import { checkDownloadTarget, writeImage, type DownloadOptions, type DownloadResult } from "./download";
 import type { ImageService, UploadResult } from "../images/contract";
-import { copyDeviceToImage, type CopyToImageOptions } from "./images";
+import { copyStorageToImage, type CopyToImageOptions } from "./images";
+import { qemuEndpoint } from "../images/qemu-endpoint";
 
 type ProgressOpts = { onProgress?: (p: Progress) => void };
 
@@ -209,20 +210,29 @@ export class Snapshot extends Tracked<"snapshot"> {
   }
 
   /**
-   * A new raw image in `service` with the snapshot's bytes, streamed straight from the storage
-   * (no temp file, no writer lock: a snapshot never changes). It carries the snapshot's
+   * A new image in `service` with the snapshot's bytes, in `options.diskFormat` (raw by
+   * default: streamed straight from the storage, no temp file; others made by qemu-img in a
+   * staging file), no writer lock needed: a snapshot never changes. It carries the snapshot's
    * metadata and where it came from (`kindling_snapshot_id`, `kindling_volume_id`).
    */
   async copyToImage(service: ImageService, options: CopyToImageOptions, opts: ProgressOpts = {}): Promise<UploadResult> {
     await this.refresh();
     if (this.gone) throw this.notFound();
-    const device = await this.open();
-    try {
-      const properties = { ...this.metadata, kindling_snapshot_id: this.id, kindling_volume_id: this.volumeId };
-      return await copyDeviceToImage(device, service, options, { what: `snapshot ${this.name}`, sizeGiB: this.volumeSizeGiB, properties }, this.backend.progressFor("copy-to-image", this.id, opts.onProgress).onProgress);
-    } finally {
-      await device.close();
-    }
+    const properties = { ...this.metadata, kindling_snapshot_id: this.id, kindling_volume_id: this.volumeId };
+    return this.copyBytesToImage(service, options, { what: `snapshot ${this.name}`, properties, progressId: this.id, onProgress: opts.onProgress });
+  }
+
+  /** @internal The image copy itself, under the name and properties of whoever asked (a volume copies through a temporary snapshot). */
+  async copyBytesToImage(service: ImageService, options: CopyToImageOptions, as: { what: string; properties: Record<string, string>; progressId: string; onProgress?: (p: Progress) => void }): Promise<UploadResult> {
+    const target = { kind: "snapshot" as const, snapshot: this.toDriver() };
+    return copyStorageToImage({
+      what: as.what, sizeGiB: this.volumeSizeGiB, properties: as.properties,
+      open: () => this.open(),
+      endpoint: async () => {
+        if (this.status !== "available") throw new InvalidInputError("snapshot", `snapshot ${this.name} is ${this.status}, not available; it cannot be read`);
+        return qemuEndpoint(this.backend.driver, target, { readOnly: true });
+      },
+    }, service, options, this.backend.progressFor("copy-to-image", as.progressId, as.onProgress).onProgress);
   }
 
   /** The record as plain JSON (what persistence stores and Pulumi state carries). */

@@ -21,7 +21,7 @@ import {
 import { Snapshot } from "./snapshot";
 import { Connection } from "./connection";
 import type { ImageService, UploadResult } from "../images/contract";
-import { copyDeviceToImage, copyToImageSchema, type CopyToImageOptions } from "./images";
+import { copyStorageToImageSchema, type CopyToImageOptions } from "./images";
 
 type ProgressOpts = { onProgress?: (p: Progress) => void };
 
@@ -292,24 +292,19 @@ export class Volume extends Tracked<"volume"> {
   }
 
   /**
-   * A new raw image in `service` with the volume's bytes, in use or not: taken from a
-   * temporary snapshot (so the image is one point in time while writes go on), which is
-   * deleted afterwards whatever happened. It carries the volume's metadata and
-   * `kindling_volume_id`.
+   * A new image in `service` with the volume's bytes (raw unless `options.diskFormat` says
+   * otherwise), in use or not: taken from a temporary snapshot (so the image is one point in
+   * time while writes go on), which is deleted afterwards whatever happened. It carries the
+   * volume's metadata and `kindling_volume_id`.
    */
   async copyToImage(service: ImageService, options: CopyToImageOptions, opts: ProgressOpts = {}): Promise<UploadResult> {
-    const o = parseInput(copyToImageSchema, options);
+    const o = parseInput(copyStorageToImageSchema, options);
     this.requireUsable("copied to an image");
     const snapshot = await this.createSnapshot({ name: `image-copy-${newId().slice(0, 8)}`, description: `temporary: the copy of volume ${this.name} to image ${o.name}` });
     try {
       await snapshot.refresh();
-      const device = await snapshot.open();
-      try {
-        const properties = { ...this.metadata, kindling_volume_id: this.id };
-        return await copyDeviceToImage(device, service, o, { what: `volume ${this.name}`, sizeGiB: this.sizeGiB, properties }, this.backend.progressFor("copy-to-image", this.id, opts.onProgress).onProgress);
-      } finally {
-        await device.close();
-      }
+      const properties = { ...this.metadata, kindling_volume_id: this.id };
+      return await snapshot.copyBytesToImage(service, o, { what: `volume ${this.name}`, properties, progressId: this.id, onProgress: opts.onProgress });
     } finally {
       await snapshot.delete();
     }

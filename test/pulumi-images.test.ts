@@ -1,0 +1,264 @@
+// Images through the real engine, against a real Glance (scripts/glance) named in the project's
+// kindling.json: a Volume made from a Glance image (its bytes, its size left to the image, grown
+// in place, replaced by another image), an Image made from a snapshot (its bytes downloaded
+// again), its name, tags and properties changed in place, refresh after the image is changed
+// or deleted in Glance, bad input refused at check naming the field, and destroy leaving no
+// volume, snapshot or image behind.
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { closeSync, createReadStream, openSync, readSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { after, before, describe, test, type TestContext } from "node:test";
+import { glanceImageService, type GlanceImageService } from "../provider/images/glance";
+import { kindling } from "./helpers/cli";
+import { removeDir, tempDir, writeDevice } from "./helpers/env";
+import { GlanceServer, glanceMissing, needsGlance } from "./helpers/glance";
+import { Project, type Resource } from "./helpers/pulumi";
+
+const MiB = 1 << 20;
+const GiB = 1 << 30;
+const AUTH = { type: "noauth", projectId: "5566778899aabbccddee", userId: "images-e2e" };
+
+const sha = (algo: string, b: Buffer) => createHash(algo).update(b).digest("hex");
+
+async function streamSha256(stream: Readable): Promise<string> {
+  const h = createHash("sha256");
+  await pipeline(stream, async function* (chunks: AsyncIterable<Buffer>) {
+    for await (const chunk of chunks) h.update(chunk);
+  });
+  return h.digest("hex");
+}
+
+function readFile(path: string, length: number, offset = 0): Buffer {
+  const fd = openSync(path, "r");
+  try {
+    const buf = Buffer.alloc(length);
+    readSync(fd, buf, 0, length, offset);
+    return buf;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+describe("images through the real engine", () => {
+  let dir: string;
+  let glance: GlanceServer | undefined;
+  let client: GlanceImageService;
+  let project: Project;
+  let config: string;
+  // A disk image: data, a run of zeroes, data.
+  const first = Buffer.concat([randomBytes(MiB + 512), Buffer.alloc(2 * MiB), randomBytes(MiB)]);
+  const second = Buffer.concat([randomBytes(3 * MiB), Buffer.alloc(MiB)]);
+  const sourceIds: string[] = [];
+  /** Written into base before it is snapshotted: what the image must hold. */
+  const marks = [{ at: 0, data: randomBytes(MiB) }, { at: 512 * MiB + 4096, data: Buffer.from("MIDDLE OF THE SNAPSHOT") }];
+
+  const cli = (...args: string[]) => {
+    const r = kindling(["--config", config, "--json", ...args]);
+    assert.equal(r.code, 0, r.stderr);
+    return r.json();
+  };
+  const upload = async (name: string, data: Buffer) => {
+    const image = await client.create({ name, diskFormat: "raw" });
+    await client.upload(image.id, Readable.from([data]));
+    sourceIds.push(image.id);
+    return image.id;
+  };
+  const state = (name: string) => project.stateResources()[name]?.outputs as Record<string, unknown> | undefined;
+  const noChanges = () => {
+    const r = project.run(["preview", "--expect-no-changes"]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+  };
+  /** `pulumi preview` refused at check: the message names the field. */
+  const refused = (resources: Resource[], pattern: RegExp) => {
+    project.program(resources);
+    const r = project.run(["preview"]);
+    assert.notEqual(r.code, 0, `preview should fail: ${r.stdout}`);
+    assert.match(r.stdout + r.stderr, pattern);
+  };
+
+  before(async () => {
+    // A before hook cannot skip: the tests skip themselves, saying why.
+    if (glanceMissing()) return;
+    dir = tempDir("kindling-pulumi-images-");
+    glance = await GlanceServer.start();
+    client = glanceImageService("glance", { type: "glance", endpoint: glance.endpoint, auth: AUTH });
+    const pool = join(dir, "volumes");
+    project = new Project({ name: "imaging", driver: "file", path: pool });
+    // Where the provider (running in the project's directory) and the command find the image service.
+    config = join(project.dir, "kindling.json");
+    writeFileSync(config, JSON.stringify({ backends: { imaging: { driver: "file", path: pool } }, imageServices: { glance: { type: "glance", endpoint: glance.endpoint, auth: AUTH } } }));
+    project.init();
+  });
+
+  after(() => {
+    if (project) {
+      project.run(["destroy", "--yes"]);
+      removeDir(project.dir);
+    }
+    client?.close();
+    glance?.stop();
+    if (dir) removeDir(dir);
+  });
+
+  const skip = (t: TestContext) => needsGlance(t);
+
+  const boot = (args: Record<string, unknown> = {}): Resource => ({ type: "Volume", name: "boot", args: { image: "glance:source-v1", ...args } });
+  const base: Resource = { type: "Volume", name: "base", args: { sizeGiB: 1 } };
+  const snap: Resource = { type: "Snapshot", name: "snap", args: { volumeId: "@base.volumeId" } };
+  const golden = (args: Record<string, unknown> = {}): Resource => ({
+    type: "Image",
+    name: "golden",
+    args: { snapshot: "@snap.snapshotId", name: "golden", tags: ["t1", "t2"], properties: { role: "db", tier: "gold" }, ...args },
+  });
+
+  test("a Volume from a Glance image: its bytes, the size the image needs, the image recorded; it grows in place", async (t) => {
+    if (skip(t)) return;
+    const id = await upload("source-v1", first);
+    project.program([boot()]);
+    project.up();
+    const made = project.outputs().boot;
+    assert.equal(made.sizeGiB, 1, "sized by the image");
+    assert.deepEqual(readFile(made.location as string, first.length), first);
+    assert.ok(readFile(made.location as string, MiB, first.length).every((b) => b === 0), "zeroes after the image");
+    const outs = state("boot")!;
+    assert.equal(outs.imageId, id);
+    assert.equal(outs.imageService, "glance");
+    assert.equal(outs.imageDigest, `sha512:${sha("sha512", first)}`, "checked against Glance's os_hash_value");
+    noChanges();
+
+    project.program([boot({ sizeGiB: 2 })]);
+    assert.equal(project.previewSteps().boot, "update");
+    project.up();
+    const grown = project.outputs().boot;
+    assert.equal(grown.id, made.id, "the same volume");
+    assert.equal(grown.sizeGiB, 2);
+    assert.equal(statSync(grown.location as string).size, 2 * GiB);
+    assert.deepEqual(readFile(grown.location as string, first.length), first, "its data kept");
+    assert.equal(state("boot")!.imageId, id, "the origin is kept across updates");
+    noChanges();
+  });
+
+  test("another image, or a digest added, replaces the volume: preview says so and the run does it", async (t) => {
+    if (skip(t)) return;
+    const before = project.outputs().boot;
+    project.program([boot({ sizeGiB: 2, imageSha256: sha("sha256", first) })]);
+    assert.equal(project.previewSteps().boot, "replace", "a digest is part of what the volume holds");
+    const id = await upload("source-v2", second);
+    project.program([boot({ image: "glance:source-v2", sizeGiB: 2 })]);
+    assert.equal(project.previewSteps().boot, "replace");
+    project.up();
+    const after = project.outputs().boot;
+    assert.notEqual(after.id, before.id, "a new volume");
+    assert.equal(after.sizeGiB, 2);
+    assert.deepEqual(readFile(after.location as string, second.length), second);
+    assert.equal(state("boot")!.imageId, id);
+    assert.equal(kindling(["--config", config, "volume", "show", before.id]).code, 3, "the old volume is gone");
+    noChanges();
+  });
+
+  test("an Image from a snapshot: Glance holds the snapshot's bytes, with the program's name, tags and properties", async (t) => {
+    if (skip(t)) return;
+    const keep = boot({ image: "glance:source-v2", sizeGiB: 2 });
+    project.program([keep, base]);
+    project.up();
+    const location = project.outputs().base.location as string;
+    for (const m of marks) writeDevice(location, m.data, m.at);
+    project.program([keep, base, snap, golden()]);
+    project.up();
+    const id = project.outputs().golden.id;
+    const image = await client.show(id);
+    assert.equal(image.status, "active");
+    assert.equal(image.name, "golden");
+    assert.deepEqual([...image.tags].sort(), ["t1", "t2"]);
+    assert.equal(image.properties.role, "db");
+    assert.equal(image.properties.tier, "gold");
+    assert.equal(image.properties.kindling_snapshot_id, project.outputs().snap.id, "where it came from");
+    assert.equal(image.sizeBytes, GiB);
+    const outs = state("golden")!;
+    assert.equal(outs.imageId, id);
+    assert.equal(outs.serviceName, "glance");
+    assert.equal(outs.status, "active");
+    assert.equal(outs.sizeBytes, GiB);
+    assert.equal(outs.checksum, image.checksum);
+    assert.equal(outs.hashAlgo, image.hash?.algo);
+    assert.equal(outs.hashValue, image.hash?.value);
+    assert.equal(outs.diskFormat, "raw");
+    // base is not written after the snapshot: its file holds the snapshot's bytes.
+    const downloaded = await streamSha256((await client.download(id)).body);
+    assert.equal(downloaded, await streamSha256(createReadStream(location)), "the image holds the snapshot's bytes");
+    noChanges();
+  });
+
+  test("name, tags and properties change in place: the same image, one property removed", async (t) => {
+    if (skip(t)) return;
+    const id = project.outputs().golden.id;
+    const keep = boot({ image: "glance:source-v2", sizeGiB: 2 });
+    project.program([keep, base, snap, golden({ name: "golden-2", tags: ["t2", "t3"], properties: { role: "web" } })]);
+    const steps = project.previewSteps();
+    assert.deepEqual(Object.entries(steps).filter(([, op]) => op !== "same"), [["golden", "update"]], JSON.stringify(steps));
+    project.up();
+    assert.equal(project.outputs().golden.id, id, "the same image");
+    const image = await client.show(id);
+    assert.equal(image.name, "golden-2");
+    assert.deepEqual([...image.tags].sort(), ["t2", "t3"]);
+    assert.equal(image.properties.role, "web");
+    assert.equal(image.properties.tier, undefined, "a property the program no longer sets is removed");
+    assert.ok(image.properties.kindling_snapshot_id, "what the source carried is left alone");
+    noChanges();
+  });
+
+  test("refresh: a property and a tag changed in Glance show as a diff, and up puts them back", async (t) => {
+    if (skip(t)) return;
+    const id = project.outputs().golden.id;
+    await client.update(id, { set: { properties: { role: "changed-by-hand", added: "by hand" } }, tags: ["t2"] });
+    assert.equal(project.previewSteps(["--refresh"]).golden, "update");
+    const drift = project.run(["preview", "--refresh", "--expect-no-changes"]);
+    assert.notEqual(drift.code, 0, "the drift is a change");
+    project.ok(["up", "--refresh", "--yes"]);
+    const image = await client.show(id);
+    assert.equal(project.outputs().golden.id, id);
+    assert.equal(image.properties.role, "web");
+    assert.deepEqual([...image.tags].sort(), ["t2", "t3"]);
+    assert.equal(image.properties.added, "by hand", "a property the program never set is not its to remove");
+    noChanges();
+  });
+
+  test("refresh: an image deleted in Glance leaves the state, and the next up makes it again", async (t) => {
+    if (skip(t)) return;
+    const id = project.outputs().golden.id;
+    await client.delete(id);
+    project.ok(["refresh", "--yes"]);
+    assert.equal(state("golden"), undefined, "gone from the state");
+    assert.ok(state("snap"), "the rest stays");
+    project.up();
+    const again = project.outputs().golden.id;
+    assert.notEqual(again, id);
+    assert.equal((await client.show(again)).status, "active");
+  });
+
+  test("bad input is refused at check, naming the field", async (t) => {
+    if (skip(t)) return;
+    const keep = [boot({ image: "glance:source-v2", sizeGiB: 2 }), base, snap];
+    const extra = (args: Record<string, unknown>): Resource => ({ type: "Image", name: "bad", args });
+    refused([...keep, extra({ volume: "@base.volumeId", snapshot: "@snap.snapshotId" })], /snapshot: give one source of volume, snapshot, url and file, not volume and snapshot/);
+    refused([...keep, extra({ name: "nothing" })], /volume: give the image's source/);
+    refused([...keep, extra({ snapshot: "@snap.snapshotId", visibility: "secret" })], /visibility: must be one of private, shared, community, public/);
+    refused([...keep, { type: "Volume", name: "bad", args: { image: "nowhere:x" } }], /image: no image service "nowhere" is configured/);
+    refused([...keep, { type: "Volume", name: "bad", args: { image: "glance:source-v2", imageSha256: "abc" } }], /imageSha256: must be a sha256 digest/);
+    refused([...keep, { type: "Volume", name: "bad", args: {} }], /sizeGiB: is required/);
+    assert.equal(state("bad"), undefined, "nothing was made");
+  });
+
+  test("destroy leaves no volume, no snapshot and no image", async (t) => {
+    if (skip(t)) return;
+    project.ok(["destroy", "--yes"]);
+    assert.deepEqual(project.stateResources(), {});
+    assert.deepEqual(cli("volume", "list"), []);
+    assert.deepEqual(cli("snapshot", "list"), []);
+    const left = (await client.find({})).map((i) => i.id).sort();
+    assert.deepEqual(left, [...sourceIds].sort(), "only the images the test uploaded itself");
+  });
+});

@@ -12,6 +12,8 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { after, before, describe, test, type TestContext } from "node:test";
 import { glanceImageService, type GlanceImageService } from "../provider/images/glance";
+import * as provider from "../provider/pulumi";
+import { UNKNOWN } from "../provider/pulumi/inputs";
 import { kindling } from "./helpers/cli";
 import { removeDir, tempDir, writeDevice } from "./helpers/env";
 import { GlanceServer, glanceMissing, needsGlance } from "./helpers/glance";
@@ -41,6 +43,85 @@ function readFile(path: string, length: number, offset = 0): Buffer {
     closeSync(fd);
   }
 }
+
+describe("the provider's decisions on images (no engine, no Glance contacted)", () => {
+  let dir: string;
+  const saved = process.env.KINDLING_CONFIG;
+  const backend = { name: "local", driver: "file", path: "/srv/volumes" };
+  const volume = { backend, image: "glance:ubuntu", name: "boot", resourceName: "boot", ownerKey: "p/s/boot" };
+  const volumeState = { ...volume, sizeGiB: 3, volumeId: "01a20f56-c115-7594-b0c7-57848923d17f", status: "available", backendName: "local", createdAt: "x", dump: {}, imageId: "i1", imageService: "glance" };
+  const image = { backend, snapshot: "s1", name: "golden", tags: ["a"], properties: { role: "db" }, resourceName: "golden", ownerKey: "p/s/golden" };
+  const imageState = { ...image, imageId: "i1", serviceName: "glance", status: "active", createdAt: "x" };
+
+  before(() => {
+    dir = tempDir("kindling-image-decisions-");
+    const config = join(dir, "kindling.json");
+    // Check reads the configuration only: this endpoint is never asked anything.
+    writeFileSync(config, JSON.stringify({ backends: { local: backend }, imageServices: { glance: { type: "glance", endpoint: "http://127.0.0.1:9", auth: AUTH } } }));
+    process.env.KINDLING_CONFIG = config;
+  });
+  after(() => {
+    if (saved === undefined) delete process.env.KINDLING_CONFIG;
+    else process.env.KINDLING_CONFIG = saved;
+    removeDir(dir);
+  });
+
+  test("a volume sized by its image asks for no size later; a larger size grows it in place", async () => {
+    assert.deepEqual((await provider.volume.check({}, volume)).failures, []);
+    const same = await provider.volume.diff(volumeState.volumeId, volumeState, volume);
+    assert.equal(same.changes, false, "no sizeGiB is no change");
+    const grown = await provider.volume.diff(volumeState.volumeId, volumeState, { ...volume, sizeGiB: 4 });
+    assert.equal(grown.changes, true);
+    assert.deepEqual(grown.replaces, []);
+  });
+
+  test("another image, another digest, or one unknown in preview replaces the volume", async () => {
+    for (const [news, key] of [
+      [{ ...volume, image: "glance:debian" }, "image"],
+      [{ ...volume, imageSha256: "a".repeat(64) }, "imageSha256"],
+      [{ ...volume, imageSha512: "b".repeat(128) }, "imageSha512"],
+      [{ ...volume, image: UNKNOWN }, "image"],
+    ] as const) {
+      const d = await provider.volume.diff(volumeState.volumeId, volumeState, news);
+      assert.deepEqual(d.replaces, [key]);
+      assert.equal(d.deleteBeforeReplace, true, "same name: the old one goes first");
+    }
+  });
+
+  test("volume check: the image with another source, digests without an image, a service not configured", async () => {
+    const by = async (news: Record<string, unknown>) => Object.fromEntries((await provider.volume.check({}, news)).failures.map((f) => [f.property, f.reason]));
+    assert.match((await by({ ...volume, snapshotId: "s" })).image, /give one of image, snapshotId, sourceVolumeId and adopt/);
+    assert.match((await by({ backend, sizeGiB: 1, imageSha256: "a".repeat(64) })).imageSha256, /only with image/);
+    assert.match((await by({ ...volume, image: "elsewhere:x" })).image, /no image service "elsewhere" is configured/);
+    assert.match((await by({ ...volume, image: "ubuntu" })).image, /is not an image reference/);
+    assert.deepEqual(await by({ ...volume, image: UNKNOWN }), {}, "unknown in preview: not judged");
+  });
+
+  test("image diff: metadata in place, the source replaces, the new image made first", async () => {
+    for (const news of [{ ...image, name: "golden-2" }, { ...image, tags: ["b"] }, { ...image, properties: {} }, { ...image, visibility: "shared" as const }, { ...image, protected: true }]) {
+      const d = await provider.image.diff("i1", imageState, news);
+      assert.equal(d.changes, true, JSON.stringify(news));
+      assert.deepEqual(d.replaces, []);
+    }
+    assert.equal((await provider.image.diff("i1", imageState, image)).changes, false);
+    for (const [news, key] of [[{ ...image, snapshot: "s2" }, "snapshot"], [{ ...image, snapshot: UNKNOWN }, "snapshot"], [{ ...image, service: "other" }, "service"]] as const) {
+      const d = await provider.image.diff("i1", imageState, news);
+      assert.deepEqual(d.replaces, [key]);
+      assert.equal(d.deleteBeforeReplace, false);
+    }
+  });
+
+  test("image check: each failure names its field", async () => {
+    const by = async (news: Record<string, unknown>) => Object.fromEntries((await provider.image.check({}, news)).failures.map((f) => [f.property, f.reason]));
+    assert.deepEqual(await by(image), {});
+    assert.match((await by({ ...image, sha256: "a".repeat(64) })).sha256, /only for a url or file source/);
+    assert.match((await by({ ...image, backend: undefined })).backend, /is required with snapshot/);
+    assert.match((await by({ ...image, properties: { status: "x" } })).properties, /properties\.status: is the image service's own field/);
+    assert.match((await by({ ...image, service: "other" })).service, /no image service named "other"/);
+    assert.match((await by({ ...image, tags: ["a", ""] })).tags, /^tags\.1:/);
+    assert.match((await by({ ...image, snapshot: undefined, url: "ftp://x" })).url, /^url: must be an http/);
+  });
+});
 
 describe("images through the real engine", () => {
   let dir: string;
@@ -199,6 +280,11 @@ describe("images through the real engine", () => {
     project.program([keep, base, snap, golden({ name: "golden-2", tags: ["t2", "t3"], properties: { role: "web" } })]);
     const steps = project.previewSteps();
     assert.deepEqual(Object.entries(steps).filter(([, op]) => op !== "same"), [["golden", "update"]], JSON.stringify(steps));
+    // What preview plans for the image keeps its id known (see stables.ts): a resource that
+    // takes it as an input is not shown as replaced.
+    const planned = JSON.parse(project.ok(["preview", "--json"]).stdout).steps as Array<{ urn: string; newState?: { inputs?: Record<string, unknown> } }>;
+    const step = planned.find((x) => x.urn.endsWith("::golden"));
+    assert.equal(step?.newState?.inputs?.imageId, id, JSON.stringify(step));
     project.up();
     assert.equal(project.outputs().golden.id, id, "the same image");
     const image = await client.show(id);
@@ -250,6 +336,25 @@ describe("images through the real engine", () => {
     refused([...keep, { type: "Volume", name: "bad", args: { image: "glance:source-v2", imageSha256: "abc" } }], /imageSha256: must be a sha256 digest/);
     refused([...keep, { type: "Volume", name: "bad", args: {} }], /sizeGiB: is required/);
     assert.equal(state("bad"), undefined, "nothing was made");
+  });
+
+  test("a protected image is not deleted until the program unprotects it", async (t) => {
+    if (skip(t)) return;
+    const keep = [boot({ image: "glance:source-v2", sizeGiB: 2 }), base, snap];
+    project.program([...keep, golden({ protected: true })]);
+    project.up();
+    const id = project.outputs().golden.id;
+    assert.equal((await client.show(id)).protected, true);
+    project.program(keep);
+    const refusedDelete = project.run(["up", "--yes", "--skip-preview"]);
+    assert.notEqual(refusedDelete.code, 0, "the delete is refused");
+    assert.match(refusedDelete.stdout + refusedDelete.stderr, /is protected, so it is not deleted/);
+    assert.equal((await client.show(id)).status, "active", "the image is still there");
+    assert.ok(state("golden"), "and still in the state");
+    project.program([...keep, golden({ protected: false })]);
+    project.up();
+    assert.equal(project.outputs().golden.id, id);
+    assert.equal((await client.show(id)).protected, false);
   });
 
   test("destroy leaves no volume, no snapshot and no image", async (t) => {

@@ -78,7 +78,7 @@ export async function check(olds: Partial<ImageInputs>, news: Record<string, unk
     failures.push({ property: sources[1], reason: `${sources[1]}: give one source of volume, snapshot, url and file, not ${sources.join(" and ")}` });
   }
   const source = sources.length === 1 ? sources[0] : undefined;
-  if (source === "url" || source === "file") {
+  if ((source === "url" || source === "file") && !failed(source)) {
     failures.push({ property: source, reason: `${source}: an image from a ${source === "url" ? "URL" : "local file"} is not supported yet; make it from a volume or a snapshot` });
   }
   if (source === "volume" || source === "snapshot") {

@@ -209,6 +209,13 @@ export interface VolumeDriver {
   open(target: OpenTarget, opts: { readOnly: boolean }): Promise<BlockDevice>;
 
   /**
+   * Optional: how qemu-img reaches the volume or snapshot itself, as a raw image, with no NBD
+   * server of kindling's in between (a pool file handed over open, an rbd image). Drivers
+   * without it are served to qemu-img over NBD from their BlockDevice.
+   */
+  qemuAccess?(target: OpenTarget, opts: { readOnly: boolean }): Promise<QemuAccess>;
+
+  /**
    * Drivers whose storage itself enforces one writer per volume (object: a lease in the store)
    * hold that lock by hand for `kindling volume lock` until `unlockVolume`; `holder` says who, for
    * the error a refused writer gets. Refused (InUseError) while another holds it.
@@ -219,6 +226,21 @@ export interface VolumeDriver {
 
   /** Releases what setup made (credential files); the backend calls it on close. */
   close?(): void;
+}
+
+/**
+ * What qemu-img is given to reach a volume or snapshot: the `file.*` options of a raw image
+ * (`--image-opts` / `--target-image-opts`), secret objects it reads from files, and
+ * descriptors the child inherits (from fd 3 on, in order) that the options name as /dev/fd/N.
+ */
+export interface QemuAccess {
+  /** The protocol layer under `driver=raw`: `{ driver: "file", filename: "/dev/fd/3" }`. */
+  file: Record<string, string>;
+  /** `--object` values (`secret,id=...,file=...`): how secrets reach qemu-img, never as values here. */
+  objects?: string[];
+  fds?: number[];
+  /** Releases what the access holds (the descriptors); after qemu-img has exited. */
+  close(): Promise<void>;
 }
 
 /** How a driver registers itself: its config schema and a factory. */

@@ -1,4 +1,4 @@
-import type { Readable } from "node:stream";
+import { pipeline, type Readable } from "node:stream";
 import type { BlockDevice, Progress } from "../drivers/contract";
 import { InvalidInputError } from "../util/errors";
 import { isAllZero } from "../util/zero";
@@ -47,7 +47,10 @@ export async function prepareRawImage(source: ImageSource, opts: { allowUnverifi
   }
   if (description.sizeBytes === undefined) throw new InvalidInputError(field, `${description.where} does not say its size before it is read, so a volume cannot be made for it yet`);
   const check = new DigestCheck(description.expect);
-  const stream = (await source.open()).pipe(check);
+  // pipeline, not pipe: an error of the source (a cut transfer) while nobody reads yet must end
+  // the checked stream with that error, not surface as an unhandled 'error' event.
+  const stream = check;
+  pipeline(await source.open(), check, () => undefined);
   const head = await firstBytes(stream, PREFIX);
   const compressed = compressionOf(head);
   if (compressed) throw new InvalidInputError(field, `${description.where} is ${compressed}-compressed; only raw images are copied to volumes so far`, { hint: "decompress it first" });

@@ -1,5 +1,6 @@
 import { EventEmitter } from "node:events";
 import type { BackendStats, BlockDevice, DriverModule, Progress, VolumeDriver } from "../drivers/contract";
+import { provenanceOf } from "../images/provenance";
 import { prepareRawImage, writeRawImage } from "../images/to-volume";
 import type { ImageSource } from "../images/sources/source";
 import { GiB } from "../util/sizes";
@@ -8,7 +9,7 @@ import { driverModule, driverNames } from "../drivers/registry";
 import { openPersistence } from "../persistence";
 import type { Persistence } from "../persistence/contract";
 import { persistenceConfigSchema, type PersistenceConfig } from "../persistence/config";
-import type { AnyRecord, VolumeRecord } from "../persistence/records";
+import type { AnyRecord, ImageProvenance, VolumeRecord } from "../persistence/records";
 import { InvalidInputError, NotFoundError } from "../util/errors";
 import { logger } from "../util/log";
 import { isNoSpace } from "../persistence/errors";
@@ -196,14 +197,20 @@ export class Backend extends EventEmitter {
         throw new InvalidInputError("sizeGiB", `the image needs at least ${needed} GiB (${prepared.sizeBytes} bytes${minDisk ? `, min_disk ${minDisk} GiB` : ""}), more than ${sizeGiB}`);
       }
       const input = parseInput(createVolumeSchema, { ...rest, sizeGiB: sizeGiB ?? needed });
-      return await this.makeVolume(input, opts, (device, onProgress) => writeRawImage(prepared, device, { onProgress }).then(() => undefined));
+      const image = provenanceOf(prepared.description, { format: prepared.format, sizeBytes: prepared.sizeBytes, virtualSizeBytes: prepared.sizeBytes });
+      return await this.makeVolume(input, opts, (device, onProgress) => writeRawImage(prepared, device, { onProgress }).then(() => undefined), image);
     } finally {
       prepared.stream.destroy();
     }
   }
 
   /** Records the volume as creating, has the driver make it (and `fill` write into it), and marks it available. */
-  private async makeVolume(input: z.output<typeof createVolumeSchema>, opts: { onProgress?: (p: Progress) => void }, fill?: (device: BlockDevice, onProgress: (p: Progress) => void) => Promise<void>): Promise<Volume> {
+  private async makeVolume(
+    input: z.output<typeof createVolumeSchema>,
+    opts: { onProgress?: (p: Progress) => void },
+    fill?: (device: BlockDevice, onProgress: (p: Progress) => void) => Promise<void>,
+    image?: ImageProvenance,
+  ): Promise<Volume> {
     const pool = await this.checkPlacement(input.pool, input.sizeGiB);
     const extraSpecs = input.extraSpecs ?? {};
     const qosSpecs = input.qosSpecs ?? {};
@@ -222,6 +229,7 @@ export class Backend extends EventEmitter {
       extraSpecs,
       qosSpecs,
       metadata: input.metadata ?? {},
+      ...(image ? { image } : {}),
       createdAt: now(),
       updatedAt: now(),
     };

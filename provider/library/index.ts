@@ -9,7 +9,7 @@ export { loadConfig, openBackends, BackendSet, defaultConfig, dataHome, configFi
 export type { CreateVolumeOptions, CloneVolumeOptions, CreateSnapshotOptions, ConnectOptions, UpdateVolumeOptions, UpdateSnapshotOptions } from "./schemas";
 export { localConnector } from "../attach";
 export * from "../util/errors";
-export type { VolumeRecord, SnapshotRecord, ConnectionRecord, ConnectionInfo, VolumeStatus, SnapshotStatus } from "../persistence/records";
+export type { VolumeRecord, SnapshotRecord, ConnectionRecord, ConnectionInfo, VolumeStatus, SnapshotStatus, ImageProvenance } from "../persistence/records";
 export type { Persistence } from "../persistence/contract";
 export type { PersistenceConfig } from "../persistence/config";
 export type { BackendStats, PoolStats, BlockDevice, Extent, Inspection, Progress, VolumeDriver } from "../drivers/contract";

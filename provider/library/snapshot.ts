@@ -1,5 +1,5 @@
 import type { BlockDevice, DriverSnapshot, Inspection, Progress } from "../drivers/contract";
-import type { Lease, SnapshotRecord, SnapshotStatus, VolumeRecord } from "../persistence/records";
+import type { ImageProvenance, Lease, SnapshotRecord, SnapshotStatus, VolumeRecord } from "../persistence/records";
 import { InUseError, InvalidInputError, KindlingError, NotFoundError } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { parseInput } from "../util/validate";
@@ -31,6 +31,8 @@ export class Snapshot extends Tracked<"snapshot"> {
   get status(): SnapshotStatus { return this.record.status; }
   get pool(): string { return this.record.pool; }
   get metadata(): Record<string, string> { return { ...this.record.metadata }; }
+  /** The volume's image provenance when the snapshot was taken. */
+  get image(): ImageProvenance | undefined { return this.record.image && structuredClone(this.record.image); }
   get location(): string | undefined { return this.record.location; }
   get createdAt(): string { return this.record.createdAt; }
   get deleted(): boolean { return this.record.status === "deleted"; }
@@ -69,6 +71,7 @@ export class Snapshot extends Tracked<"snapshot"> {
       pool: volume.pool,
       status: "creating",
       metadata: input.metadata ?? {},
+      ...(volume.image ? { image: volume.image } : {}),
       createdAt: now(),
       updatedAt: now(),
     };
@@ -162,6 +165,7 @@ export class Snapshot extends Tracked<"snapshot"> {
         qosSpecs: { ...(parent?.qosSpecs ?? {}) },
         metadata: input.metadata ?? {},
         snapshotId: this.id,
+        ...(this.record.image ? { image: this.record.image } : {}),
         createdAt: now(),
         updatedAt: now(),
       };

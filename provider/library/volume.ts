@@ -1,5 +1,5 @@
 import type { BlockDevice, DriverVolume, Inspection, ModelUpdate, Progress } from "../drivers/contract";
-import type { ConnectionInfo, Lease, VolumeRecord, VolumeStatus } from "../persistence/records";
+import type { ConnectionInfo, ImageProvenance, Lease, VolumeRecord, VolumeStatus } from "../persistence/records";
 import { ConflictError, InUseError, InvalidInputError, KindlingError, NotFoundError, UnsafeFileError, errorMessage } from "../util/errors";
 import { newId, now } from "../util/ids";
 import { parseInput } from "../util/validate";
@@ -52,6 +52,8 @@ export class Volume extends Tracked<"volume"> {
   get metadata(): Record<string, string> { return { ...this.record.metadata }; }
   get sourceVolumeId(): string | undefined { return this.record.sourceVolumeId; }
   get snapshotId(): string | undefined { return this.record.snapshotId; }
+  /** Where its first bytes came from, when it was made from an image (or from a volume or snapshot that was). */
+  get image(): ImageProvenance | undefined { return this.record.image && structuredClone(this.record.image); }
   get location(): string | undefined { return this.record.location; }
   get createdAt(): string { return this.record.createdAt; }
   get deleted(): boolean { return this.record.status === "deleted"; }
@@ -280,6 +282,7 @@ export class Volume extends Tracked<"volume"> {
         qosSpecs: this.qosSpecs,
         metadata: input.metadata ?? this.metadata,
         sourceVolumeId: this.id,
+        ...(this.record.image ? { image: this.record.image } : {}),
         createdAt: now(),
         updatedAt: now(),
       };

@@ -11,6 +11,8 @@ import type { TlsSettings } from "./tls";
 export interface ServerOptions {
   host?: string;
   port?: number;
+  /** Listen on this unix socket instead of TCP (in a directory only its owner can enter). */
+  socketPath?: string;
   exports?: ExportTable;
   /** When set, clients must STARTTLS before anything else. */
   tls?: TlsSettings;
@@ -47,6 +49,11 @@ export class NbdServer {
   listen(): Promise<{ host: string; port: number }> {
     return new Promise((resolve, reject) => {
       this.server.once("error", reject);
+      const path = this.opts.socketPath;
+      if (path !== undefined) {
+        this.server.listen(path, () => resolve({ host: path, port: 0 }));
+        return;
+      }
       this.server.listen(this.opts.port ?? 10809, this.opts.host ?? "127.0.0.1", () => {
         const address = this.server.address() as { address: string; port: number };
         resolve({ host: address.address, port: address.port });

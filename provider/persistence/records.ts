@@ -45,6 +45,36 @@ export type SnapshotStatus = (typeof SNAPSHOT_STATUSES)[number];
 // the other, and sit below persistence); the records carry them as they are.
 export type { ConnectionInfo, Specs } from "../drivers/contract";
 
+/**
+ * Where a volume's first bytes came from, when it was made from an image: Cinder's
+ * volume_glance_metadata and more (the digests kindling verified, the format it found). A
+ * snapshot and every volume made from either carry it on.
+ */
+export interface ImageProvenance {
+  /** glance: an image service's image; url: an http(s) URL; file: a local file. */
+  kind: "glance" | "url" | "file";
+  /** The image service's name in the configuration (glance). */
+  service?: string;
+  imageId?: string;
+  imageName?: string;
+  /** The URL without credentials or query, or the file's path. */
+  location?: string;
+  /** What the source declared (disk_format, container_format) and what kindling detected. */
+  declaredFormat?: string;
+  containerFormat?: string;
+  detectedFormat: string;
+  /** The source's bytes, and the disk they hold. */
+  sizeBytes: number;
+  virtualSizeBytes: number;
+  minDiskGiB?: number;
+  minRamMiB?: number;
+  /** Every digest of the source's bytes that was checked as they arrived (algo: hex). */
+  digests: Record<string, string>;
+  /** The image's own properties (Glance's free-form ones), as Cinder copies them. */
+  properties: Record<string, string>;
+  copiedAt: string;
+}
+
 export interface VolumeRecord extends Versioned {
   class: "Volume";
   id: string;
@@ -63,6 +93,8 @@ export interface VolumeRecord extends Versioned {
   sourceVolumeId?: string;
   /** Set when the volume was created from a snapshot. */
   snapshotId?: string;
+  /** Set when the volume (or the volume it was cloned or snapshotted from) was made from an image. */
+  image?: ImageProvenance;
   /** Where the driver keeps it (a file path, pool/image): the driver's own reference. */
   location?: string;
   createdAt: string;
@@ -80,6 +112,8 @@ export interface SnapshotRecord extends Versioned {
   pool: string;
   status: SnapshotStatus;
   metadata: Record<string, string>;
+  /** The volume's image provenance when the snapshot was taken. */
+  image?: ImageProvenance;
   location?: string;
   createdAt: string;
   updatedAt: string;

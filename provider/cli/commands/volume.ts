@@ -1,5 +1,6 @@
 import { imageSourceFor } from "../../library/images";
 import type { Volume } from "../../library/volume";
+import type { ImageProvenance } from "../../library";
 import { InvalidInputError } from "../../util/errors";
 import { parsePairs, parseSize } from "../args";
 import { arg, type Context } from "../context";
@@ -11,9 +12,15 @@ import { statusText } from "../status";
 function volumeRows(volumes: Volume[]) {
   return table(
     ["NAME", "ID", "SIZE GiB", "STATUS", "POOL", "SOURCE"],
-    volumes.map((v) => [v.name, v.id, v.sizeGiB, statusText(v), v.pool, v.snapshotId ? `snapshot ${v.snapshotId}` : v.sourceVolumeId ? `volume ${v.sourceVolumeId}` : ""]),
+    volumes.map((v) => [v.name, v.id, v.sizeGiB, statusText(v), v.pool, v.snapshotId ? `snapshot ${v.snapshotId}` : v.sourceVolumeId ? `volume ${v.sourceVolumeId}` : v.image ? `image ${imageText(v.image)}` : ""]),
     { maxWidths: { NAME: NAME_COLUMN_WIDTH, POOL: NAME_COLUMN_WIDTH } },
   );
+}
+
+/** An image provenance in a few words: `glance:NAME (ID)`, a URL, `file:PATH`. */
+function imageText(p: ImageProvenance): string {
+  if (p.kind === "glance") return `${p.service}:${p.imageName ?? p.imageId}${p.imageName ? ` (${p.imageId})` : ""}`;
+  return p.kind === "file" ? `file:${p.location}` : (p.location ?? "");
 }
 
 /** kindling volume create NAME --size GIB [--pool P] [--from-snapshot S | --from-volume V | --image REF] ... */

@@ -3,7 +3,7 @@ import { access, copyFile, lstat, mkdir, readdir, stat, statfs, unlink, type Fil
 import { hostname } from "node:os";
 import { dirname, join, resolve, sep } from "node:path";
 import type {
-  BackendStats, BlockDevice, DriverSnapshot, DriverVolume, Inspection, ModelUpdate, OpenTarget,
+  BackendStats, BlockDevice, DriverSnapshot, DriverVolume, Inspection, ModelUpdate, OpenTarget, QemuAccess,
   OperationOptions, PoolStats, VolumeDriver,
 } from "../contract";
 import type { ConnectionInfo, Specs } from "../contract";
@@ -404,6 +404,16 @@ export class FileDriver implements VolumeDriver {
   async open(target: OpenTarget, opts: { readOnly: boolean }): Promise<BlockDevice> {
     const file = target.kind === "snapshot" ? this.snapshotFile(target.snapshot) : this.volumeFile(target.volume);
     return FileBlockDevice.open(file.path, target.kind === "snapshot" || opts.readOnly, { size: file.size, owner: file.owner });
+  }
+
+  /**
+   * The pool file handed to qemu-img open, as /dev/fd/3: opened here as every other open is
+   * (never through a link), so qemu-img cannot be sent out of the pool by a name swapped later.
+   */
+  async qemuAccess(target: OpenTarget, opts: { readOnly: boolean }): Promise<QemuAccess> {
+    const file = target.kind === "snapshot" ? this.snapshotFile(target.snapshot) : this.volumeFile(target.volume);
+    const handle = await openPoolFile(file.path, target.kind === "snapshot" || opts.readOnly ? "read" : "write", file.owner);
+    return { file: { driver: "file", filename: "/dev/fd/3" }, fds: [handle.fd], close: () => handle.close() };
   }
 }
 

@@ -34,6 +34,7 @@ export class FileSource implements ImageSource {
       expect: [...this.expect],
       rangeable: true,
       where: this.path,
+      origin: { kind: "file", location: this.path },
     };
   }
 

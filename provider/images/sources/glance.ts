@@ -45,6 +45,9 @@ export class GlanceSource implements ImageSource {
       expect,
       rangeable: true,
       where: this.where,
+      origin: {
+        kind: "glance", service: this.service.name, imageId: i.id, imageName: i.name, containerFormat: i.containerFormat, minRamMiB: i.minRamMiB, properties: { ...i.properties },
+      },
     };
   }
 

@@ -125,6 +125,7 @@ export class HttpSource implements ImageSource {
       expect,
       rangeable: res.headers["accept-ranges"] === "bytes" || res.statusCode === 206,
       where: shownUrl(url),
+      origin: { kind: "url", location: shownUrl(url) },
     };
   }
 

@@ -5,6 +5,19 @@ import type { Digest } from "../digest";
 // A source says what it knows before any byte moves (describe), then hands out the bytes from
 // an offset (open), so an interrupted download resumes where the verified bytes end.
 
+/** What a volume made from the source records of where it came from (never a secret). */
+export interface SourceOrigin {
+  kind: "glance" | "url" | "file";
+  service?: string;
+  imageId?: string;
+  imageName?: string;
+  /** A URL without credentials or query, or a file's path. */
+  location?: string;
+  containerFormat?: string;
+  minRamMiB?: number;
+  properties?: Record<string, string>;
+}
+
 export interface SourceDescription {
   /**
    * What names these bytes before they are read, for the image cache: the digest the user or
@@ -26,6 +39,7 @@ export interface SourceDescription {
   rangeable: boolean;
   /** For messages: the file or URL (without credentials or query), never a secret. */
   where: string;
+  origin: SourceOrigin;
 }
 
 export interface ImageSource {

@@ -1,15 +1,17 @@
 import { imageSourceFor } from "../library/images";
 import { parseImageRef } from "../images/sources/ref";
 import type { ImageSource } from "../images/sources/source";
+import type { ImageProvenance } from "../persistence/records";
 import { errorMessage } from "../util/errors";
 import type { CheckFailure } from "./check";
 import { imageServices } from "./image-services";
 import { isUnknown, type VolumeInputs } from "./inputs";
+import { plain } from "./plain";
 
-// A Volume's `image`: checked in check (the reference's form and its service, no network), and
-// at create the source it names, with where the bytes came from for the outputs.
+// A Volume's `image`: checked in check (the reference's form and its service, no network), the
+// source it names at create, and what the outputs say of it from the volume's record.
 
-/** Where a volume's bytes came from, as its outputs record it. */
+/** Where a volume's bytes came from, as its outputs say: from its record (see images/provenance.ts). */
 export interface ImageOrigin {
   /** The image's id in its service (none for a file or a URL). */
   imageId?: string;
@@ -19,12 +21,11 @@ export interface ImageOrigin {
   imageDigest?: string;
 }
 
-export const ORIGIN_KEYS = ["imageId", "imageService", "imageDigest"] as const;
-
-/** The origin outputs `props` carries (a volume's outputs), to keep them across updates and refreshes. */
-export function originOf(props: object): ImageOrigin {
-  const p = props as Record<string, unknown>;
-  return Object.fromEntries(ORIGIN_KEYS.filter((k) => typeof p[k] === "string").map((k) => [k, p[k]]));
+/** The outputs of a volume's image provenance; none for a volume not made from an image. */
+export function originOf(image: ImageProvenance | undefined): ImageOrigin {
+  if (!image) return {};
+  const algo = ["sha512", "sha256", "md5"].find((a) => image.digests[a] !== undefined);
+  return plain({ imageId: image.imageId, imageService: image.service, imageDigest: algo ? `${algo}:${image.digests[algo]}` : undefined });
 }
 
 export function checkImage(inputs: Partial<VolumeInputs>, failures: CheckFailure[]): void {
@@ -45,23 +46,7 @@ export function checkImage(inputs: Partial<VolumeInputs>, failures: CheckFailure
   }
 }
 
-/** The source `inputs.image` names, with the image's id pinned (a name matches the newest image of that name now). */
-export async function volumeImageSource(inputs: VolumeInputs): Promise<{ source: ImageSource; origin: ImageOrigin }> {
-  const services = imageServices();
-  const ref = inputs.image as string;
-  const digests = { sha256: inputs.imageSha256, sha512: inputs.imageSha512 };
-  const parsed = parseImageRef(ref, services.names(), "image");
-  let origin: ImageOrigin = {};
-  let pinned = ref;
-  if (parsed.kind === "service") {
-    const { service, image } = await services.resolve(ref, { field: "image" });
-    origin = { imageId: image.id, imageService: service.name };
-    pinned = `${service.name}:${image.id}`;
-  }
-  const source = await imageSourceFor(pinned, services, digests, "image");
-  const strongest = [...(await source.describe()).expect].sort((a, b) => rank(b.algo) - rank(a.algo))[0];
-  if (strongest) origin.imageDigest = `${strongest.algo}:${strongest.value}`;
-  return { source, origin };
+/** The source `inputs.image` names, with the program's digests to check besides the source's. */
+export function volumeImageSource(inputs: VolumeInputs): Promise<ImageSource> {
+  return imageSourceFor(inputs.image as string, imageServices(), { sha256: inputs.imageSha256, sha512: inputs.imageSha512 }, "image");
 }
-
-const rank = (algo: string) => (algo === "sha512" ? 3 : algo === "sha256" ? 2 : 1);

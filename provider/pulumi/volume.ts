@@ -30,11 +30,11 @@ const INPUT_KEYS = Object.keys(volumeInputsSchema.shape);
 /** Outputs an in-place update never changes (see stables.ts); the id comes first. */
 const STABLE_KEYS = ["volumeId", "backendName", "createdAt", "location"] as const;
 
-/** `origin`: the image the volume was made from, recorded at creation and carried from then on. */
-function outputs(inputs: VolumeInputs, volume: Volume, origin: ImageOrigin = {}): VolumeOutputs {
+function outputs(inputs: VolumeInputs, volume: Volume): VolumeOutputs {
   return plain({
     ...inputs,
-    ...origin,
+    // The image its first bytes came from (its own, or its source volume's or snapshot's).
+    ...originOf(volume.image),
     // A volume sized by its image has the size the image needed.
     sizeGiB: inputs.sizeGiB ?? volume.sizeGiB,
     volumeId: volume.id,
@@ -145,12 +145,9 @@ export async function create(inputs: VolumeInputs): Promise<{ id: string; outs: 
   await recordOwner(backend, "volume", inputs.ownerKey, id);
   const options = { id, name: inputs.name, sizeGiB: inputs.sizeGiB, description: inputs.description, metadata: inputs.metadata };
   let volume: Volume;
-  let origin: ImageOrigin = {};
   try {
     if (inputs.image) {
-      const found = await volumeImageSource(inputs);
-      origin = found.origin;
-      volume = await backend.createVolumeFromImage(found.source, { ...options, pool: inputs.pool, extraSpecs: inputs.extraSpecs, qosSpecs: inputs.qosSpecs, allowUnverified: inputs.allowUnverifiedImage });
+      volume = await backend.createVolumeFromImage(await volumeImageSource(inputs), { ...options, pool: inputs.pool, extraSpecs: inputs.extraSpecs, qosSpecs: inputs.qosSpecs, allowUnverified: inputs.allowUnverifiedImage });
     } else if (inputs.snapshotId) {
       volume = await (await backend.getSnapshot(inputs.snapshotId)).createVolume(options);
     } else if (inputs.sourceVolumeId) {
@@ -164,13 +161,13 @@ export async function create(inputs: VolumeInputs): Promise<{ id: string; outs: 
     }
   } catch (err) {
     const left = await backend.getVolume(id).catch(() => undefined);
-    if (left) throw partialFailure(id, outputs(inputs, left, origin) as unknown as Record<string, unknown>, err);
+    if (left) throw partialFailure(id, outputs(inputs, left) as unknown as Record<string, unknown>, err);
     // Nothing made: the owner key names again what the state holds, if anything.
     if (replacing) await recordOwner(backend, "volume", inputs.ownerKey, replacing.id);
     else await forgetOwner(backend, "volume", inputs.ownerKey, id);
     throw err;
   }
-  return { id: volume.id, outs: outputs(inputs, volume, origin) };
+  return { id: volume.id, outs: outputs(inputs, volume) };
 }
 
 /** Takes an existing volume under management, data untouched; grows it if the program asks. */
@@ -203,7 +200,7 @@ export async function read(id: string, props: VolumeOutputs) {
   if (!inspection.exists) return {};
   const record = await backend.getVolume(id).catch(() => undefined);
   const outs: VolumeOutputs = {
-    ...(record ? outputs(props, record, originOf(props)) : props),
+    ...(record ? outputs(props, record) : props),
     sizeGiB: inspection.sizeGiB ?? props.sizeGiB,
     location: inspection.location ?? props.location,
   };
@@ -225,7 +222,7 @@ export async function update(id: string, olds: VolumeOutputs, news: VolumeInputs
     if (!isDeepStrictEqual(olds[key], news[key]) && news[key] !== undefined) changes[key] = news[key];
   }
   if (Object.keys(changes).length) await volume.update(changes);
-  return { outs: outputs(news, volume, originOf(olds)) };
+  return { outs: outputs(news, volume) };
 }
 
 export async function remove(id: string, props: VolumeOutputs): Promise<void> {

@@ -66,6 +66,7 @@ bench: setup
 	node dist/bench/rbd.js
 	node dist/bench/object-store.js
 	node dist/bench/object.js
+	node dist/bench/images.js
 
 clean:
 	rm -rf dist node_modules .tools

@@ -34,6 +34,9 @@ export interface Values {
   sha256?: string;
   sha512?: string;
   "allow-unverified"?: boolean;
+  "no-cache"?: boolean;
+  pin?: boolean;
+  all?: boolean;
 }
 
 export interface Context {

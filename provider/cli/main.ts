@@ -16,6 +16,7 @@ import { volumeDownload } from "./commands/download";
 import { volumeLock, volumeUnlock } from "./commands/lock";
 import { imageCreate, imageDelete, imageList, imageShow } from "./commands/image";
 import { openImageServices, type ImageServiceSet } from "../library/images";
+import { imageCacheList, imageCachePin, imageCachePrune, imageCacheUnpin, imageCacheWarm } from "./commands/image-cache";
 
 const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
 
@@ -24,8 +25,9 @@ const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
   volume create NAME --size GIB [--pool P] [--from-snapshot SNAP | --from-volume VOL]
                 [--spec K=V]... [--qos K=V]... [--meta K=V]... [--description TEXT]
   volume create NAME --image REF [--size GIB] [--sha256 HEX | --sha512 HEX] [--allow-unverified]
-                                             a raw image (SERVICE:NAME_OR_ID, file:PATH or an
-                                             http(s) URL) streamed into a new volume
+                [--no-cache]                 a raw image (SERVICE:NAME_OR_ID, file:PATH or an
+                                             http(s) URL) streamed into a new volume; with an
+                                             "imageCache" configured, a clone of the cached image
   volume list | show VOL [--refresh] | delete VOL
                                              show --refresh adds what the storage holds
   volume extend VOL --size GIB
@@ -50,9 +52,16 @@ const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
                                              create uploads a raw image, streamed;
                                              IMAGE is SERVICE:NAME_OR_ID, or NAME_OR_ID with
                                              one service (a name: its newest image)
+  image cache list [--pool P] | warm REF [--sha256 HEX | --sha512 HEX] [--pool P] [--pin]
+  image cache pin KEY | unpin KEY [--pool P] | prune [--pool P] [--all]
+                                             the backend's cached images, keyed by content (KEY:
+                                             an entry's sha256, or its first 8+ digits); prune
+                                             enforces the limits, --all evicts all not pinned
+                                             or in use
 
 Configuration: --config FILE, else $KINDLING_CONFIG, else ./kindling.json, else one file
-backend "local" under $XDG_DATA_HOME/kindling. Image services go under "imageServices".`;
+backend "local" under $XDG_DATA_HOME/kindling. Image services go under "imageServices", the
+image cache's limits under "imageCache" ({ "maxSizeGiB": 100, "maxCount": 20, "maxAgeDays": 30 }).`;
 
 const OPTIONS = {
   config: { type: "string" },
@@ -85,6 +94,9 @@ const OPTIONS = {
   sha256: { type: "string" },
   sha512: { type: "string" },
   "allow-unverified": { type: "boolean" },
+  "no-cache": { type: "boolean" },
+  pin: { type: "boolean" },
+  all: { type: "boolean" },
 } as const;
 
 const GLOBAL = ["config", "backend", "json", "help", "version"];
@@ -100,7 +112,7 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   backends: { run: backends, options: [], args: [0, 0] },
   stats: { run: stats, options: ["refresh"], args: [0, 0] },
-  "volume create": { run: volumeCreate, options: ["size", "pool", "from-snapshot", "from-volume", "image", "sha256", "sha512", "allow-unverified", "spec", "qos", "meta", "description"], args: [1, 1] },
+  "volume create": { run: volumeCreate, options: ["size", "pool", "from-snapshot", "from-volume", "image", "sha256", "sha512", "allow-unverified", "no-cache", "spec", "qos", "meta", "description"], args: [1, 1] },
   "volume list": { run: volumeList, options: [], args: [0, 0] },
   "volume show": { run: volumeShow, options: ["refresh"], args: [1, 1] },
   "volume delete": { run: volumeDelete, options: [], args: [1, 1] },
@@ -123,6 +135,11 @@ const COMMANDS: Record<string, Command> = {
   "image show": { run: imageShow, options: [], args: [1, 1] },
   "image delete": { run: imageDelete, options: [], args: [1, 1] },
   "image create": { run: imageCreate, options: ["from-volume", "from-snapshot", "service", "meta"], args: [1, 1] },
+  "image cache list": { run: imageCacheList, options: ["pool"], args: [0, 0] },
+  "image cache warm": { run: imageCacheWarm, options: ["pool", "sha256", "sha512", "pin"], args: [1, 1] },
+  "image cache pin": { run: imageCachePin, options: ["pool"], args: [1, 1] },
+  "image cache unpin": { run: imageCacheUnpin, options: ["pool"], args: [1, 1] },
+  "image cache prune": { run: imageCachePrune, options: ["pool", "all"], args: [0, 0] },
 };
 
 /** Exit codes by error kind, so scripts can tell "not there" from "bad input". */
@@ -141,7 +158,7 @@ const EXIT: Record<ErrorCode | "USAGE", number> = {
 class UsageError extends Error {}
 
 function findCommand(positionals: string[]): { name: string; command: Command; rest: string[] } {
-  for (const words of [2, 1]) {
+  for (const words of [3, 2, 1]) {
     const name = positionals.slice(0, words).join(" ");
     if (Object.hasOwn(COMMANDS, name)) return { name, command: COMMANDS[name], rest: positionals.slice(words) };
   }

@@ -153,6 +153,11 @@ export interface VolumeDriver {
    * "rbd" for Ceph). Without one, attach goes over kindling's NBD server.
    */
   readonly attachProtocol?: string;
+  /**
+   * A clone shares nothing with its source (the file driver's reflinks and copies), so the
+   * source may go while clones stay. Unset: clones may depend on their source (rbd, object).
+   */
+  readonly independentClones?: boolean;
 
   /** One-time start-up: check the config against reality (directories, credentials). */
   setup(): Promise<void>;

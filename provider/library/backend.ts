@@ -25,6 +25,8 @@ import { Volume } from "./volume";
 import { Snapshot } from "./snapshot";
 import { Connection } from "./connection";
 import { isServedProtocol, validateServedConnector } from "../attach/protocols";
+import type { ImageCacheSettings } from "../images/cache/settings";
+import { ImageCache } from "./image-cache";
 
 /** A backend as written in a configuration file entry, plus its name. */
 export interface BackendConfig {
@@ -44,6 +46,8 @@ export interface BackendOptions {
   fieldPrefix?: string;
   /** How long leases last and how long an operation waits for another one (tests shorten them). */
   leases?: Partial<LeaseSettings>;
+  /** The image cache's limits (the configuration's `imageCache`); without them volumes from images are not cached. */
+  imageCache?: ImageCacheSettings;
 }
 
 export interface ProgressEvent extends Progress {
@@ -77,6 +81,8 @@ export class Backend extends EventEmitter {
    */
   readonly locks = new KeyedMutex();
   readonly leaseSettings: LeaseSettings;
+  /** Cached images of this backend, per pool (library/image-cache.ts). */
+  readonly imageCache: ImageCache;
   /** The store's reserve was spent on a delete and should be put back. */
   private reserveSpent = false;
   private readonly module: DriverModule<unknown>;
@@ -112,6 +118,7 @@ export class Backend extends EventEmitter {
     this.persistenceStore = opts.persistence;
     this.ownsPersistence = !opts.persistence;
     this.baseDir = opts.baseDir;
+    this.imageCache = new ImageCache(this, opts.imageCache);
   }
 
   /** Builds a backend and waits until its driver and persistence are up. */
@@ -184,8 +191,14 @@ export class Backend extends EventEmitter {
    * what the image needs (its bytes, the service's min_disk) and may be larger, never smaller;
    * on any failure (a digest, the stream, the final inspection) the volume is deleted again.
    */
-  async createVolumeFromImage(source: ImageSource, options: CreateVolumeFromImageOptions, opts: { onProgress?: (p: Progress) => void } = {}): Promise<Volume> {
+  async createVolumeFromImage(source: ImageSource, options: CreateVolumeFromImageOptions, opts: { onProgress?: (p: Progress) => void; imageCache?: boolean } = {}): Promise<Volume> {
     await this.ready();
+    // The image cache answers first when configured (`imageCache: false` skips it for one call):
+    // a clone of its cached volume. It passes on images it does not take, copied below as ever.
+    if (opts.imageCache !== false) {
+      const cloned = await this.imageCache.createVolume(source, options, opts);
+      if (cloned) return cloned;
+    }
     const { allowUnverified, sizeGiB, ...rest } = options;
     // Every other field is checked before the source is read at all.
     parseInput(createVolumeSchema, { ...rest, sizeGiB: sizeGiB ?? 1 });

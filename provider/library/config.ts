@@ -10,6 +10,7 @@ import { parseInput } from "../util/validate";
 import { dataHome } from "../util/paths";
 import { Backend } from "./backend";
 import { expandPersistenceHome } from "./config-paths";
+import { imageCacheSettingsSchema } from "../images/cache/settings";
 
 /**
  * The configuration file: backends by name, optionally one persistence for all of them, and
@@ -23,6 +24,8 @@ export const configFileSchema = z.strictObject({
     .refine((b) => Object.keys(b).length > 0, "must name at least one backend")),
   /** Image services by name (Glance v2), each validated by its own schema when it is built. */
   imageServices: withoutReservedKeys(z.record(nameSchema, z.looseObject({ type: z.string({ error: "is required (\"glance\")" }) }))).optional(),
+  /** Limits of the content-keyed image cache, per backend and pool; the cache is off without it. */
+  imageCache: imageCacheSettingsSchema.optional(),
 });
 
 export type ConfigFile = z.infer<typeof configFileSchema>;
@@ -105,7 +108,7 @@ export async function openBackends(loaded: LoadedConfig): Promise<BackendSet> {
     entry.persistence === undefined ? entry : { ...entry, persistence: expandPersistenceHome(entry.persistence, `backends.${name}.persistence`) };
   const build = (persistence?: Persistence) =>
     new Map(Object.entries(config.backends).map(([name, entry]) =>
-      [name, new Backend({ ...expanded(name, entry), name }, { persistence, baseDir, fieldPrefix: `backends.${name}` })]));
+      [name, new Backend({ ...expanded(name, entry), name }, { persistence, baseDir, fieldPrefix: `backends.${name}`, imageCache: config.imageCache })]));
   build(); // validation only: throws on the first bad entry
   const sharedConfig = config.persistence && expandPersistenceHome(config.persistence, "persistence");
   const shared = sharedConfig ? await openPersistence(sharedConfig as PersistenceConfig, { baseDir }) : undefined;

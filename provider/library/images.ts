@@ -4,6 +4,7 @@ import type { BlockDevice, Progress } from "../drivers/contract";
 import type { ImageRecord, ImageService, UploadResult } from "../images/contract";
 import { deviceStream } from "../images/device-stream";
 import { carriedProperties, uploadNewImage } from "../images/to-image";
+import { sourceToImage } from "../images/source-to-image";
 import { glanceImageService } from "../images/glance";
 import { hexDigest, type Digest, type DigestAlgo } from "../images/digest";
 import { FileSource } from "../images/sources/file";
@@ -121,6 +122,34 @@ export async function copyDeviceToImage(
     name: o.name, diskFormat: "raw", containerFormat: "bare", minDiskGiB: source.sizeGiB, visibility: o.visibility, protected: o.protected, tags: o.tags,
     properties: { ...carriedProperties(source.properties), ...o.properties },
   }, body, { sizeBytes: device.size });
+}
+
+/** What a user may say of an image made from a URL, a file or another service's image. */
+export const copySourceToImageSchema = copyToImageSchema.extend({
+  /** A claim of the format, checked against the content (which decides it when this is left out). */
+  diskFormat: z.enum(["raw", "iso", "qcow2", "vmdk", "vhd", "vhdx", "vdi"]).optional(),
+  /** A source that offers no digest (and none was given) is refused unless this is set. */
+  allowUnverified: z.boolean().optional(),
+  /** Glance's min_disk; by default the image's virtual size, rounded up to whole GiB. */
+  minDiskGiB: z.number().int().min(0).optional(),
+  /** Where a non-raw image is staged to be checked; the system's temp dir by default. */
+  stagingDir: z.string().min(1).optional(),
+});
+
+export type CopySourceToImageOptions = z.input<typeof copySourceToImageSchema>;
+
+/**
+ * A new image in `service` made from `source` (see `imageSourceFor`): every digest the source
+ * offers checked, its format taken from the content and judged by the inspector's policy (a
+ * claimed `diskFormat` that disagrees is refused), raw content streamed, anything else staged
+ * and checked before the image is made. A failure leaves no image.
+ */
+export async function copySourceToImage(source: ImageSource, service: ImageService, options: CopySourceToImageOptions, onProgress?: (p: Progress) => void): Promise<UploadResult> {
+  const o = parseInput(copySourceToImageSchema, options);
+  return sourceToImage(source, service, {
+    image: { name: o.name, visibility: o.visibility, protected: o.protected, tags: o.tags, minDiskGiB: o.minDiskGiB, properties: o.properties ? carriedProperties(o.properties) : undefined },
+    diskFormat: o.diskFormat, allowUnverified: o.allowUnverified, stagingDir: o.stagingDir, onProgress,
+  });
 }
 
 /** The user's digests of an image, by flag (`--sha256`, `--sha512`, `--md5`). */

@@ -15,4 +15,6 @@ export type { PersistenceConfig } from "../persistence/config";
 export type { BackendStats, PoolStats, BlockDevice, Extent, Inspection, Progress, VolumeDriver } from "../drivers/contract";
 export { copyDevice } from "../drivers/copy";
 export { openImageServices, ImageServiceSet } from "./images";
+export { ImageCache, type CacheListing } from "./image-cache";
+export type { ImageCacheSettings } from "../images/cache/settings";
 export type { ImageRecord, ImageService } from "../images/contract";

@@ -53,7 +53,7 @@ export async function volumeCreate(ctx: Context): Promise<void> {
       volume = await source.clone({ name, sizeGiB, description: v.description, metadata: v.meta ? metadata : undefined }, bar);
     } else if (v.image !== undefined) {
       const source = await imageSourceFor(v.image, ctx.images(), { sha256: v.sha256, sha512: v.sha512 }, "--image");
-      volume = await backend.createVolumeFromImage(source, { name, sizeGiB, pool: v.pool, description: v.description, extraSpecs, qosSpecs, metadata, allowUnverified: v["allow-unverified"] }, bar);
+      volume = await backend.createVolumeFromImage(source, { name, sizeGiB, pool: v.pool, description: v.description, extraSpecs, qosSpecs, metadata, allowUnverified: v["allow-unverified"] }, { ...bar, imageCache: !v["no-cache"] });
     } else {
       volume = await backend.createVolume({ name, sizeGiB: sizeGiB as number, pool: v.pool, description: v.description, extraSpecs, qosSpecs, metadata });
     }

@@ -36,6 +36,7 @@ export class FileDriver implements VolumeDriver {
   readonly driverName = "file";
   readonly protocols = ["local"] as const;
   readonly attachProtocol = "local";
+  readonly independentClones = true;
   private readonly pools: Map<string, string>;
 
   constructor(

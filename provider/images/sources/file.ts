@@ -23,6 +23,10 @@ export class FileSource implements ImageSource {
     }
   }
 
+  pinnedDigests(): Digest[] {
+    return [...this.expect];
+  }
+
   async describe(): Promise<SourceDescription> {
     const st = await this.stat();
     if (!st.isFile()) throw new InvalidInputError(this.field, `${this.path} is not a regular file`);

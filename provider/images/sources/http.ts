@@ -60,6 +60,10 @@ export class HttpSource implements ImageSource {
     return shownUrl(this.url);
   }
 
+  pinnedDigests(): Digest[] {
+    return [...(this.opts.expect ?? [])];
+  }
+
   /** One request, redirects followed; the answer's status is left to the caller. */
   private async request(method: "GET" | "HEAD", headers: Record<string, string>, signal?: AbortSignal): Promise<{ res: IncomingMessage; url: URL }> {
     let url = this.url;

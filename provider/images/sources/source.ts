@@ -44,6 +44,11 @@ export interface SourceDescription {
 
 export interface ImageSource {
   describe(): Promise<SourceDescription>;
+  /**
+   * The digests the user pinned (`--sha256`), known without asking anyone: what lets the image
+   * cache find the bytes with no network at all. Sources whose digests come from a service omit it.
+   */
+  pinnedDigests?(): Digest[];
   /** The bytes from `offset` on; errors (a stall, a short body) end the stream with an error. */
   open(opts?: { offset?: number; signal?: AbortSignal }): Promise<Readable>;
 }

@@ -86,9 +86,10 @@ export interface VolumeArgs {
   /**
    * Create holding this image: `SERVICE:NAME_OR_ID` (an image service of kindling's
    * configuration file: $KINDLING_CONFIG, else kindling.json in the project's directory),
-   * `file:PATH` or an http(s) URL. A raw image, checked against every digest offered. Another
+   * `file:PATH` or an http(s) URL, its bytes checked against every digest offered. Another
    * image (or other digests) replaces the volume; a name is resolved when the volume is made
-   * (`imageId` says which image that was).
+   * (`imageId` says which image that was). An Image of the same program:
+   * `pulumi.interpolate\`glance:${image.imageId}\``.
    */
   image?: pulumi.Input<string>;
   /** The image's sha256, checked besides the digests its source offers. */
@@ -209,9 +210,11 @@ export interface ImageArgs {
   snapshot?: pulumi.Input<string>;
   url?: pulumi.Input<string>;
   file?: pulumi.Input<string>;
-  /** The url's or file's digests. */
+  /** The url's or file's digests, checked as the bytes pass; another digest is another image. A relative file is the project's. */
   sha256?: pulumi.Input<string>;
   sha512?: pulumi.Input<string>;
+  /** Make the image from a url or file that offers no digest and was given none. */
+  allowUnverified?: pulumi.Input<boolean>;
   /** These change in place. Properties the program sets are kept as it says; others on the image are left alone. */
   tags?: pulumi.Input<pulumi.Input<string>[]>;
   properties?: pulumi.Input<Record<string, pulumi.Input<string>>>;
@@ -221,9 +224,9 @@ export interface ImageArgs {
 }
 
 /**
- * An image in an image service (Glance) of kindling's configuration, made from a volume or a
- * snapshot. The service's endpoint and credentials come from the configuration file, never
- * from the program, so nothing of them reaches the state.
+ * An image in an image service (Glance) of kindling's configuration, made from a volume, a
+ * snapshot, an http(s) URL or a local file. The service's endpoint and credentials come from
+ * the configuration file, never from the program, so nothing of them reaches the state.
  */
 export class Image extends pulumi.dynamic.Resource {
   declare readonly imageId: pulumi.Output<string>;

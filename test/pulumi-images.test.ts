@@ -6,7 +6,8 @@
 // volume, snapshot or image behind.
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, createReadStream, openSync, readSync, statSync, writeFileSync } from "node:fs";
+import { spawn, type ChildProcess } from "node:child_process";
+import { closeSync, createReadStream, mkdirSync, openSync, readSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -24,6 +25,24 @@ const GiB = 1 << 30;
 const AUTH = { type: "noauth", projectId: "5566778899aabbccddee", userId: "images-e2e" };
 
 const sha = (algo: string, b: Buffer) => createHash(algo).update(b).digest("hex");
+
+const servers: ChildProcess[] = [];
+
+/** test/helpers/image-http.ts serving `root`, in a child process (stopped by its pid in `after`); its URL. */
+function startServerProcess(root: string): Promise<string> {
+  const script = `require(${JSON.stringify(join(__dirname, "helpers", "image-http.js"))}).startImageServer(process.argv[1]).then((s) => console.log(s.url))`;
+  const child = spawn(process.execPath, ["-e", script, root], { stdio: ["ignore", "pipe", "inherit"] });
+  servers.push(child);
+  return new Promise((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+      const line = /^(http\S+)\n/.exec(out);
+      if (line) resolve(line[1]);
+    });
+    child.once("exit", (code) => reject(new Error(`the image server exited ${code}`)));
+  });
+}
 
 async function streamSha256(stream: Readable): Promise<string> {
   const h = createHash("sha256");
@@ -115,6 +134,8 @@ describe("the provider's decisions on images (no engine, no Glance contacted)", 
     const by = async (news: Record<string, unknown>) => Object.fromEntries((await provider.image.check({}, news)).failures.map((f) => [f.property, f.reason]));
     assert.deepEqual(await by(image), {});
     assert.match((await by({ ...image, sha256: "a".repeat(64) })).sha256, /only for a url or file source/);
+    assert.match((await by({ ...image, allowUnverified: true })).allowUnverified, /only for a url or file source/);
+    assert.deepEqual(await by({ ...image, snapshot: undefined, url: "http://127.0.0.1:9/disk.raw", sha256: "a".repeat(64) }), {});
     assert.match((await by({ ...image, backend: undefined })).backend, /is required with snapshot/);
     assert.match((await by({ ...image, properties: { status: "x" } })).properties, /properties\.status: is the image service's own field/);
     assert.match((await by({ ...image, service: "other" })).service, /no image service named "other"/);
@@ -175,13 +196,17 @@ describe("images through the real engine", () => {
   });
 
   after(() => {
-    if (project) {
-      project.run(["destroy", "--yes"]);
-      removeDir(project.dir);
+    for (const server of servers) if (server.exitCode === null) process.kill(server.pid!);
+    try {
+      if (project) {
+        project.run(["destroy", "--yes"]);
+        removeDir(project.dir);
+      }
+      client?.close();
+      glance?.stop();
+    } finally {
+      if (dir) removeDir(dir);
     }
-    client?.close();
-    glance?.stop();
-    if (dir) removeDir(dir);
   });
 
   const skip = (t: TestContext) => needsGlance(t);
@@ -273,6 +298,28 @@ describe("images through the real engine", () => {
     noChanges();
   });
 
+  test("an Image from a volume (through a temporary snapshot, removed again); taken out of the program, it is deleted", async (t) => {
+    if (skip(t)) return;
+    const keep = [boot({ image: "glance:source-v2", sizeGiB: 2 }), base, snap, golden()];
+    project.program([...keep, { type: "Image", name: "copy", args: { volume: "@base.volumeId", visibility: "shared" } }]);
+    project.up();
+    const id = project.outputs().copy.id;
+    const image = await client.show(id);
+    assert.equal(image.visibility, "shared");
+    assert.equal(image.properties.kindling_volume_id, project.outputs().base.id);
+    assert.equal(image.name, state("copy")!.name, "the default name, recorded");
+    const location = project.outputs().base.location as string;
+    assert.equal(await streamSha256((await client.download(id)).body), await streamSha256(createReadStream(location)), "the image holds the volume's bytes");
+    assert.deepEqual(cli("snapshot", "list").map((x: { id: string }) => x.id), [project.outputs().snap.id], "no temporary snapshot left");
+    // The image service's endpoint and identity come from the configuration, never the state.
+    const exported = project.ok(["stack", "export", "--show-secrets"]).stdout;
+    assert.ok(!exported.includes(glance!.endpoint) && !exported.includes(AUTH.projectId), "nothing of the image service's configuration in the state");
+    project.program(keep);
+    project.up();
+    assert.equal(state("copy"), undefined);
+    await assert.rejects(client.show(id), /not found/, "the image is deleted");
+  });
+
   test("name, tags and properties change in place: the same image, one property removed", async (t) => {
     if (skip(t)) return;
     const id = project.outputs().golden.id;
@@ -323,6 +370,41 @@ describe("images through the real engine", () => {
     const again = project.outputs().golden.id;
     assert.notEqual(again, id);
     assert.equal((await client.show(again)).status, "active");
+  });
+
+  test("an Image from a URL and from a file: their bytes, every digest checked; a wrong one leaves no image", async (t) => {
+    if (skip(t)) return;
+    const www = join(dir, "www");
+    mkdirSync(www);
+    writeFileSync(join(www, "disk.raw"), first);
+    // The engine's provider fetches the URL while this process waits on the engine: the server runs in a process of its own.
+    const url = await startServerProcess(www);
+    const keep = [boot({ image: "glance:source-v2", sizeGiB: 2 }), base, snap, golden()];
+    project.program([
+      ...keep,
+      { type: "Image", name: "fromUrl", args: { url: `${url}/disk.raw`, sha256: sha("sha256", first) } },
+      { type: "Image", name: "fromFile", args: { file: join(www, "disk.raw"), allowUnverified: true, tags: ["file"] } },
+    ]);
+    project.up();
+    for (const name of ["fromUrl", "fromFile"]) {
+      const id = project.outputs()[name].id;
+      const image = await client.show(id);
+      assert.equal(image.status, "active");
+      assert.equal(image.diskFormat, "raw", "the format the content has");
+      assert.equal(image.sizeBytes, first.length);
+      assert.equal(state(name)!.hashValue, sha("sha512", first));
+      assert.equal(await streamSha256((await client.download(id)).body), sha("sha256", first), `${name} holds the bytes`);
+    }
+    project.program([...keep, { type: "Image", name: "wrong", args: { url: `${url}/disk.raw`, sha256: "0".repeat(64), name: "wrong-digest" } }]);
+    const failed = project.run(["up", "--yes", "--skip-preview"]);
+    assert.notEqual(failed.code, 0);
+    assert.match(failed.stdout + failed.stderr, /sha256/);
+    assert.deepEqual(await client.find({ name: "wrong-digest" }), [], "no image left behind");
+    assert.equal(state("wrong"), undefined);
+    const made = ["fromUrl", "fromFile"].map((name) => project.stateResources()[name]?.id);
+    project.program(keep);
+    project.up();
+    for (const id of made) await assert.rejects(client.show(id as string), /not found/, "taken out of the program, deleted");
   });
 
   test("bad input is refused at check, naming the field", async (t) => {

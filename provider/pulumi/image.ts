@@ -1,9 +1,9 @@
 import { isDeepStrictEqual } from "node:util";
 import type { Backend, BackendConfig } from "../library/backend";
-import type { CopyToImageOptions } from "../library/images";
+import { copySourceToImage, imageSourceFor, type CopyToImageOptions } from "../library/images";
 import type { ImageRecord, ImageService, ImageUpdate, UploadResult } from "../images/contract";
 import { isReservedField } from "../images/glance/record";
-import { ConflictError, InvalidInputError, NotFoundError, errorMessage } from "../util/errors";
+import { ConflictError, NotFoundError, errorMessage } from "../util/errors";
 import { plain } from "./plain";
 import { backendFor } from "./backends";
 import { checkBackend, checkProperties, defaultName, type CheckFailure } from "./check";
@@ -14,9 +14,9 @@ import { forgetOwner, ownedId, recordOwner } from "./ownership";
 import { stableOutputs } from "./stables";
 
 // An image in an image service of kindling's configuration (Glance), made from a volume or a
-// snapshot of a backend. Its data never changes (images are immutable): another source is
-// another image. Its name, tags, properties, visibility and protection change in place, in
-// one JSON patch. Refresh reads the image from the service: one deleted there leaves the
+// snapshot of a backend, an http(s) URL or a local file. Its data never changes (images are
+// immutable): another source is another image. Its name, tags, properties, visibility and
+// protection change in place, in one JSON patch. Refresh reads the image from the service: one deleted there leaves the
 // state, one changed there shows the change as a diff the next `up` undoes.
 //
 // What the program manages is what it says: the properties it sets (the image also carries
@@ -78,11 +78,8 @@ export async function check(olds: Partial<ImageInputs>, news: Record<string, unk
     failures.push({ property: sources[1], reason: `${sources[1]}: give one source of volume, snapshot, url and file, not ${sources.join(" and ")}` });
   }
   const source = sources.length === 1 ? sources[0] : undefined;
-  if ((source === "url" || source === "file") && !failed(source)) {
-    failures.push({ property: source, reason: `${source}: an image from a ${source === "url" ? "URL" : "local file"} is not supported yet; make it from a volume or a snapshot` });
-  }
   if (source === "volume" || source === "snapshot") {
-    for (const key of ["sha256", "sha512"] as const) {
+    for (const key of ["sha256", "sha512", "allowUnverified"] as const) {
       if (inputs[key] !== undefined) failures.push({ property: key, reason: `${key}: only for a url or file source (kindling hashes a ${source}'s bytes as it sends them)` });
     }
     if (inputs.backend === undefined && !failed("backend")) failures.push({ property: "backend", reason: `backend: is required with ${source} (the backend that holds it)` });
@@ -113,9 +110,10 @@ export async function check(olds: Partial<ImageInputs>, news: Record<string, unk
 
 export async function diff(id: string, olds: ImageOutputs, news: ImageInputs) {
   // Another source (or other storage behind the same ids) is other data: another image.
+  // A url or a file is compared as written: pin its digest for new bytes there to replace the image.
   const replaces = replacedBy(olds, news, [...SOURCE_KEYS, "sha256", "sha512"]);
   if (isUnknown(news.service) || (news.service !== undefined && news.service !== olds.serviceName)) replaces.push("service");
-  const inPlace = changedIn(olds, news, ["name", "tags", "properties", "visibility", "protected", "backend"]);
+  const inPlace = changedIn(olds, news, ["name", "tags", "properties", "visibility", "protected", "backend", "allowUnverified"]);
   return {
     changes: replaces.length > 0 || inPlace,
     replaces,
@@ -138,11 +136,15 @@ export async function create(inputs: ImageInputs): Promise<{ id: string; outs: I
     backend = await backendOf(inputs.backend);
     made = await (await backend.getSnapshot(inputs.snapshot)).copyToImage(service, options);
   } else {
+    // Every digest checked as the bytes pass, the format taken from the content; a relative
+    // file is the Pulumi project's.
     const field = inputs.url !== undefined ? "url" : "file";
-    throw new InvalidInputError(field, "an image from a URL or a local file is not supported yet; make it from a volume or a snapshot");
+    const ref = inputs.url ?? `file:${inputs.file}`;
+    const source = await imageSourceFor(ref, imageServices(), { sha256: inputs.sha256, sha512: inputs.sha512 }, field);
+    made = await copySourceToImage(source, service, { ...options, allowUnverified: inputs.allowUnverified });
   }
   // For preview: lets check find the image again (see stables.ts).
-  await recordOwner(backend, "image", inputs.ownerKey, made.image.id);
+  if (backend) await recordOwner(backend, "image", inputs.ownerKey, made.image.id);
   return { id: made.image.id, outs: outputs(inputs, service.name, made.image) };
 }
 

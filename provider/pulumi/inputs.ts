@@ -107,6 +107,8 @@ export const imageInputsSchema = z.strictObject({
   sha256: sha256Schema.optional(),
   /** The url's or file's sha512. */
   sha512: sha512Schema.optional(),
+  /** Make the image from a url or file that nobody vouches for (no digest from it or the program). */
+  allowUnverified: z.boolean().optional(),
   tags: image.tags,
   /** Set on the image besides what the source carries; the ones the program sets are kept as it says. */
   properties: image.properties,

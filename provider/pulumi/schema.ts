@@ -102,7 +102,7 @@ export function packageSchema(version: string): Json {
         devicePath: optional(str("The block device on the host that ran the program, when attached locally.")),
         dump: { type: "object", additionalProperties: { $ref: "pulumi.json#/Any" }, description: "The connection's record." },
       }),
-      "kindling:index:Image": resource("An image in an image service (Glance) of kindling's configuration, made from a volume or a snapshot; its name, tags, properties, visibility and protection change in place.", imageInputsSchema, {
+      "kindling:index:Image": resource("An image in an image service (Glance) of kindling's configuration, made from a volume, a snapshot, a URL or a file; its name, tags, properties, visibility and protection change in place.", imageInputsSchema, {
         imageId: str("The image's id in its service."),
         serviceName: str("The image service's name in kindling's configuration."),
         status: str("The image's status in its service (active once made)."),

@@ -1,9 +1,10 @@
 // Images through the real engine, against a real Glance (scripts/glance) named in the project's
 // kindling.json: a Volume made from a Glance image (its bytes, its size left to the image, grown
-// in place, replaced by another image), an Image made from a snapshot (its bytes downloaded
-// again), its name, tags and properties changed in place, refresh after the image is changed
-// or deleted in Glance, bad input refused at check naming the field, and destroy leaving no
-// volume, snapshot or image behind.
+// in place, replaced by another image), an Image made from a snapshot, a volume, a URL and a
+// file (its bytes downloaded again), its name, tags and properties changed in place, refresh
+// after the image is changed or deleted in Glance, a protected image kept, bad input refused at
+// check naming the field, and destroy leaving no volume, snapshot or image behind. First, the
+// provider's decisions on their own (what preview shows), without the engine.
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { spawn, type ChildProcess } from "node:child_process";

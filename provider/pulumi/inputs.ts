@@ -85,14 +85,15 @@ export const attachmentInputsSchema = z.strictObject({
   ...internal,
 });
 
-const image = copyToImageSchema.shape;
+/** What the library takes for a new image, as the Image resource takes it too. */
+const imageFields = copyToImageSchema.shape;
 
 /** An image in an image service of kindling's configuration, made from one source. */
 export const imageInputsSchema = z.strictObject({
   /** The image service's name in kindling's configuration; optional when it has one. */
   service: nameSchema.optional(),
   /** Default: the resource name and a short stable suffix. */
-  name: image.name.optional(),
+  name: imageFields.name.optional(),
   /** The backend holding the volume or snapshot the image is made from. */
   backend: backendInputSchema.optional(),
   /** Made from this volume (through a temporary snapshot). One source: volume, snapshot, url or file. */
@@ -109,9 +110,9 @@ export const imageInputsSchema = z.strictObject({
   sha512: sha512Schema.optional(),
   /** Make the image from a url or file that nobody vouches for (no digest from it or the program). */
   allowUnverified: z.boolean().optional(),
-  tags: image.tags,
+  tags: imageFields.tags,
   /** Set on the image besides what the source carries; the ones the program sets are kept as it says. */
-  properties: image.properties,
+  properties: imageFields.properties,
   visibility: z.enum(["private", "shared", "community", "public"], { error: "must be one of private, shared, community, public" }).optional(),
   /** A protected image cannot be deleted: set it to false (and `pulumi up`) before destroying. */
   protected: z.boolean().optional(),

@@ -110,7 +110,7 @@ export function packageSchema(version: string): Json {
         checksum: optional(str("md5 of the image's bytes (Glance's checksum).")),
         hashAlgo: optional(str("The service's secure hash algorithm (os_hash_algo).")),
         hashValue: optional(str("The service's secure hash of the bytes (os_hash_value).")),
-        diskFormat: optional(str("The image's disk format (raw).")),
+        diskFormat: optional(str("The image's disk format, as its content says (raw, qcow2...).")),
         createdAt: str("When the image was created (ISO 8601)."),
       }),
     },

@@ -139,6 +139,7 @@ describe("the provider's decisions on images (no engine, no Glance contacted)", 
     assert.deepEqual(await by({ ...image, snapshot: undefined, url: "http://127.0.0.1:9/disk.raw", sha256: "a".repeat(64) }), {});
     assert.match((await by({ ...image, backend: undefined })).backend, /is required with snapshot/);
     assert.match((await by({ ...image, properties: { status: "x" } })).properties, /properties\.status: is the image service's own field/);
+    assert.match((await by({ ...image, properties: { kindling_pulumi_owner: "x" } })).properties, /is kindling's own/);
     assert.match((await by({ ...image, service: "other" })).service, /no image service named "other"/);
     assert.match((await by({ ...image, tags: ["a", ""] })).tags, /^tags\.1:/);
     assert.match((await by({ ...image, snapshot: undefined, url: "ftp://x" })).url, /^url: must be an http/);
@@ -360,17 +361,23 @@ describe("images through the real engine", () => {
     noChanges();
   });
 
-  test("refresh: an image deleted in Glance leaves the state, and the next up makes it again", async (t) => {
+  test("refresh: an image deleted in Glance leaves the state; the next up makes it again, deleting what a killed up left half made", async (t) => {
     if (skip(t)) return;
     const id = project.outputs().golden.id;
+    const ownerKey = project.stateResources().golden.inputs.ownerKey as string;
     await client.delete(id);
     project.ok(["refresh", "--yes"]);
     assert.equal(state("golden"), undefined, "gone from the state");
     assert.ok(state("snap"), "the rest stays");
+    // What an `up` killed mid-upload leaves: an image of this resource with no data.
+    const leftover = await client.create({ name: "golden-2", diskFormat: "raw", properties: { kindling_pulumi_owner: ownerKey } });
     project.up();
     const again = project.outputs().golden.id;
     assert.notEqual(again, id);
-    assert.equal((await client.show(again)).status, "active");
+    const made = await client.show(again);
+    assert.equal(made.status, "active");
+    assert.equal(made.properties.kindling_pulumi_owner, ownerKey, "the image says which resource it was made for");
+    await assert.rejects(client.show(leftover.id), /not found/, "the half-made image is deleted");
   });
 
   test("an Image from a URL and from a file: their bytes, every digest checked; a wrong one leaves no image", async (t) => {

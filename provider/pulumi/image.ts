@@ -57,6 +57,25 @@ function outputs(inputs: ImageInputs, service: string, image: ImageRecord): Imag
   });
 }
 
+/**
+ * The resource an image was made for (project/stack/resource), set on the image itself: the
+ * image service picks the id only when the image is made, so this is what finds an image that
+ * an interrupted `up` (kill -9 mid-upload) left half made.
+ */
+const OWNER_PROPERTY = "kindling_pulumi_owner";
+
+/**
+ * Deletes the images an interrupted create of this resource left without data (queued, saving,
+ * killed). An active one may be the image the state holds, which a replacement is made beside
+ * (see diff): it is never touched here.
+ */
+async function removeLeftovers(service: ImageService, ownerKey: string | undefined): Promise<void> {
+  if (!ownerKey) return;
+  for (const image of await service.find({ properties: { [OWNER_PROPERTY]: ownerKey } })) {
+    if (image.status !== "active") await service.delete(image.id);
+  }
+}
+
 function backendOf(config: unknown): Promise<Backend> {
   return backendFor(config as BackendConfig);
 }
@@ -89,6 +108,7 @@ export async function check(olds: Partial<ImageInputs>, news: Record<string, unk
   if (inputs.properties !== undefined && !isUnknown(inputs.properties) && !failed("properties")) {
     const reserved = Object.keys(inputs.properties).filter(isReservedField);
     if (reserved.length) failures.push({ property: "properties", reason: `properties.${reserved[0]}: is the image service's own field, not a property` });
+    else if (OWNER_PROPERTY in inputs.properties) failures.push({ property: "properties", reason: `properties.${OWNER_PROPERTY}: is kindling's own (the resource the image was made for)` });
   }
   if (!isUnknown(inputs.service) && !failed("service")) {
     try {
@@ -126,7 +146,9 @@ export async function diff(id: string, olds: ImageOutputs, news: ImageInputs) {
 
 export async function create(inputs: ImageInputs): Promise<{ id: string; outs: ImageOutputs }> {
   const service = serviceNamed(inputs.service);
-  const options: CopyToImageOptions = { name: inputs.name as string, visibility: inputs.visibility, protected: inputs.protected, tags: inputs.tags, properties: inputs.properties };
+  await removeLeftovers(service, inputs.ownerKey);
+  const properties = { ...inputs.properties, ...(inputs.ownerKey ? { [OWNER_PROPERTY]: inputs.ownerKey } : {}) };
+  const options: CopyToImageOptions = { name: inputs.name as string, visibility: inputs.visibility, protected: inputs.protected, tags: inputs.tags, properties };
   let made: UploadResult;
   let backend: Backend | undefined;
   if (inputs.volume !== undefined) {

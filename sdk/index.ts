@@ -215,7 +215,11 @@ export interface ImageArgs {
   sha512?: pulumi.Input<string>;
   /** Make the image from a url or file that offers no digest and was given none. */
   allowUnverified?: pulumi.Input<boolean>;
-  /** These change in place. Properties the program sets are kept as it says; others on the image are left alone. */
+  /**
+   * These change in place. Properties the program sets are kept as it says; others on the image
+   * are left alone: what its source carries (kindling_volume_id...), kindling_pulumi_owner (the
+   * resource it was made for), ones set by hand.
+   */
   tags?: pulumi.Input<pulumi.Input<string>[]>;
   properties?: pulumi.Input<Record<string, pulumi.Input<string>>>;
   visibility?: pulumi.Input<"private" | "shared" | "community" | "public">;

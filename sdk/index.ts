@@ -3,7 +3,7 @@ import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { dataHome } from "../provider/library/config";
 import { driverModule, driverNames } from "../provider/drivers/registry";
-import { attachmentProvider, snapshotProvider, volumeProvider } from "./providers";
+import { attachmentProvider, imageProvider, snapshotProvider, volumeProvider } from "./providers";
 
 /**
  * A backend, described as one entry of kindling's configuration file plus its name, e.g.
@@ -62,8 +62,11 @@ function owner(name: string): { resourceName: string; ownerKey: string } {
 
 export interface VolumeArgs {
   backend: pulumi.Input<BackendArgs>;
-  /** Whole GiB. Growing it extends the volume in place; it never shrinks. */
-  sizeGiB: pulumi.Input<number>;
+  /**
+   * Whole GiB. Growing it extends the volume in place; it never shrinks. Optional with
+   * `image`: the volume then has the size the image needs.
+   */
+  sizeGiB?: pulumi.Input<number>;
   /** Default: the resource name and a short stable suffix. */
   name?: pulumi.Input<string>;
   pool?: pulumi.Input<string>;
@@ -80,6 +83,21 @@ export interface VolumeArgs {
   description?: pulumi.Input<string>;
   /** Name or id of an existing volume to manage as it is, without copying its data. */
   adopt?: pulumi.Input<string>;
+  /**
+   * Create holding this image: `SERVICE:NAME_OR_ID` (an image service of kindling's
+   * configuration file: $KINDLING_CONFIG, else kindling.json in the project's directory),
+   * `file:PATH` or an http(s) URL, its bytes checked against every digest offered. Another
+   * image (or other digests) replaces the volume; a name is resolved when the volume is made
+   * (`imageId` says which image that was). An Image of the same program:
+   * `pulumi.interpolate\`glance:${image.imageId}\``.
+   */
+  image?: pulumi.Input<string>;
+  /** The image's sha256, checked besides the digests its source offers. */
+  imageSha256?: pulumi.Input<string>;
+  /** The image's sha512. */
+  imageSha512?: pulumi.Input<string>;
+  /** Copy an image that nobody vouches for (no digest from its source or the program). */
+  allowUnverifiedImage?: pulumi.Input<boolean>;
 }
 
 export class Volume extends pulumi.dynamic.Resource {
@@ -92,12 +110,21 @@ export class Volume extends pulumi.dynamic.Resource {
   declare readonly createdAt: pulumi.Output<string>;
   declare readonly pool: pulumi.Output<string | undefined>;
   declare readonly dump: pulumi.Output<Record<string, unknown>>;
+  /** The id of the image the volume was made from, in its service (none for a file or a URL). */
+  declare readonly imageId: pulumi.Output<string | undefined>;
+  declare readonly imageService: pulumi.Output<string | undefined>;
+  /** The strongest digest the image's bytes were checked against, as `algo:hex`. */
+  declare readonly imageDigest: pulumi.Output<string | undefined>;
 
   constructor(name: string, args: VolumeArgs, opts?: pulumi.CustomResourceOptions) {
     super(
       volumeProvider,
       name,
-      { volumeId: undefined, name: undefined, status: undefined, backendName: undefined, location: undefined, createdAt: undefined, dump: undefined, ...args, backend: guarded(args.backend), ...owner(name) },
+      {
+        volumeId: undefined, name: undefined, sizeGiB: undefined, status: undefined, backendName: undefined, location: undefined, createdAt: undefined, dump: undefined,
+        imageId: undefined, imageService: undefined, imageDigest: undefined,
+        ...args, backend: guarded(args.backend), ...owner(name),
+      },
       deleteFirst(opts),
       "kindling",
       "Volume",
@@ -167,6 +194,71 @@ export class Attachment extends pulumi.dynamic.Resource {
       deleteFirst(secret ? { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connectionInfo", "dump"] } : opts),
       "kindling",
       "Attachment",
+    );
+  }
+}
+
+export interface ImageArgs {
+  /** The image service's name in kindling's configuration file; optional when it names one. */
+  service?: pulumi.Input<string>;
+  /** Default: the resource name and a short stable suffix. */
+  name?: pulumi.Input<string>;
+  /** The backend holding `volume` or `snapshot`. */
+  backend?: pulumi.Input<BackendArgs>;
+  /** The image's source, one of volume, snapshot, url and file; another source is another image. A volume is copied through a temporary snapshot. */
+  volume?: pulumi.Input<string>;
+  snapshot?: pulumi.Input<string>;
+  url?: pulumi.Input<string>;
+  file?: pulumi.Input<string>;
+  /** The url's or file's digests, checked as the bytes pass; another digest is another image. A relative file is the project's. */
+  sha256?: pulumi.Input<string>;
+  sha512?: pulumi.Input<string>;
+  /** Make the image from a url or file that offers no digest and was given none. */
+  allowUnverified?: pulumi.Input<boolean>;
+  /**
+   * These change in place. Properties the program sets are kept as it says; others on the image
+   * are left alone: what its source carries (kindling_volume_id...), kindling_pulumi_owner (the
+   * resource it was made for), ones set by hand.
+   */
+  tags?: pulumi.Input<pulumi.Input<string>[]>;
+  properties?: pulumi.Input<Record<string, pulumi.Input<string>>>;
+  visibility?: pulumi.Input<"private" | "shared" | "community" | "public">;
+  /** A protected image is never deleted: set it to false (and `pulumi up`) before destroying it. */
+  protected?: pulumi.Input<boolean>;
+}
+
+/**
+ * An image in an image service (Glance) of kindling's configuration, made from a volume, a
+ * snapshot, an http(s) URL or a local file. The service's endpoint and credentials come from
+ * the configuration file, never from the program, so nothing of them reaches the state.
+ */
+export class Image extends pulumi.dynamic.Resource {
+  declare readonly imageId: pulumi.Output<string>;
+  declare readonly name: pulumi.Output<string>;
+  declare readonly serviceName: pulumi.Output<string>;
+  declare readonly status: pulumi.Output<string>;
+  declare readonly sizeBytes: pulumi.Output<number>;
+  /** md5 of the image's bytes (Glance's checksum). */
+  declare readonly checksum: pulumi.Output<string>;
+  /** The service's secure hash of the bytes (os_hash_algo, os_hash_value). */
+  declare readonly hashAlgo: pulumi.Output<string>;
+  declare readonly hashValue: pulumi.Output<string>;
+  declare readonly diskFormat: pulumi.Output<string>;
+  declare readonly createdAt: pulumi.Output<string>;
+
+  constructor(name: string, args: ImageArgs, opts?: pulumi.CustomResourceOptions) {
+    const { backend, ...rest } = args;
+    super(
+      imageProvider,
+      name,
+      {
+        imageId: undefined, name: undefined, serviceName: undefined, status: undefined, sizeBytes: undefined, checksum: undefined, hashAlgo: undefined, hashValue: undefined, diskFormat: undefined, createdAt: undefined,
+        ...rest, ...(backend === undefined ? {} : { backend: guarded(backend) }), ...owner(name),
+      },
+      // Image names need not be unique: a replacement is made before the old image goes.
+      opts,
+      "kindling",
+      "Image",
     );
   }
 }

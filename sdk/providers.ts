@@ -31,3 +31,12 @@ export const attachmentProvider: pulumi.dynamic.ResourceProvider = {
   update: (id, olds, news) => require("kindling/pulumi").attachment.update(id, olds, news),
   delete: (id, props) => require("kindling/pulumi").attachment.remove(id, props),
 };
+
+export const imageProvider: pulumi.dynamic.ResourceProvider = {
+  check: (olds, news) => require("kindling/pulumi").image.check(olds, news),
+  diff: (id, olds, news) => require("kindling/pulumi").image.diff(id, olds, news),
+  create: (inputs) => require("kindling/pulumi").image.create(inputs),
+  read: (id, props) => require("kindling/pulumi").image.read(id, props),
+  update: (id, olds, news) => require("kindling/pulumi").image.update(id, olds, news),
+  delete: (id, props) => require("kindling/pulumi").image.remove(id, props),
+};

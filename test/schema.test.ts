@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { attachmentInputsSchema, snapshotInputsSchema, volumeInputsSchema } from "../provider/pulumi/inputs";
+import { attachmentInputsSchema, imageInputsSchema, snapshotInputsSchema, volumeInputsSchema } from "../provider/pulumi/inputs";
 import { packageSchema } from "../provider/pulumi/schema";
 import { ROOT } from "./helpers/pulumi";
 
@@ -20,6 +20,7 @@ test("every checked input is in schema.json, required where zod requires it, and
     ["kindling:index:Volume", volumeInputsSchema],
     ["kindling:index:Snapshot", snapshotInputsSchema],
     ["kindling:index:Attachment", attachmentInputsSchema],
+    ["kindling:index:Image", imageInputsSchema],
   ] as const;
   for (const [token, schema] of cases) {
     const resource = committed.resources[token];
@@ -30,5 +31,12 @@ test("every checked input is in schema.json, required where zod requires it, and
     for (const key of keys) assert.ok(resource.properties[key], `${token} outputs carry input ${key}`);
   }
   assert.equal(committed.resources["kindling:index:Volume"].inputProperties.sizeGiB.type, "integer");
+  // Optional with an image, but always an output.
+  assert.ok(!committed.resources["kindling:index:Volume"].requiredInputs.includes("sizeGiB"));
+  assert.ok(committed.resources["kindling:index:Volume"].required.includes("sizeGiB"));
+  assert.deepEqual(committed.resources["kindling:index:Image"].inputProperties.tags, { type: "array", items: { type: "string" } });
+  for (const output of ["imageId", "serviceName", "status", "sizeBytes", "checksum", "hashAlgo", "hashValue", "diskFormat", "createdAt"]) {
+    assert.ok(committed.resources["kindling:index:Image"].properties[output], `Image output ${output}`);
+  }
   assert.equal(committed.version, version);
 });

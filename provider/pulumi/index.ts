@@ -4,9 +4,10 @@
 import * as volume from "./volume";
 import * as snapshot from "./snapshot";
 import * as attachment from "./attachment";
+import * as image from "./image";
 import { engineAddressFromArgs, watchEngine } from "./engine-watch";
 
-export { volume, snapshot, attachment };
+export { volume, snapshot, attachment, image };
 
 // When a deployment is done the engine ends the dynamic-provider process with SIGINT, and
 // Node's default for SIGINT skips "exit" handlers: the rbd driver's key files (removed on exit)

@@ -4,8 +4,12 @@ import type { Backend } from "../library/backend";
 // records. Written before the object is created, so after a crash (kill -9 of `pulumi up`)
 // the next create finds what the interrupted one made instead of making a second one.
 
-/** What a resource makes: a volume, a snapshot, or a connection (an Attachment). */
-export type OwnedKind = "volume" | "snapshot" | "attachment";
+/**
+ * What a resource makes: a volume, a snapshot, a connection (an Attachment), or an image of the
+ * backend's data (recorded once made, since the image service picks its id: only so that preview
+ * knows an existing image's id, see image.ts).
+ */
+export type OwnedKind = "volume" | "snapshot" | "attachment" | "image";
 
 function key(kind: OwnedKind, ownerKey: string): string {
   return `pulumi/${kind}/${ownerKey}`;

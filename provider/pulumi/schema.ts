@@ -2,7 +2,7 @@
 // that check inputs, so the two cannot drift apart: `make schema` writes it, and a test fails
 // when the committed file differs from what this makes.
 import { z } from "zod";
-import { attachmentInputsSchema, snapshotInputsSchema, volumeInputsSchema } from "./inputs";
+import { attachmentInputsSchema, imageInputsSchema, snapshotInputsSchema, volumeInputsSchema } from "./inputs";
 
 type Json = Record<string, unknown>;
 
@@ -33,6 +33,8 @@ function toPulumi(json: Json): Json {
       return { type: "boolean" };
     case "string":
       return { type: "string" };
+    case "array":
+      return { type: "array", items: json.items && typeof json.items === "object" ? toPulumi(json.items as Json) : { $ref: "pulumi.json#/Any" } };
     case "object": {
       const values = json.additionalProperties;
       return { type: "object", additionalProperties: values && typeof values === "object" && Object.keys(values).length ? toPulumi(values as Json) : { $ref: "pulumi.json#/Any" } };
@@ -72,15 +74,20 @@ export function packageSchema(version: string): Json {
     name: "kindling",
     displayName: "kindling",
     version,
-    description: "Block storage volumes as code: volumes, snapshots and attachments on kindling's backends.",
+    description: "Block storage volumes as code: volumes, snapshots and attachments on kindling's backends, and images in its image services.",
     resources: {
       "kindling:index:Volume": resource("A block storage volume.", volumeInputsSchema, {
         volumeId: str("The volume's id."),
+        // An input that may be left to the image; the volume always has one.
+        sizeGiB: { type: "integer", description: "The volume's size in GiB: as given, or what its image needed." },
         status: str("creating, available, in-use, extending, deleting, error, error_deleting or deleted."),
         backendName: str("The backend's name."),
         location: optional(str("Where the backend keeps the volume (a file path, pool/image).")),
         createdAt: str("When the volume was created (ISO 8601)."),
         dump: { type: "object", additionalProperties: { $ref: "pulumi.json#/Any" }, description: "The volume's record, as `Volume.dump()` gives it." },
+        imageId: optional(str("The id, in its image service, of the image the volume was made from.")),
+        imageService: optional(str("The image service the volume's image came from.")),
+        imageDigest: optional(str("The strongest digest the image's bytes were checked against, as algo:hex.")),
       }),
       "kindling:index:Snapshot": resource("A point-in-time copy of a volume.", snapshotInputsSchema, {
         snapshotId: str("The snapshot's id."),
@@ -94,6 +101,17 @@ export function packageSchema(version: string): Json {
         connectionInfo: { type: "object", additionalProperties: { $ref: "pulumi.json#/Any" }, description: "How to reach the volume; secret where it holds credentials." },
         devicePath: optional(str("The block device on the host that ran the program, when attached locally.")),
         dump: { type: "object", additionalProperties: { $ref: "pulumi.json#/Any" }, description: "The connection's record." },
+      }),
+      "kindling:index:Image": resource("An image in an image service (Glance) of kindling's configuration, made from a volume, a snapshot, a URL or a file; its name, tags, properties, visibility and protection change in place.", imageInputsSchema, {
+        imageId: str("The image's id in its service."),
+        serviceName: str("The image service's name in kindling's configuration."),
+        status: str("The image's status in its service (active once made)."),
+        sizeBytes: optional({ type: "integer", description: "The image's size in bytes." }),
+        checksum: optional(str("md5 of the image's bytes (Glance's checksum).")),
+        hashAlgo: optional(str("The service's secure hash algorithm (os_hash_algo).")),
+        hashValue: optional(str("The service's secure hash of the bytes (os_hash_value).")),
+        diskFormat: optional(str("The image's disk format, as its content says (raw, qcow2...).")),
+        createdAt: str("When the image was created (ISO 8601)."),
       }),
     },
     types: {

@@ -12,8 +12,11 @@ import { isUnknown, volumeInputsSchema, type VolumeInputs } from "./inputs";
 import { forgetOwner, ownedId, recordOwner } from "./ownership";
 import { nameHeldByReplaced, Replacements } from "./replacements";
 import { stableOutputs } from "./stables";
+import { checkImage, originOf, volumeImageSource, type ImageOrigin } from "./volume-image";
 
-export interface VolumeOutputs extends VolumeInputs {
+export interface VolumeOutputs extends VolumeInputs, ImageOrigin {
+  /** Always known once the volume exists, given or not. */
+  sizeGiB: number;
   volumeId: string;
   status: string;
   backendName: string;
@@ -30,6 +33,10 @@ const STABLE_KEYS = ["volumeId", "backendName", "createdAt", "location"] as cons
 function outputs(inputs: VolumeInputs, volume: Volume): VolumeOutputs {
   return plain({
     ...inputs,
+    // The image its first bytes came from (its own, or its source volume's or snapshot's).
+    ...originOf(volume.image),
+    // A volume sized by its image has the size the image needed.
+    sizeGiB: inputs.sizeGiB ?? volume.sizeGiB,
     volumeId: volume.id,
     status: volume.status,
     backendName: volume.backend.name,
@@ -60,6 +67,11 @@ export async function check(olds: Partial<VolumeInputs>, news: Record<string, un
   if (inputs.snapshotId !== undefined && inputs.sourceVolumeId !== undefined) {
     failures.push({ property: "snapshotId", reason: "snapshotId: give at most one of snapshotId and sourceVolumeId" });
   }
+  // An image says how big the volume must be; anything else needs the size.
+  if (inputs.sizeGiB === undefined && inputs.image === undefined && !failures.some((f) => f.property === "sizeGiB")) {
+    failures.push({ property: "sizeGiB", reason: "sizeGiB: is required (it may be left out only with image, whose size it then takes)" });
+  }
+  checkImage(inputs, failures);
   const known = (v: unknown) => v !== undefined && !isUnknown(v);
   if (known(olds.sizeGiB) && known(inputs.sizeGiB) && (inputs.sizeGiB as number) < (olds.sizeGiB as number) && !failures.some((f) => f.property === "sizeGiB")) {
     failures.push({ property: "sizeGiB", reason: `sizeGiB: ${inputs.sizeGiB} GiB is smaller than the volume's real size (${olds.sizeGiB} GiB); volumes only grow` });
@@ -85,12 +97,17 @@ export async function diff(id: string, olds: VolumeOutputs, news: VolumeInputs) 
   replacements.diffed(news.ownerKey ?? olds.ownerKey, id, olds);
   // A shrink is refused by check (against the recorded size) and by update; diff runs during
   // refresh too, where throwing would stop the refresh that is about to record the real size.
-  const replaces = replacedBy(olds, news, ["pool"]);
+  // Another image (or other digests of it) is other data: a new volume. The reference is
+  // compared as written: a name that now matches a newer image replaces nothing (imageId
+  // records which one the volume holds).
+  const replaces = replacedBy(olds, news, ["pool", "image", "imageSha256", "imageSha512"]);
   // The source (snapshotId, sourceVolumeId) mattered only when the data was copied: a new
   // value is recorded in place and the volume keeps its data, even when the old snapshot is
   // gone and a new one stands in its place. `adopt` too matters only at creation;
   // resourceName and ownerKey never change the volume.
-  const inPlace = changedIn(olds, news, ["sizeGiB", "name", "description", "metadata", "qosSpecs", "extraSpecs", "backend", "pool", "snapshotId", "sourceVolumeId"]);
+  // No sizeGiB (a volume sized by its image) asks for no size: the one it has stays.
+  const sized = news.sizeGiB === undefined ? { ...news, sizeGiB: olds.sizeGiB } : news;
+  const inPlace = changedIn(olds, sized, ["sizeGiB", "name", "description", "metadata", "qosSpecs", "extraSpecs", "backend", "pool", "snapshotId", "sourceVolumeId", "allowUnverifiedImage"]);
   return {
     changes: replaces.length > 0 || inPlace,
     replaces,
@@ -129,12 +146,14 @@ export async function create(inputs: VolumeInputs): Promise<{ id: string; outs: 
   const options = { id, name: inputs.name, sizeGiB: inputs.sizeGiB, description: inputs.description, metadata: inputs.metadata };
   let volume: Volume;
   try {
-    if (inputs.snapshotId) {
+    if (inputs.image) {
+      volume = await backend.createVolumeFromImage(await volumeImageSource(inputs), { ...options, pool: inputs.pool, extraSpecs: inputs.extraSpecs, qosSpecs: inputs.qosSpecs, allowUnverified: inputs.allowUnverifiedImage });
+    } else if (inputs.snapshotId) {
       volume = await (await backend.getSnapshot(inputs.snapshotId)).createVolume(options);
     } else if (inputs.sourceVolumeId) {
       volume = await (await backend.getVolume(inputs.sourceVolumeId)).clone(options);
     } else {
-      volume = await backend.createVolume({ ...options, pool: inputs.pool, extraSpecs: inputs.extraSpecs, qosSpecs: inputs.qosSpecs });
+      volume = await backend.createVolume({ ...options, sizeGiB: inputs.sizeGiB as number, pool: inputs.pool, extraSpecs: inputs.extraSpecs, qosSpecs: inputs.qosSpecs });
     }
     // A copy takes its source's specs; the program's own, when given, win.
     if ((inputs.snapshotId || inputs.sourceVolumeId) && (inputs.qosSpecs || inputs.extraSpecs)) {
@@ -154,10 +173,11 @@ export async function create(inputs: VolumeInputs): Promise<{ id: string; outs: 
 /** Takes an existing volume under management, data untouched; grows it if the program asks. */
 async function adopt(backend: Backend, inputs: VolumeInputs): Promise<{ id: string; outs: VolumeOutputs }> {
   const volume = await backend.getVolume(inputs.adopt as string);
-  if (inputs.sizeGiB < volume.sizeGiB) {
-    throw new InvalidInputError("sizeGiB", `${inputs.sizeGiB} GiB is smaller than the adopted volume's size (${volume.sizeGiB} GiB); set sizeGiB to at least that`);
+  const sizeGiB = inputs.sizeGiB as number; // check requires it without an image
+  if (sizeGiB < volume.sizeGiB) {
+    throw new InvalidInputError("sizeGiB", `${sizeGiB} GiB is smaller than the adopted volume's size (${volume.sizeGiB} GiB); set sizeGiB to at least that`);
   }
-  if (inputs.sizeGiB > volume.sizeGiB) await volume.extend(inputs.sizeGiB);
+  if (sizeGiB > volume.sizeGiB) await volume.extend(sizeGiB);
   await volume.update({ name: inputs.name, description: inputs.description, metadata: inputs.metadata, qosSpecs: inputs.qosSpecs, extraSpecs: inputs.extraSpecs });
   await recordOwner(backend, "volume", inputs.ownerKey, volume.id);
   // Another resource may still hold it, and be deleted in this deployment (see replacements.ts).
@@ -193,10 +213,10 @@ export async function update(id: string, olds: VolumeOutputs, news: VolumeInputs
   const backend = await backendOf(news.backend);
   const volume = await backend.getVolume(id);
   const real = (await volume.inspect()).sizeGiB ?? volume.sizeGiB;
-  if (news.sizeGiB < real) {
+  if (news.sizeGiB !== undefined && news.sizeGiB < real) {
     throw new InvalidInputError("sizeGiB", `${news.sizeGiB} GiB is smaller than the volume's real size (${real} GiB); volumes only grow`);
   }
-  if (news.sizeGiB > volume.sizeGiB) await volume.extend(news.sizeGiB);
+  if (news.sizeGiB !== undefined && news.sizeGiB > volume.sizeGiB) await volume.extend(news.sizeGiB);
   const changes: Record<string, unknown> = {};
   for (const key of ["name", "description", "metadata", "qosSpecs", "extraSpecs"] as const) {
     if (!isDeepStrictEqual(olds[key], news[key]) && news[key] !== undefined) changes[key] = news[key];

@@ -28,13 +28,13 @@ for (const r of spec.resources) {
   made[r.name] = new kindling[r.type](r.name, args, r.opts && resolve(r.opts));
 }
 module.exports = Object.fromEntries(Object.entries(made).map(([name, r]) => [name, {
-  id: { Volume: r.volumeId, Snapshot: r.snapshotId, Attachment: r.connectionId }[spec.resources.find((x) => x.name === name).type],
+  id: { Volume: r.volumeId, Snapshot: r.snapshotId, Attachment: r.connectionId, Image: r.imageId }[spec.resources.find((x) => x.name === name).type],
   name: r.name, sizeGiB: r.sizeGiB, location: r.location, devicePath: r.devicePath,
 }]));
 `;
 
 export interface Resource {
-  type: "Volume" | "Snapshot" | "Attachment";
+  type: "Volume" | "Snapshot" | "Attachment" | "Image";
   name: string;
   args: Record<string, unknown>;
   /** Resource options, such as `{ ignoreChanges: ["snapshotId"] }`; "@name.output" refers as in args. */

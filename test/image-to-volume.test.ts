@@ -152,6 +152,26 @@ describe("an image into a new volume, through the command", () => {
     }
   });
 
+  test("a copy killed (SIGKILL) while staging leaves its staging directory; the next copy sweeps it", async () => {
+    const stagingDir = join(dir, "data", "kindling", "staging");
+    const child = spawn(KINDLING, ["--config", config, "volume", "create", "killed", "--image", `${server.url}/stall/disk.qcow2`, "--allow-unverified"], {
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", XDG_DATA_HOME: join(dir, "data") },
+      stdio: "ignore",
+    });
+    const exited = new Promise<void>((ok) => child.once("exit", () => ok()));
+    const left = () => (existsSync(stagingDir) ? readdirSync(stagingDir) : []);
+    for (let i = 0; i < 600 && left().length === 0; i++) await sleep(50);
+    const leftover = left();
+    assert.equal(leftover.length, 1, "the copy was staging");
+    child.kill("SIGKILL");
+    await exited;
+    assert.deepEqual(left(), leftover, "a killed process cannot remove its own");
+    assert.ok(!(await volumeNames()).includes("killed"), "staging comes before the volume: there is none");
+    ok(await run(["volume", "create", "after-kill", "--image", `file:${join(www, "disk.qcow2")}`, "--allow-unverified"]));
+    assert.deepEqual(left(), [], "the next copy removed the dead one's staging directory");
+    assert.deepEqual((await contents("after-kill", image.length)).bytes, image);
+  });
+
   test("a fixed VHD from a server that cannot seek is found at the end of the stream: the volume is undone", async () => {
     const before = await volumeNames();
     const vhd = join(www, "disk.vhd");

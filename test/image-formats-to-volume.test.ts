@@ -65,6 +65,11 @@ describe("every image format into a new volume on the file backend", () => {
       assert.ok(bytes.subarray(0, raw.length).equals(raw), `${image.name}: which are the disk it was made from`);
       assert.ok(bytes.subarray(reference.length).every((b) => b === 0), `${image.name}: zeroes after it`);
       assert.deepEqual(stagingLeft(), [], `${image.name}: no staging file is left`);
+      // Where it came from, as the volume records it: the file, and what the content was found to be.
+      assert.equal(volume.image?.kind, "file");
+      assert.equal(volume.image?.detectedFormat, image.qemuFormat === "vpc" ? "vhd" : image.qemuFormat);
+      assert.equal(volume.image?.virtualSizeBytes, reference.length);
+      assert.equal(volume.image?.sizeBytes, readFileSync(image.path).length, `${image.name}: the bytes the source sent`);
       const operations = new Set(events.map((e) => e.operation));
       assert.ok(operations.has("stage-image") && operations.has("create"), `${image.name}: progress of staging and of the conversion (${[...operations].join(", ")})`);
       const last = events.filter((e) => e.operation === "create").pop();

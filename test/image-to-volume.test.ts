@@ -152,6 +152,26 @@ describe("an image into a new volume, through the command", () => {
     }
   });
 
+  test("a copy killed (SIGKILL) while staging leaves its staging directory; the next copy sweeps it", async () => {
+    const stagingDir = join(dir, "data", "kindling", "staging");
+    const child = spawn(KINDLING, ["--config", config, "volume", "create", "killed", "--image", `${server.url}/stall/disk.qcow2`, "--allow-unverified"], {
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", XDG_DATA_HOME: join(dir, "data") },
+      stdio: "ignore",
+    });
+    const exited = new Promise<void>((ok) => child.once("exit", () => ok()));
+    const left = () => (existsSync(stagingDir) ? readdirSync(stagingDir) : []);
+    for (let i = 0; i < 600 && left().length === 0; i++) await sleep(50);
+    const leftover = left();
+    assert.equal(leftover.length, 1, "the copy was staging");
+    child.kill("SIGKILL");
+    await exited;
+    assert.deepEqual(left(), leftover, "a killed process cannot remove its own");
+    assert.ok(!(await volumeNames()).includes("killed"), "staging comes before the volume: there is none");
+    ok(await run(["volume", "create", "after-kill", "--image", `file:${join(www, "disk.qcow2")}`, "--allow-unverified"]));
+    assert.deepEqual(left(), [], "the next copy removed the dead one's staging directory");
+    assert.deepEqual((await contents("after-kill", image.length)).bytes, image);
+  });
+
   test("a fixed VHD from a server that cannot seek is found at the end of the stream: the volume is undone", async () => {
     const before = await volumeNames();
     const vhd = join(www, "disk.vhd");
@@ -202,6 +222,11 @@ describe("an image into a new volume, through the command", () => {
     await client.upload(z.id, Readable.from([execFileSync("gzip", ["-c", qcow2], { maxBuffer: 64 * MiB })]));
     ok(await run(["volume", "create", "from-glance-gz", "--image", "glance:golden-qcow2-gz"]));
     assert.deepEqual((await contents("from-glance-gz", image.length)).bytes, image);
+    // A fixed VHD: its footer is in its last bytes, which Glance serves apart (a ranged download).
+    const fixed = await client.create({ name: "golden-vhd", diskFormat: "vhd" });
+    await client.upload(fixed.id, Readable.from([readFileSync(join(www, "disk.vhd"))]));
+    ok(await run(["volume", "create", "from-glance-vhd", "--image", "glance:golden-vhd"]));
+    assert.deepEqual((await contents("from-glance-vhd", image.length)).bytes, image);
     // CVE-2024-40767: a qcow2 with a backing file declared raw. And a qcow2 declared vmdk.
     const before = await volumeNames();
     writeFileSync(join(dir, "g-secret"), Buffer.from("GLANCE-HOST-SECRET-".repeat(1000)));

@@ -38,6 +38,8 @@ const RAW_FAMILY: readonly DetectedFormat[] = ["raw", "gpt", "mbr", "iso"];
 const PREFIX = 1 << 20;
 const CHUNK = 4 << 20;
 /** Staged bytes are written in chunks of this size, all-zero ones left as holes. */
+/** Pieces at least this large are written as they come, smaller ones gathered. */
+const SMALL_PIECE = 256 << 10;
 const STAGE_CHUNK = 1 << 20;
 
 interface PreparedBase {
@@ -205,32 +207,55 @@ async function stageImage(description: SourceDescription, stream: Readable, chec
 /** Writes `input` to a new file at `path`, leaving all-zero chunks as holes; returns its length. */
 async function writeSparse(path: string, input: Readable, report: () => void): Promise<number> {
   const handle = await openFile(path, "wx", 0o600);
-  try {
-    let offset = 0;
-    let pending: Buffer[] = [];
-    let pendingBytes = 0;
-    const write = async (chunk: Buffer) => {
-      if (!isAllZero(chunk)) await handle.write(chunk, 0, chunk.length, offset);
-      offset += chunk.length;
-    };
-    for await (const piece of input) {
-      pending.push(piece as Buffer);
-      pendingBytes += (piece as Buffer).length;
-      if (pendingBytes >= STAGE_CHUNK) {
-        const all = Buffer.concat(pending);
-        const whole = all.length - (all.length % STAGE_CHUNK);
-        await write(all.subarray(0, whole));
-        pending = whole < all.length ? [all.subarray(whole)] : [];
-        pendingBytes = all.length - whole;
-        report();
-      }
+  // Profiled (a 1 GiB qcow2 from a local file): gathering every piece into 1 MiB with
+  // Buffer.concat and awaiting each write before reading on cost more than the disk did (the
+  // copies and their garbage a third of the CPU). Pieces of 256 KiB or more are written as they
+  // come; smaller ones (an http body's) are gathered first. One write is in flight while the
+  // next piece is read. A skipped all-zero piece stays a hole wherever the filesystem's blocks
+  // allow, and reads as zeroes either way (the file's length is set at the end).
+  let offset = 0;
+  let inflight: Promise<unknown> = Promise.resolve();
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let sinceReport = 0;
+  const put = async (chunk: Buffer) => {
+    const at = offset;
+    offset += chunk.length;
+    await inflight;
+    inflight = isAllZero(chunk) ? Promise.resolve() : handle.write(chunk, 0, chunk.length, at);
+    sinceReport += chunk.length;
+    if (sinceReport >= STAGE_CHUNK) {
+      sinceReport = 0;
+      report();
     }
-    if (pendingBytes) await write(Buffer.concat(pending));
+  };
+  const flushPending = async () => {
+    if (!pendingBytes) return;
+    const chunk = pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes);
+    pending = [];
+    pendingBytes = 0;
+    await put(chunk);
+  };
+  try {
+    for await (const piece of input) {
+      const b = piece as Buffer;
+      if (b.length >= SMALL_PIECE) {
+        await flushPending();
+        await put(b);
+        continue;
+      }
+      pending.push(b);
+      pendingBytes += b.length;
+      if (pendingBytes >= STAGE_CHUNK) await flushPending();
+    }
+    await flushPending();
+    await inflight;
     // Holes at the end are bytes too: the file is as long as what came.
     await handle.truncate(offset);
     report();
     return offset;
   } finally {
+    await inflight.catch(() => undefined);
     await handle.close();
   }
 }

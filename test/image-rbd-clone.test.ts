@@ -18,6 +18,7 @@ import { IntegrityError } from "../provider/images/digest";
 import { glanceImageService, type GlanceImageService } from "../provider/images/glance";
 import { GlanceSource } from "../provider/images/sources/glance";
 import type { ImageSource } from "../provider/images/sources/source";
+import { parseRbdLocation } from "../provider/drivers/rbd/driver";
 import { Backend, type BackendConfig } from "../provider/library";
 import { MemoryPersistence } from "../provider/persistence/memory";
 import { ConflictError, InvalidInputError } from "../provider/util/errors";
@@ -32,6 +33,14 @@ const GiB = 1 << 30;
 const sha512 = (b: Buffer) => createHash("sha512").update(b).digest("hex");
 /** Data, a run of zeroes, data, not a whole number of MiB: what a disk image looks like; each call other bytes. */
 const diskImage = () => Buffer.concat([randomBytes(MiB + 512), Buffer.alloc(2 * MiB), randomBytes(MiB)]);
+
+test("rbd:// locations: four URL-quoted names, nothing else", () => {
+  assert.deepEqual(parseRbdLocation("rbd://f5a1/images/0b1c/snap"), { fsid: "f5a1", pool: "images", image: "0b1c", snapshot: "snap" });
+  assert.deepEqual(parseRbdLocation("rbd://f5a1/my%2Dpool/img/snap")?.pool, "my-pool", "parts are URL-unquoted, as glance_store quotes them");
+  for (const url of ["rbd://f5a1/images/0b1c", "rbd://f5a1/images/0b1c/snap/x", "rbd://f5a1//0b1c/snap", "rbd://f5a1/images/--help/snap", "rbd://f5a1/images/a%2Fb/snap", "rbd://f5a1/images/%zz/snap", "file:///var/lib/glance/images/0b1c", "http://x/y"]) {
+    assert.equal(parseRbdLocation(url), undefined, url);
+  }
+});
 
 interface RbdInfo {
   size: number;

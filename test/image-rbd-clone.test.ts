@@ -4,8 +4,9 @@
 // parent is Glance's snapshot, its bytes are the image's, a larger size is honoured, and the
 // clone is read back through the image's digests and the inspector, so a clone whose bytes are
 // not the image's (or not raw) is refused with nothing left. Images elsewhere (Glance's file
-// store, another cluster's fsid) are copied as ever. Deleting the volume leaves Glance's image;
-// Glance refuses to delete an image while a clone of it lasts.
+// store, another cluster's fsid, a backend user who cannot read Glance's pool) are copied as
+// ever; read-only access to that pool (Cinder's recommended caps) is enough to clone. Deleting
+// the volume leaves Glance's image; Glance refuses to delete an image while a clone of it lasts.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
@@ -154,6 +155,34 @@ describe("Glance images on rbd in the backend's cluster are cloned, not copied",
     assert.ok(downloadsOf(image.id) >= 1, "downloaded from Glance");
     assert.ok((await readAt(copy, bytes.length)).equals(bytes));
     await copy.delete();
+    assert.deepEqual(volumesInPool(), []);
+  });
+
+  test("read-only access to Glance's pool is enough to clone (Cinder's caps); with none the image is copied", async () => {
+    const bytes = diskImage();
+    const image = await upload(client, "shared", bytes);
+    const userBackend = async (user: string, osdCaps: string) => {
+      const key = cluster.admin("ceph", ["auth", "get-or-create-key", `client.${user}`, "mon", "profile rbd", "osd", osdCaps]).trim();
+      return Backend.open({ ...cluster.backend(`as-${user}`), user, key } as unknown as BackendConfig, { persistence: new MemoryPersistence() });
+    };
+    const reader = await userBackend("reader", "profile rbd pool=volumes, profile rbd-read-only pool=images");
+    try {
+      const volume = await reader.createVolumeFromImage(await source(client, image.id), { name: "by-reader" });
+      assert.equal(info(`volumes/volume-${volume.id}`).parent?.image, image.id, "cloned");
+      assert.ok((await readAt(volume, bytes.length)).equals(bytes));
+      await volume.delete();
+    } finally {
+      await reader.close();
+    }
+    const stranger = await userBackend("stranger", "profile rbd pool=volumes");
+    try {
+      const volume = await stranger.createVolumeFromImage(await source(client, image.id), { name: "by-stranger" });
+      assert.equal(info(`volumes/volume-${volume.id}`).parent, undefined, "copied: this user cannot read Glance's pool");
+      assert.ok((await readAt(volume, bytes.length)).equals(bytes));
+      await volume.delete();
+    } finally {
+      await stranger.close();
+    }
     assert.deepEqual(volumesInPool(), []);
   });
 

@@ -191,6 +191,15 @@ export interface VolumeDriver {
   /** A missing snapshot is success. */
   deleteSnapshot(snapshot: DriverSnapshot): Promise<void>;
   createVolumeFromSnapshot(volume: DriverVolume, snapshot: DriverSnapshot, opts?: OperationOptions): Promise<ModelUpdate>;
+  /**
+   * Optional: the new volume made from where an image service keeps an image's bytes (Glance's
+   * direct_url or one of its locations) without copying them, as a copy-on-write clone (rbd:
+   * `rbd://FSID/POOL/IMAGE/SNAP` of this backend's own cluster), grown to `volume.sizeGiB`.
+   * Undefined, with nothing made, when this driver cannot reach that location so; the caller
+   * then copies the bytes. It never changes the image service's data, and checks no bytes: the
+   * caller verifies the clone. On failure nothing is left.
+   */
+  cloneFromLocation?(volume: DriverVolume, location: string, opts?: OperationOptions): Promise<ModelUpdate | undefined>;
 
   inspect(volume: DriverVolume): Promise<Inspection>;
   inspectSnapshot(snapshot: DriverSnapshot): Promise<Inspection>;

@@ -34,7 +34,7 @@ import type { ImageSource, SourceDescription } from "./sources/source";
 // that is refused.
 
 /** What a volume may be written from directly: what qemu reads as raw. */
-const RAW_FAMILY: readonly DetectedFormat[] = ["raw", "gpt", "mbr", "iso"];
+export const RAW_FAMILY: readonly DetectedFormat[] = ["raw", "gpt", "mbr", "iso"];
 const PREFIX = 1 << 20;
 const CHUNK = 4 << 20;
 /** Staged bytes are written in chunks of this size, all-zero ones left as holes. */

@@ -28,6 +28,7 @@ import { Connection } from "./connection";
 import { isServedProtocol, validateServedConnector } from "../attach/protocols";
 import type { ImageCacheSettings } from "../images/cache/settings";
 import { ImageCache } from "./image-cache";
+import { cloneImageFromLocation } from "./image-clone";
 
 /** A backend as written in a configuration file entry, plus its name. */
 export interface BackendConfig {
@@ -207,7 +208,13 @@ export class Backend extends EventEmitter {
    */
   async createVolumeFromImage(source: ImageSource, options: CreateVolumeFromImageOptions, opts: CreateFromImageCallOptions & { imageCache?: boolean } = {}): Promise<Volume> {
     await this.ready();
-    // The image cache answers first when configured (`imageCache: false` skips it for one call):
+    // A raw image the service keeps where the driver can clone it (Glance's rbd store in this
+    // backend's cluster) is cloned, and the clone verified (library/image-clone.ts). Before the
+    // cache: the service's snapshot already is what a cache entry would be, so a miss would copy
+    // the image once more for nothing, and a hit would clone a copy instead of the original.
+    const cloned = await cloneImageFromLocation(this, source, options, opts);
+    if (cloned) return cloned;
+    // The image cache answers next when configured (`imageCache: false` skips it for one call):
     // a clone of its cached volume. It passes on images it does not take, copied below as ever.
     if (opts.imageCache !== false) {
       const cloned = await this.imageCache.createVolume(source, options, opts);

@@ -74,6 +74,11 @@ export interface ImageProvenance {
   digests: Record<string, string>;
   /** The image's own properties (Glance's free-form ones), as Cinder copies them. */
   properties: Record<string, string>;
+  /**
+   * Set when the volume is a copy-on-write clone of where the service keeps the image (an
+   * rbd://FSID/POOL/IMAGE/SNAP), not a copy: its data depends on that snapshot.
+   */
+  clonedFrom?: string;
   copiedAt: string;
 }
 

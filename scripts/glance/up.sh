@@ -2,10 +2,15 @@
 # Brings up a throwaway Glance v2 image service (Debian's glance-api 25, zed) for tests and
 # benchmarks: no Keystone, the `noauth` paste pipeline (glance's own functional tests use it)
 # that trusts the X-Identity-Status, X-Project-Id, X-User-Id and X-Roles headers, an sqlite
-# database, the file store, all on 127.0.0.1:PORT and all in DIR (configuration, data, staging,
-# locks, logs); /etc/glance is only copied from. Stop it with down.sh DIR.
+# database, the file store (or the rbd store of a given Ceph cluster), all on 127.0.0.1:PORT and
+# all in DIR (configuration, data, staging, locks, logs); /etc/glance is only copied from. Stop
+# it with down.sh DIR.
 #   up.sh DIR PORT            DIR must be missing or empty
 #   GLANCE_IMAGE_SIZE_CAP=N   the largest image in bytes (Glance's image_size_cap, default 1 TiB)
+#   GLANCE_RBD_CONF=F GLANCE_RBD_KEYRING=K GLANCE_RBD_USER=U GLANCE_RBD_POOL=P
+#                             the rbd store instead of the file store: images in Ceph pool P as
+#                             client.U (its key in keyring K) of the cluster of ceph.conf F; all
+#                             four or none. F's monitors and fsid, and K, are copied into DIR.
 # One process (workers = 0), in the foreground of its own session, its pid in DIR/run/glance-api.pid.
 # Direct URLs and locations are shown (show_image_direct_url, show_multiple_locations), so a
 # client's location handling can be tested. Prints KINDLING_GLANCE_ENDPOINT.
@@ -19,6 +24,24 @@ port=${2:?usage: up.sh DIR PORT}
 [[ $port =~ ^[1-9][0-9]{0,4}$ ]] && [ "$port" -le 65535 ] || { echo "glance up: PORT must be a TCP port, got '$port'" >&2; exit 1; }
 size_cap=${GLANCE_IMAGE_SIZE_CAP:-1099511627776}
 [[ $size_cap =~ ^[1-9][0-9]{0,15}$ ]] || { echo "glance up: GLANCE_IMAGE_SIZE_CAP must be a number of bytes, got '$size_cap'" >&2; exit 1; }
+rbd_vars=(GLANCE_RBD_CONF GLANCE_RBD_KEYRING GLANCE_RBD_USER GLANCE_RBD_POOL)
+rbd_given=0
+for v in "${rbd_vars[@]}"; do [ -n "${!v:-}" ] && rbd_given=$((rbd_given + 1)); done
+case $rbd_given in
+  0) store=file ;;
+  4) store=rbd ;;
+  *) echo "glance up: the rbd store needs all of ${rbd_vars[*]}, or none of them for the file store" >&2; exit 1 ;;
+esac
+if [ "$store" = rbd ]; then
+  # They go into the server's configuration as they are: plain names and paths only.
+  [[ $GLANCE_RBD_USER =~ ^[A-Za-z0-9._-]+$ ]] || { echo "glance up: GLANCE_RBD_USER must be a plain name, got '$GLANCE_RBD_USER'" >&2; exit 1; }
+  [[ $GLANCE_RBD_POOL =~ ^[A-Za-z0-9._-]+$ ]] || { echo "glance up: GLANCE_RBD_POOL must be a plain name, got '$GLANCE_RBD_POOL'" >&2; exit 1; }
+  for f in "$GLANCE_RBD_CONF" "$GLANCE_RBD_KEYRING"; do
+    [ -r "$f" ] || { echo "glance up: $f is not readable" >&2; exit 1; }
+  done
+  # glance_store's rbd driver runs in glance-api's own python (Debian's /usr/bin/python3).
+  /usr/bin/python3 -c 'import rados, rbd' 2>/dev/null || { echo "glance up: the rbd store needs python3-rbd and python3-rados (apt-get install python3-rbd)" >&2; exit 1; }
+fi
 paste=/etc/glance/glance-api-paste.ini
 for tool in /usr/bin/glance-api /usr/bin/glance-manage curl; do
   command -v "$tool" >/dev/null || { echo "glance up: $tool is missing (apt-get install --no-install-recommends glance-api python3-glance-store curl)" >&2; exit 1; }
@@ -46,6 +69,29 @@ on_exit() {
   echo "glance up: failed; nothing is left running (down.sh $dir removes its files)" >&2
 }
 trap on_exit EXIT
+
+# The rbd store reads a ceph.conf of its own in DIR: the cluster's monitors and fsid only (the
+# cluster's conf may name run, log and socket paths of its daemons), and a copy of the keyring.
+if [ "$store" = rbd ]; then
+  install -m 600 "$GLANCE_RBD_KEYRING" "$dir/etc/ceph.keyring"
+  {
+    echo "[global]"
+    grep -E '^[[:space:]]*(fsid|mon[ _]host)[[:space:]]*=' "$GLANCE_RBD_CONF" || { echo "glance up: $GLANCE_RBD_CONF names no mon host" >&2; exit 1; }
+    echo "keyring = $dir/etc/ceph.keyring"
+    echo "log file = $dir/log/ceph-client.log"
+  } >"$dir/etc/ceph.conf"
+  chmod 600 "$dir/etc/ceph.conf"
+  store_conf="stores = rbd
+default_store = rbd
+rbd_store_pool = $GLANCE_RBD_POOL
+rbd_store_user = $GLANCE_RBD_USER
+rbd_store_ceph_conf = $dir/etc/ceph.conf
+rbd_store_chunk_size = 8"
+else
+  store_conf="stores = file
+default_store = file
+filesystem_store_datadir = $dir/images"
+fi
 
 # The packaged pipelines, and one more that trusts identity headers instead of Keystone tokens.
 {
@@ -78,9 +124,7 @@ config_file = $dir/etc/glance-api-paste.ini
 flavor = noauth
 
 [glance_store]
-stores = file
-default_store = file
-filesystem_store_datadir = $dir/images
+$store_conf
 
 [os_glance_staging_store]
 filesystem_store_datadir = $dir/staging

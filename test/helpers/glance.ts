@@ -27,10 +27,18 @@ export function needsGlance(t: TestContext): boolean {
   return why !== undefined;
 }
 
+/** Glance's rbd store: its images in `pool` of the cluster of `conf`, as client.`user` (key in `keyring`). */
+export interface GlanceRbdStore {
+  conf: string;
+  keyring: string;
+  user: string;
+  pool: string;
+}
+
 /**
  * A throwaway Glance v2 from scripts/glance/up.sh (Debian's glance-api, no Keystone, the noauth
- * pipeline that trusts identity headers, sqlite and the file store), on 127.0.0.1 on a port of
- * its own, everything in a temp dir.
+ * pipeline that trusts identity headers, sqlite and the file store, or with `rbd` the rbd store
+ * of a Ceph cluster), on 127.0.0.1 on a port of its own, everything in a temp dir.
  */
 export class GlanceServer {
   private constructor(
@@ -39,14 +47,20 @@ export class GlanceServer {
     readonly endpoint: string,
   ) {}
 
-  /** `imageSizeCap`: the largest image it takes, in bytes (Glance's image_size_cap; 1 TiB unless given). */
-  static async start(opts: { imageSizeCap?: number } = {}): Promise<GlanceServer> {
+  /**
+   * `imageSizeCap`: the largest image it takes, in bytes (Glance's image_size_cap; 1 TiB unless
+   * given). `rbd`: images in a Ceph pool instead of files (direct_url `rbd://FSID/POOL/ID/snap`).
+   */
+  static async start(opts: { imageSizeCap?: number; rbd?: GlanceRbdStore } = {}): Promise<GlanceServer> {
     const parent = tempDir("kindling-glance-");
     const dir = join(parent, "glance");
     const port = await freePort();
     const env: NodeJS.ProcessEnv = { ...process.env };
-    delete env.GLANCE_IMAGE_SIZE_CAP;
+    for (const name of ["GLANCE_IMAGE_SIZE_CAP", "GLANCE_RBD_CONF", "GLANCE_RBD_KEYRING", "GLANCE_RBD_USER", "GLANCE_RBD_POOL"]) delete env[name];
     if (opts.imageSizeCap !== undefined) env.GLANCE_IMAGE_SIZE_CAP = String(opts.imageSizeCap);
+    if (opts.rbd) {
+      Object.assign(env, { GLANCE_RBD_CONF: opts.rbd.conf, GLANCE_RBD_KEYRING: opts.rbd.keyring, GLANCE_RBD_USER: opts.rbd.user, GLANCE_RBD_POOL: opts.rbd.pool });
+    }
     const r = spawnSync(join(ROOT, "scripts", "glance", "up.sh"), [dir, String(port)], { env, encoding: "utf8" });
     if (r.status !== 0) {
       // up.sh stopped what it started; its logs are in its stderr.
@@ -63,7 +77,7 @@ export class GlanceServer {
     return Number(readFileSync(join(this.dir, "run", "glance-api.pid"), "utf8").trim());
   }
 
-  /** Where the file store keeps image data: an image's bytes are the file named by its id. */
+  /** Where the file store keeps image data: an image's bytes are the file named by its id (empty with the rbd store). */
   get imagesDir(): string {
     return join(this.dir, "images");
   }

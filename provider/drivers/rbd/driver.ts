@@ -52,6 +52,7 @@ export class RbdDriver implements VolumeDriver {
   private readonly pools: Map<string, string>;
   private access?: CephAccess;
   private capacity?: { at: number; pools: Map<string, CephDfPool["stats"]> };
+  private clusterFsid?: string;
 
   constructor(
     readonly backendName: string,
@@ -394,20 +395,21 @@ export class RbdDriver implements VolumeDriver {
   }
 
   /**
-   * A copy-on-write clone of snapshot `snapName` of `parentImage` (`parentSizeGiB`), protected
-   * first, grown to the volume's size, flattened when the parent already stands `maxCloneDepth`
-   * deep. A failure removes what was made. Says whether the clone was flattened.
+   * A copy-on-write clone of snapshot `snapName` of `parentImage` (`parentBytes` long), protected
+   * first (unless `protect` is false: a snapshot that is not kindling's is left as it is), grown
+   * to the volume's size, flattened when the parent already stands `maxCloneDepth` deep. A
+   * failure removes what was made. Says whether the clone was flattened.
    */
-  private async cloneFrom(volume: DriverVolume, parentImage: string, snapName: string, parentSizeGiB: number, opts: OperationOptions): Promise<{ spec: string; flattened: boolean }> {
+  private async cloneFrom(volume: DriverVolume, parentImage: string, snapName: string, parentBytes: number, opts: OperationOptions & { protect?: boolean }): Promise<{ spec: string; flattened: boolean }> {
     const spec = this.volumeSpec(volume);
     const snapSpec = `${parentImage}@${snapName}`;
     const depth = this.config.maxCloneDepth === 0 ? 0 : await this.cloneDepth(parentImage);
     const total = volume.sizeGiB * GiB;
     const flattened = depth >= this.config.maxCloneDepth;
     try {
-      await this.protect(parentImage, snapName);
+      if (opts.protect !== false) await this.protect(parentImage, snapName);
       await this.ceph.rbd(["clone", ...this.imageOptions(volume.extraSpecs), snapSpec, spec], `clone ${snapSpec} to ${spec}`);
-      if (volume.sizeGiB > parentSizeGiB) await this.ceph.rbd(["resize", "--size", `${volume.sizeGiB}G`, spec], `grow ${spec}`);
+      if (volume.sizeGiB * GiB > parentBytes) await this.ceph.rbd(["resize", "--size", `${volume.sizeGiB}G`, spec], `grow ${spec}`);
       if (flattened) {
         logger().info({ image: spec, depth: depth + 1, maxCloneDepth: this.config.maxCloneDepth }, "flattening a clone past the maximum depth");
         await this.flatten(spec, opts, total);
@@ -427,7 +429,7 @@ export class RbdDriver implements VolumeDriver {
     const snapName = `${CLONE_SNAP_PREFIX}${this.checkedId(volume.id)}`;
     await this.ceph.rbd(["snap", "create", `${parent}@${snapName}`], `snapshot ${parent} to clone it`);
     try {
-      const { spec, flattened } = await this.cloneFrom(volume, parent, snapName, source.sizeGiB, opts);
+      const { spec, flattened } = await this.cloneFrom(volume, parent, snapName, source.sizeGiB * GiB, opts);
       // A flattened clone no longer needs the snapshot it was made from.
       if (flattened) await this.removeSnapshot(parent, snapName);
       return { location: spec };
@@ -439,8 +441,45 @@ export class RbdDriver implements VolumeDriver {
 
   async createVolumeFromSnapshot(volume: DriverVolume, snapshot: DriverSnapshot, opts: OperationOptions = {}): Promise<ModelUpdate> {
     const { image, name } = this.snapshotRef(snapshot);
-    const { spec } = await this.cloneFrom(volume, image, name, snapshot.volumeSizeGiB, opts);
+    const { spec } = await this.cloneFrom(volume, image, name, snapshot.volumeSizeGiB * GiB, opts);
     return { location: spec };
+  }
+
+  /**
+   * An image service's image in this cluster (Glance's rbd store: `rbd://FSID/POOL/IMAGE/SNAP`,
+   * each part URL-quoted) as a clone of its snapshot, as Cinder's clone_image does. Undefined,
+   * with nothing made, for any other URL, another cluster's fsid, or a snapshot this user cannot
+   * read or that is not protected (the service protects its own; kindling never changes them).
+   */
+  async cloneFromLocation(volume: DriverVolume, location: string, opts: OperationOptions = {}): Promise<ModelUpdate | undefined> {
+    const parsed = parseRbdLocation(location);
+    if (!parsed) return undefined;
+    const pass = (why: string) => {
+      logger().debug({ location, backend: this.backendName, why }, "an image location this backend does not clone");
+      return undefined;
+    };
+    if (parsed.fsid !== (await this.fsid())) return pass("another cluster");
+    const parentImage = `${parsed.pool}/${parsed.image}`;
+    let snap: SnapInfo | undefined;
+    try {
+      snap = await this.findSnapshot(parentImage, parsed.snapshot);
+    } catch (err) {
+      // No read access to the service's pool is a reason to copy, not to fail.
+      if (err instanceof KindlingError) return pass(err.message);
+      throw err;
+    }
+    if (!snap) return pass("no such image or snapshot");
+    if (snap.protected !== "true") return pass("the snapshot is not protected");
+    if (snap.size > volume.sizeGiB * GiB) return pass("the image is larger than the volume");
+    await this.checkDataPool(volume.extraSpecs);
+    const { spec } = await this.cloneFrom(volume, parentImage, parsed.snapshot, snap.size, { ...opts, protect: false });
+    return { location: spec };
+  }
+
+  /** The cluster's fsid (`ceph fsid`), asked once: it never changes. */
+  private async fsid(): Promise<string> {
+    this.clusterFsid ??= (await this.ceph.cephJson<{ fsid: string }>(["fsid"], "read the cluster's fsid")).fsid;
+    return this.clusterFsid;
   }
 
   // ---- truth for refresh
@@ -548,4 +587,21 @@ export class RbdDriver implements VolumeDriver {
     this.access?.close();
     this.access = undefined;
   }
+}
+
+/** `rbd://FSID/POOL/IMAGE/SNAP` (glance_store's and Cinder's form, parts URL-quoted), or undefined. */
+export function parseRbdLocation(url: string): { fsid: string; pool: string; image: string; snapshot: string } | undefined {
+  if (!url.startsWith("rbd://")) return undefined;
+  const parts = url.slice("rbd://".length).split("/");
+  if (parts.length !== 4) return undefined;
+  let decoded: string[];
+  try {
+    decoded = parts.map((p) => decodeURIComponent(p));
+  } catch {
+    return undefined;
+  }
+  // Each part is a name, nothing that could reach a command as an option or a path.
+  if (decoded.some((p) => !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(p))) return undefined;
+  const [fsid, pool, image, snapshot] = decoded;
+  return { fsid, pool, image, snapshot };
 }

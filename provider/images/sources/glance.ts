@@ -36,6 +36,7 @@ export class GlanceSource implements ImageSource {
     if (clash) throw new ConflictError(`${named}: ${clash[0].from} says its ${clash[0].algo} is ${clash[0].value}, ${clash[1].from} says ${clash[1].value}`, { field: this.field });
     // The strongest digest names the bytes (what the image cache keys on), whoever gave it.
     const strongest = [...expect].sort((a, b) => rank(b.algo) - rank(a.algo))[0];
+    const locations = [...new Set([i.directUrl, ...(i.locations ?? []).map((l) => l.url)].filter((u): u is string => typeof u === "string" && u !== ""))];
     return {
       identity: strongest ? `${strongest.algo}:${strongest.value}` : undefined,
       declaredFormat: i.diskFormat,
@@ -44,6 +45,7 @@ export class GlanceSource implements ImageSource {
       virtualSizeHint: i.virtualSizeBytes,
       expect,
       rangeable: true,
+      ...(locations.length ? { locations } : {}),
       where: this.where,
       origin: {
         kind: "glance", service: this.service.name, imageId: i.id, imageName: i.name, containerFormat: i.containerFormat, minRamMiB: i.minRamMiB, properties: { ...i.properties },

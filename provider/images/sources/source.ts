@@ -37,6 +37,11 @@ export interface SourceDescription {
   virtualSizeHint?: number;
   /** Whether `open` can start past the first byte. */
   rangeable: boolean;
+  /**
+   * Where the service itself keeps the bytes (Glance's direct_url, then its locations), when it
+   * shows them: what a driver may clone instead of copying (an rbd:// snapshot in its cluster).
+   */
+  locations?: string[];
   /** For messages: the file or URL (without credentials or query), never a secret. */
   where: string;
   origin: SourceOrigin;

@@ -270,7 +270,9 @@ describe("the NBD writer lock between two hosts, records in PostgreSQL", () => {
       assert.ok(written.acked >= 256, JSON.stringify(written));
 
       await until(() => exportsOf(second.uri).includes('export="served"'), "host b to take the stale lock over");
-      assert.equal(second.logLines(/took the writer lock/).length, 1, "and to say so");
+      // Its stderr is read between this test's steps: the export can show before the log line has been read.
+      await until(() => second.logLines(/took the writer lock/).length > 0, "host b to say it took the lock");
+      assert.equal(second.logLines(/took the writer lock/).length, 1, "and to say so once");
       assert.equal(await lockHolder(), second.holder, "the lock in the records is host b's now");
       const read = verifyThrough(`${second.uri}/served`, written.acked);
       assert.deepEqual(read, { wrong: [], readOnly: false }, `every block host a acknowledged (${written.acked}, the first 256 flushed) reads back through host b, read-write`);

@@ -27,6 +27,7 @@ import { hexDigest } from "../provider/images/digest";
 import { MemoryPersistence } from "../provider/persistence/memory";
 import { GiB, MiB } from "../provider/util/sizes";
 import { freePort } from "../test/helpers/daemon";
+import { makeXfs } from "./xfs";
 
 const env = process.env;
 const runs = Number(env.KINDLING_BENCH_RUNS ?? 3);
@@ -104,25 +105,6 @@ function sparseImage(path: string, bytes: number, dataBytes: number): string {
   chunk.fill(0);
   for (let at = dataBytes; at < bytes; at += chunk.length) hash.update(chunk);
   return hash.digest("hex");
-}
-
-/** A loop-mounted XFS with reflink, for the volumes of the cache rows. */
-function makeXfs(dir: string, sizeGiB: number): { pool: string; remove: () => void } {
-  const image = join(dir, "xfs.img");
-  const mnt = join(dir, "xfs");
-  mkdirSync(mnt);
-  sh("truncate", ["-s", `${sizeGiB}G`, image]);
-  sh("mkfs.xfs", ["-f", "-q", "-m", "reflink=1", image]);
-  const device = sh("losetup", ["--find", "--show", image]);
-  sh("mount", [device, mnt]);
-  return {
-    pool: join(mnt, "volumes"),
-    remove: () => {
-      sh("umount", [mnt]);
-      sh("losetup", ["-d", device]);
-      rmSync(image);
-    },
-  };
 }
 
 /** nbdkit's file plugin on `file`, on a unix socket; resolves once it accepts (its pid file is written then). */

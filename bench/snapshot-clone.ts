@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { Backend, type Volume } from "../provider/library";
 import { MemoryPersistence } from "../provider/persistence/memory";
 import { GiB, MiB } from "../provider/util/sizes";
+import { makeXfs } from "./xfs";
 
 const sizes = (process.env.KINDLING_BENCH_SIZES ?? "1,32").split(",").map(Number);
 const runs = Number(process.env.KINDLING_BENCH_RUNS ?? 3);
@@ -63,25 +64,6 @@ async function measure(fs: string, pool: string, sizeGiB: number): Promise<Row> 
   } finally {
     await backend.close();
   }
-}
-
-/** A loop-mounted XFS with reflink, big enough for the largest volume. */
-function makeXfs(dir: string, sizeGiB: number): { pool: string; remove: () => void } {
-  const image = join(dir, "xfs.img");
-  const mnt = join(dir, "xfs");
-  mkdirSync(mnt);
-  sh("truncate", ["-s", `${sizeGiB}G`, image]);
-  sh("mkfs.xfs", ["-f", "-q", "-m", "reflink=1", image]);
-  const device = sh("losetup", ["--find", "--show", image]);
-  sh("mount", [device, mnt]);
-  return {
-    pool: join(mnt, "volumes"),
-    remove: () => {
-      sh("umount", [mnt]);
-      sh("losetup", ["--detach", device]);
-      unlinkSync(image);
-    },
-  };
 }
 
 async function main(): Promise<void> {

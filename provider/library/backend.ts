@@ -277,28 +277,8 @@ export class Backend extends EventEmitter {
     fill?: (volume: DriverVolume, onProgress: (p: Progress) => void) => Promise<void>,
     image?: ImageProvenance,
   ): Promise<Volume> {
-    const pool = await this.checkPlacement(input.pool, input.sizeGiB);
-    const extraSpecs = input.extraSpecs ?? {};
-    const qosSpecs = input.qosSpecs ?? {};
-    this.driver.validateExtraSpecs(extraSpecs);
-    this.driver.validateQosSpecs(qosSpecs);
-    const id = input.id ?? newId();
-    const record: VolumeRecord = {
-      class: "Volume",
-      id,
-      name: input.name ?? id,
-      description: input.description ?? "",
-      backend: this.name,
-      pool,
-      sizeGiB: input.sizeGiB,
-      status: "creating",
-      extraSpecs,
-      qosSpecs,
-      metadata: input.metadata ?? {},
-      ...(image ? { image } : {}),
-      createdAt: now(),
-      updatedAt: now(),
-    };
+    const record = await this.newVolumeRecord(input, image ? { image } : {});
+    const id = record.id;
     const progress = this.progressFor("create", id, opts.onProgress);
     return Volume.build(this, record, async (volume) => {
       const update = await this.driver.createVolume(volume, progress);
@@ -313,6 +293,36 @@ export class Backend extends EventEmitter {
       }
       return update;
     });
+  }
+
+  /**
+   * The record of a new volume, "creating", from checked create options: its pool placed and
+   * its specs validated by the driver, `extra` (an image's provenance, a clone's source) added.
+   * Every way of making a volume starts here.
+   */
+  async newVolumeRecord(input: z.output<typeof createVolumeSchema>, extra: Partial<Pick<VolumeRecord, "image" | "sourceVolumeId">> = {}): Promise<VolumeRecord> {
+    const pool = await this.checkPlacement(input.pool, input.sizeGiB);
+    const extraSpecs = input.extraSpecs ?? {};
+    const qosSpecs = input.qosSpecs ?? {};
+    this.driver.validateExtraSpecs(extraSpecs);
+    this.driver.validateQosSpecs(qosSpecs);
+    const id = input.id ?? newId();
+    return {
+      class: "Volume",
+      id,
+      name: input.name ?? id,
+      description: input.description ?? "",
+      backend: this.name,
+      pool,
+      sizeGiB: input.sizeGiB,
+      status: "creating",
+      extraSpecs,
+      qosSpecs,
+      metadata: input.metadata ?? {},
+      ...extra,
+      createdAt: now(),
+      updatedAt: now(),
+    };
   }
 
   /** The pool to use (the default when none is given), checked to hold `sizeGiB`. */

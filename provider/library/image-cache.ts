@@ -5,7 +5,7 @@ import { backendPrefix, holdsBytes, namedBy, namingDigests, parseEntry, poolPref
 import { planEviction, type Candidate } from "../images/cache/eviction";
 import { imageCacheSettingsSchema, type ImageCacheSettings } from "../images/cache/settings";
 import type { ImageSource, SourceDescription } from "../images/sources/source";
-import type { ImageProvenance, Lease, VolumeRecord } from "../persistence/records";
+import type { ImageProvenance, Lease } from "../persistence/records";
 import { provenanceOf } from "../images/provenance";
 import { ConflictError, InvalidInputError, NotFoundError, errorMessage } from "../util/errors";
 import { newId, now } from "../util/ids";
@@ -198,28 +198,9 @@ export class ImageCache {
 
   /** The new volume, recorded as the backend records any, made by the driver's clone of the cached volume (grown to the size asked). */
   private async cloneInto(entry: CacheEntry, input: ReturnType<typeof createVolumeSchema.parse>, opts: { onProgress?: (p: Progress) => void }, image: ImageProvenance): Promise<Volume> {
-    const pool = await this.backend.checkPlacement(input.pool, input.sizeGiB);
-    const qosSpecs = input.qosSpecs ?? {};
-    this.backend.driver.validateQosSpecs(qosSpecs);
-    const id = input.id ?? newId();
-    const record: VolumeRecord = {
-      class: "Volume",
-      id,
-      name: input.name ?? id,
-      description: input.description ?? "",
-      backend: this.backend.name,
-      pool,
-      sizeGiB: input.sizeGiB,
-      status: "creating",
-      extraSpecs: {},
-      qosSpecs,
-      metadata: input.metadata ?? {},
-      // A clone's source: drivers whose clones share its data (rbd) clean up after the clone by it.
-      sourceVolumeId: entry.volume.id,
-      image,
-      createdAt: now(),
-      updatedAt: now(),
-    };
+    // A clone's source: drivers whose clones share its data (rbd) clean up after the clone by it.
+    const record = await this.backend.newVolumeRecord(input, { sourceVolumeId: entry.volume.id, image });
+    const id = record.id;
     const progress = this.backend.progressFor("create", id, opts.onProgress);
     return Volume.build(this.backend, record, (v) => this.backend.driver.cloneVolume(v, cachedVolume(entry), progress));
   }

@@ -2,9 +2,9 @@ import type { DriverVolume } from "../drivers/contract";
 import { provenanceOf } from "../images/provenance";
 import type { ImageSource, SourceDescription } from "../images/sources/source";
 import { verifyClonedImage } from "../images/verify-clone";
-import type { ImageProvenance, VolumeRecord } from "../persistence/records";
+import type { ImageProvenance } from "../persistence/records";
 import { InterruptedError, InvalidInputError } from "../util/errors";
-import { newId, now } from "../util/ids";
+import { newId } from "../util/ids";
 import { logger } from "../util/log";
 import { parseInput } from "../util/validate";
 import { GiB } from "../util/sizes";
@@ -64,31 +64,12 @@ export async function cloneImageFromLocation(backend: Backend, source: ImageSour
     throw new InvalidInputError("sizeGiB", `the image needs at least ${needed} GiB (${bytes} bytes${minDisk ? `, min_disk ${minDisk} GiB` : ""}), more than ${sizeGiB}`);
   }
   const input = parseInput(createVolumeSchema, { ...rest, sizeGiB: sizeGiB ?? needed });
-  const pool = await backend.checkPlacement(input.pool, input.sizeGiB);
-  const extraSpecs = input.extraSpecs ?? {};
-  const qosSpecs = input.qosSpecs ?? {};
-  driver.validateExtraSpecs(extraSpecs);
-  driver.validateQosSpecs(qosSpecs);
+  // One id for every location tried: a location the driver passes on leaves no record behind.
   const id = input.id ?? newId();
   for (const location of description.locations as string[]) {
     // What the record says of the image; the checks below complete it before the volume is available.
     const image: ImageProvenance = { ...provenanceOf(description, { format: "raw", sizeBytes: bytes, virtualSizeBytes: bytes }), clonedFrom: location };
-    const record: VolumeRecord = {
-      class: "Volume",
-      id,
-      name: input.name ?? id,
-      description: input.description ?? "",
-      backend: backend.name,
-      pool,
-      sizeGiB: input.sizeGiB,
-      status: "creating",
-      extraSpecs,
-      qosSpecs,
-      metadata: input.metadata ?? {},
-      image,
-      createdAt: now(),
-      updatedAt: now(),
-    };
+    const record = await backend.newVolumeRecord({ ...input, id }, { image });
     const progress = backend.progressFor("create", id, opts.onProgress);
     try {
       const volume = await Volume.build(backend, record, async (v) => {

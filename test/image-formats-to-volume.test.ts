@@ -22,6 +22,7 @@ import { fileBackend, readAt } from "./helpers/backends";
 import { HOST_SECRET, HOST_SECRET_MARK, asRaw, buildFormats, buildHostiles, diskContent, filesHolding, type FormatCase } from "./helpers/image-corpus";
 import { needsRoot, removeDir } from "./helpers/env";
 import { freeBytes, makeFilesystem } from "./helpers/filesystems";
+import { startImageServer } from "./helpers/image-http";
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -194,6 +195,20 @@ describe("every image format into a new volume on the file backend", () => {
         assert.match(err.message, /filled up while staging/);
         return true;
       });
+      // The disk fills up while the source is slow to send the rest: the failed write is taken
+      // up by the copy (not left as an unhandled rejection, which would end the process).
+      writeFileSync(join(fs.mountpoint, "ballast-2"), Buffer.alloc(Math.max(0, freeBytes(fs.mountpoint) - 256 * 1024), 1));
+      const server = await startImageServer(images);
+      try {
+        const name = gz.path.slice(images.length + 1);
+        await assert.rejects(backend.createVolume({ name: "no-room", image: `${server.url}/pause/${name}`, allowUnverified: true }, { stagingDir: area }), (err: unknown) => {
+          assert.ok(err instanceof NoSpaceError, String(err));
+          assert.match(err.message, /filled up while staging/);
+          return true;
+        });
+      } finally {
+        await server.close();
+      }
       assert.deepEqual(readdirSync(area), [], "no staging directory is left");
       assert.deepEqual((await backend.volumes()).filter((v) => v.name === "no-room"), []);
     } finally {

@@ -223,6 +223,10 @@ async function writeSparse(path: string, input: Readable, report: () => void): P
     offset += chunk.length;
     await inflight;
     inflight = isAllZero(chunk) ? Promise.resolve() : handle.write(chunk, 0, chunk.length, at);
+    // The write may fail (ENOSPC) while the next piece is being read, before anyone awaits it:
+    // a handler now keeps that from being an unhandled rejection, which would end the process.
+    // The next await of `inflight` still throws it.
+    inflight.catch(() => undefined);
     sinceReport += chunk.length;
     if (sinceReport >= STAGE_CHUNK) {
       sinceReport = 0;

@@ -3,6 +3,7 @@
 // request where real servers and networks do:
 //   /drop/NAME       sends half the body under the full Content-Length, then closes
 //   /stall/NAME      sends half the body, then nothing more
+//   /pause/NAME      sends half the body, waits half a second, then sends the rest
 //   /norange/NAME    ignores Range (answers 200 with the whole body)
 //   /nohead/NAME     answers HEAD with 405
 //   /hop/N/NAME      redirects N times before serving NAME
@@ -40,7 +41,7 @@ export async function startImageServer(root: string, tls?: { key: string; cert: 
         res.writeHead(302, { location: to[1] }).end();
         return;
       }
-      const m = /^\/(drop|stall|norange|nohead|md5)\/(.*)$/.exec(path);
+      const m = /^\/(drop|stall|pause|norange|nohead|md5)\/(.*)$/.exec(path);
       if (!m) break;
       mode.add(m[1]);
       path = `/${m[2]}`;
@@ -76,6 +77,10 @@ export async function startImageServer(root: string, tls?: { key: string; cert: 
       res.write(body.subarray(0, Math.floor(body.length / 2)), () => res.destroy());
     } else if (mode.has("stall")) {
       res.write(body.subarray(0, Math.floor(body.length / 2)));
+    } else if (mode.has("pause")) {
+      const half = Math.floor(body.length / 2);
+      res.write(body.subarray(0, half));
+      setTimeout(() => res.end(body.subarray(half)), 500);
     } else res.end(body);
   };
   const server = tls ? https.createServer({ key: tls.key, cert: tls.cert }, handler) : http.createServer(handler);

@@ -27,7 +27,14 @@ dist/.built: $(SOURCES) tsconfig.json node_modules/.package-lock.json
 	npx tsc -p tsconfig.json
 	@touch $@
 
-build: dist/.built
+# The NBD server's native data path (provider/nbd/native), built against the installed Node's
+# headers (Node-API: any later Node loads it too).
+dist/native/nbd-transmission.node: provider/nbd/native/transmission.c | node
+	@mkdir -p dist/native
+	gcc -O2 -Wall -Wextra -Werror -shared -fPIC -pthread \
+	  -I"$$(node -p "require('path').resolve(process.execPath, '../../include/node')")" -o $@ $<
+
+build: dist/.built dist/native/nbd-transmission.node
 
 # The Pulumi engine: a recent `pulumi` on PATH, or one built once from Go modules and cached.
 engine: modules

@@ -5,6 +5,7 @@
 set -euo pipefail
 
 packages=(
+  gcc libc6-dev  # the NBD server's native data path (provider/nbd/native), built by make setup
   qemu-utils   # qemu-img: allocation maps (SEEK_DATA/SEEK_HOLE) and image checks
   xz-utils zstd bzip2  # compressed images (provider/images/decompress.ts inflates them with these)
   gdisk cryptsetup-bin  # sgdisk and cryptsetup build the image inspector's test corpus (GPT, LUKS)

@@ -8,6 +8,7 @@ import { after, before, describe, test } from "node:test";
 import type { BlockDevice } from "../provider/drivers/contract";
 import { FileBlockDevice } from "../provider/drivers/file/blockdevice";
 import { NbdServer } from "../provider/nbd";
+import { nativeTransmission } from "../provider/nbd/native/module";
 import { Chunk, Cmd, CmdFlag, Errno, Info, Option, Reply, Tx } from "../provider/util/nbd/protocol";
 import { MiB } from "../provider/util/sizes";
 import { removeDir, tempDir } from "./helpers/env";
@@ -17,6 +18,7 @@ import { RawClient, infoRequest, metaRequest } from "./helpers/nbd-client";
 function failingInside(device: BlockDevice, from: number, to: number): BlockDevice {
   return new Proxy(device, {
     get(target, prop, receiver) {
+      if (prop === "descriptor") return undefined; // its reads are not the file's
       if (prop === "pread") {
         return async (buffer: Buffer, offset: number) => {
           if (offset < to && offset + buffer.length > from) throw Object.assign(new Error("bad sector"), { code: "EIO" });
@@ -36,6 +38,7 @@ function failingInside(device: BlockDevice, from: number, to: number): BlockDevi
 function fillingHalf(device: BlockDevice): BlockDevice {
   return new Proxy(device, {
     get(target, prop, receiver) {
+      if (prop === "descriptor") return undefined; // its reads are not the file's
       if (prop === "pread") {
         return async (buffer: Buffer, offset: number) => {
           const half = Math.floor(buffer.length / 2);
@@ -54,6 +57,7 @@ function fillingHalf(device: BlockDevice): BlockDevice {
 function overReporting(device: BlockDevice): BlockDevice {
   return new Proxy(device, {
     get(target, prop, receiver) {
+      if (prop === "descriptor") return undefined; // its reads are not the file's
       if (prop === "pread") return async (buffer: Buffer, offset: number) => (await target.pread(buffer, offset)) + 1;
       const value = Reflect.get(target, prop, receiver);
       return typeof value === "function" ? value.bind(target) : value;
@@ -98,6 +102,10 @@ describe("NBD protocol", () => {
     server.exports.set({ name: "ro", readOnly: true, open: () => FileBlockDevice.open(file, true) });
     server.exports.set({ name: "bad", readOnly: false, open: async () => failingInside(await FileBlockDevice.open(file, false), 8 * MiB, 8 * MiB + 4096) });
     server.exports.set({ name: "ünïcode-名前", readOnly: true, open: () => FileBlockDevice.open(file, true) });
+    const big = join(dir, "big");
+    writeFileSync(big, Buffer.alloc(0));
+    truncateSync(big, 80 * MiB);
+    server.exports.set({ name: "big", readOnly: false, open: () => FileBlockDevice.open(big, false) });
     ({ port } = await server.listen());
   });
   after(async () => {
@@ -151,7 +159,7 @@ describe("NBD protocol", () => {
     c.option(Option.LIST);
     const list = await c.optionReplies();
     const names = list.filter((r) => r.type === Reply.SERVER).map((r) => r.data.subarray(4, 4 + r.data.readUInt32BE(0)).toString("utf8"));
-    assert.deepEqual(names.sort(), ["bad", "disk", "ro", "ünïcode-名前"].sort(), "name lengths are UTF-8 bytes");
+    assert.deepEqual(names.sort(), ["bad", "big", "disk", "ro", "ünïcode-名前"].sort(), "name lengths are UTF-8 bytes");
     c.close();
   });
 
@@ -177,7 +185,7 @@ describe("NBD protocol", () => {
     assert.equal(exportInfo?.data.readBigUInt64BE(2), BigInt(SIZE));
     const sizes = go.find((r) => r.type === Reply.INFO && r.data.readUInt16BE(0) === Info.BLOCK_SIZE);
     assert.equal(sizes?.data.length, 14);
-    assert.deepEqual([sizes?.data.readUInt32BE(2), sizes?.data.readUInt32BE(6), sizes?.data.readUInt32BE(10)], [1, 4096, 32 * MiB]);
+    assert.deepEqual([sizes?.data.readUInt32BE(2), sizes?.data.readUInt32BE(6), sizes?.data.readUInt32BE(10)], [1, 4096, 64 * MiB]);
     // No padding after GO: the next bytes are a reply to the first request.
     c.request(Cmd.READ, { cookie: 7n, length: 512 });
     const r = await c.simpleReply(512);
@@ -248,14 +256,22 @@ describe("NBD protocol", () => {
     c.close();
   });
 
-  test("13. 64 MiB requests: READ gets EINVAL and goes on; WRITE gets EINVAL and a disconnect", async () => {
+  test("13. 64 MiB requests are served without block-size negotiation; above: READ gets EINVAL and goes on, WRITE EINVAL and a disconnect", async () => {
     const c = await client();
-    await c.go("disk", { structured: false });
-    c.request(Cmd.READ, { length: 64 * MiB });
+    await c.go("big", { structured: false });
+    const payload = Buffer.alloc(64 * MiB);
+    for (let at = 0; at < payload.length; at += 4096) payload.writeUInt32BE(at, at);
+    c.request(Cmd.WRITE, { offset: 4096n, payload, cookie: 1n });
+    assert.equal((await c.simpleReply()).error, 0, "a 64 MiB write");
+    c.request(Cmd.READ, { offset: 4096n, length: 64 * MiB, cookie: 2n });
+    const back = await c.simpleReply(64 * MiB);
+    assert.deepEqual([back.error, back.cookie], [0, 2n]);
+    assert.ok(back.data.equals(payload), "a 64 MiB read returns what was written");
+    c.request(Cmd.READ, { length: 64 * MiB + 1 });
     assert.equal((await c.simpleReply()).error, Errno.EINVAL);
-    c.request(Cmd.READ, { length: 512, cookie: 2n });
+    c.request(Cmd.READ, { length: 512, cookie: 3n });
     assert.equal((await c.simpleReply(512)).error, 0);
-    c.request(Cmd.WRITE, { length: 64 * MiB });
+    c.request(Cmd.WRITE, { length: 64 * MiB + 1 });
     assert.equal((await c.simpleReply()).error, Errno.EINVAL);
     assert.equal(await c.closed(), true);
   });
@@ -392,6 +408,18 @@ describe("NBD protocol", () => {
     assert.equal((await d.optionReplies())[0].type, Reply.ERR_UNKNOWN);
     c.close();
     d.close();
+  });
+
+  test("the connections were served by the data path this run asks for (KINDLING_NBD_NATIVE)", () => {
+    if (process.env.KINDLING_NBD_NATIVE === "off") {
+      assert.equal(server.served.native, 0);
+      assert.ok(server.served.javascript > 10, `${server.served.javascript} connections`);
+      return;
+    }
+    assert.ok(nativeTransmission(), "the native data path is built (make setup builds dist/native)");
+    assert.ok(server.served.native > 10, `${server.served.native} connections served natively`);
+    // A device whose reads are not its file's (the bad-sector export) has no descriptor.
+    assert.ok(server.served.javascript >= 1, `${server.served.javascript} served by JavaScript`);
   });
 });
 

@@ -124,6 +124,14 @@ export interface BlockDevice {
   readonly readOnly: boolean;
   readonly capabilities: BlockDeviceCapabilities;
   /**
+   * Set only when the device is exactly a file read and written by this descriptor: pread and
+   * pwrite (past the file's end reads as zeroes), fdatasync, fallocate for trim and zero, and
+   * SEEK_DATA/SEEK_HOLE for its allocation, and nothing else. The NBD server then serves it from
+   * native threads that use the descriptor directly (provider/nbd/native). The device owns it.
+   * A wrapper that changes what any method does must not pass it on.
+   */
+  readonly descriptor?: number;
+  /**
    * Fills the whole buffer and returns its length, never a short count: what the storage does
    * not hold inside `size` (past a file's end) reads as zeroes, never as the buffer's old bytes.
    */

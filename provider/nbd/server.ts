@@ -2,10 +2,12 @@ import { createServer, type Server, type Socket } from "node:net";
 import type { BlockDevice } from "../drivers/contract";
 import { logger } from "../util/log";
 import { ExportTable, type ExportSource } from "./exports";
-import { handshake } from "./handshake";
+import { handshake, type HandshakeResult } from "./handshake";
 import { Limiter } from "./qos";
 import { SocketReader } from "../util/nbd/reader";
 import { Transmission } from "./transmission";
+import { nativeTransmission } from "./native/module";
+import { NativeTransmission } from "./native/transmission";
 import type { TlsSettings } from "./tls";
 
 export interface ServerOptions {
@@ -24,7 +26,7 @@ interface Client {
   /** The export it asked for (INFO, GO or EXPORT_NAME), and the device opened for it. */
   source?: ExportSource;
   device?: BlockDevice;
-  transmission?: Transmission;
+  transmission?: Transmission | NativeTransmission;
   /** Resolves once the connection is over: socket destroyed, device closed. */
   finished: Promise<void>;
 }
@@ -40,6 +42,8 @@ export class NbdServer {
   private readonly limiters = new Map<ExportSource, Limiter>();
   /** Sources whose clients were closed: a client still negotiating must not start on them. */
   private readonly retired = new WeakSet<ExportSource>();
+  /** Connections that reached transmission, by the path that served them. */
+  readonly served = { native: 0, javascript: 0 };
 
   constructor(private readonly opts: ServerOptions = {}) {
     this.exports = opts.exports ?? new ExportTable();
@@ -98,6 +102,23 @@ export class NbdServer {
     return device;
   }
 
+  /**
+   * The native data path where it serves the connection as well (a file device, no TLS, no QoS
+   * limits, the module built), else the JavaScript one. Both answer every request the same way.
+   */
+  private transmissionFor(agreed: HandshakeResult): Transmission | NativeTransmission {
+    const limiter = this.limiterFor(agreed.source);
+    const native = nativeTransmission();
+    const descriptor = agreed.device.descriptor;
+    const opts = { readOnly: agreed.readOnly, structured: agreed.structured, allocationContext: agreed.allocationContext };
+    if (native && descriptor !== undefined && !limiter && !this.opts.tls && NativeTransmission.canTakeOver(agreed.socket)) {
+      this.served.native++;
+      return new NativeTransmission(native, agreed.socket, agreed.reader, agreed.device, descriptor, opts);
+    }
+    this.served.javascript++;
+    return new Transmission(agreed.socket, agreed.reader, agreed.device, { ...opts, limiter });
+  }
+
   private async serve(socket: Socket): Promise<void> {
     socket.setNoDelay(true);
     let finish!: () => void;
@@ -109,12 +130,7 @@ export class NbdServer {
       if (!agreed) return;
       client.socket = agreed.socket;
       if (this.retired.has(agreed.source) || client.device !== agreed.device || agreed.socket.destroyed) return;
-      const transmission = new Transmission(agreed.socket, agreed.reader, agreed.device, {
-        readOnly: agreed.readOnly,
-        structured: agreed.structured,
-        allocationContext: agreed.allocationContext,
-        limiter: this.limiterFor(agreed.source),
-      });
+      const transmission = this.transmissionFor(agreed);
       client.transmission = transmission;
       await transmission.run();
       if (!agreed.readOnly) await agreed.device.flush().catch(() => undefined);

@@ -62,6 +62,11 @@ export class FileBlockDevice implements BlockDevice {
     return this.handle.fd;
   }
 
+  /** Every method below is a plain system call on it (see BlockDevice.descriptor). */
+  get descriptor(): number | undefined {
+    return this.closed ? undefined : this.handle.fd;
+  }
+
   private check(offset: number, length: number): void {
     checkRange(this.size, offset, length);
   }

@@ -1,9 +1,13 @@
 import { connect, type Socket } from "node:net";
 import { SocketReader } from "./reader";
 import {
-  CmdFlag, Cmd, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, Info, MAX_PAYLOAD, NBDMAGIC, Option,
+  CmdFlag, Cmd, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, Info, NBDMAGIC, Option,
   REQUEST_MAGIC, Reply, SIMPLE_REPLY_MAGIC, Tx,
 } from "./protocol";
+
+// The largest request sent: what every server takes (qemu-nbd's own limit is 32 MiB), whatever
+// kindling's server would.
+const REQUEST_MAX = 32 * 1024 * 1024;
 
 /** An error the server answered a request with; `errno` is the NBD error number. */
 export class NbdRequestError extends Error {
@@ -156,7 +160,7 @@ export class NbdClient {
   /** Splits [offset, offset+length) into pieces the server accepts, sent together. */
   private async pieces(offset: number, length: number, send: (at: number, n: number) => Promise<void>): Promise<void> {
     const work: Promise<void>[] = [];
-    for (let at = 0; at < length; at += MAX_PAYLOAD) work.push(send(offset + at, Math.min(MAX_PAYLOAD, length - at)));
+    for (let at = 0; at < length; at += REQUEST_MAX) work.push(send(offset + at, Math.min(REQUEST_MAX, length - at)));
     await Promise.all(work);
   }
 

@@ -86,10 +86,14 @@ export const STATE_ZERO = 2;
 export const BASE_ALLOCATION = "base:allocation";
 export const BASE_ALLOCATION_ID = 1;
 
-/** Sizes we advertise with INFO_BLOCK_SIZE: any alignment, 4 KiB preferred, 32 MiB payloads. */
+/**
+ * Sizes we advertise with INFO_BLOCK_SIZE: any alignment, 4 KiB preferred, 64 MiB payloads.
+ * A client that never asks is served up to 64 MiB all the same (older clients send large
+ * requests without negotiating; nbdkit and nbd-server serve them).
+ */
 export const MIN_BLOCK = 1;
 export const PREFERRED_BLOCK = 4096;
-export const MAX_PAYLOAD = 32 * 1024 * 1024;
+export const MAX_PAYLOAD = 64 * 1024 * 1024;
 
 /** Option data larger than this is not read: the connection is closed instead. */
 export const MAX_OPTION_LENGTH = 64 * 1024;

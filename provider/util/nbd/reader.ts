@@ -36,6 +36,22 @@ export class SocketReader {
     });
   }
 
+  /**
+   * Hands over what was read and not yet taken, and stops reading: the connection's next owner
+   * (the native transmission) reads the socket itself. Everything else arrives after this call.
+   */
+  detach(): Buffer {
+    if (this.waiter) throw new Error("a read is waiting");
+    this.socket.pause();
+    this.socket.removeAllListeners("data");
+    // A paused stream may still hold bytes libuv read for it: they come before what is unread.
+    for (let more = this.socket.read() as Buffer | null; more; more = this.socket.read() as Buffer | null) this.chunks.push(more);
+    const rest = Buffer.concat(this.chunks);
+    this.chunks = [];
+    this.buffered = 0;
+    return rest;
+  }
+
   /** Reads and throws away `size` bytes (a rejected write's payload), in bounded pieces. */
   async skip(size: number): Promise<void> {
     for (let left = size; left > 0; ) {

@@ -1,0 +1,735 @@
+// The NBD transmission phase of one connection, served by native threads, for a device that is
+// a file read and written by descriptor (the file driver's volumes and snapshots).
+//
+// Why native: the profile in bench/README.md ("Where the time goes") found that a 1-4 KiB
+// request spends most of its time in the hop to libuv's thread pool and back (futexes, an
+// eventfd, extra epoll waits), which only doing the I/O on the thread that owns the socket
+// removes, and Node cannot hand an accepted socket to a worker thread. A 1 MiB write spends it in
+// copying 64 KiB socket reads into a fresh buffer and collecting the garbage, which reading the
+// payload straight into a reused buffer removes. This is nbdkit's model: a few threads per
+// connection take turns reading one request each (a read lock), do the pread/pwrite themselves,
+// and send their reply whole (a write lock), so requests run in parallel and replies never
+// interleave.
+//
+// The JavaScript side (fd-transmission.ts) has done the handshake and hands over a duplicate of
+// the socket, the device's descriptor, what was agreed, and any bytes it read past the
+// handshake. The threads end when the client disconnects, the socket breaks, or stop() shuts the
+// socket's reading side; requests in flight still finish and are answered. Then the last thread
+// flushes a writable device, half-closes and closes its socket, and reports to JavaScript.
+// The device's descriptor stays JavaScript's: it is closed there, after the report.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <node_api.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+// Numbers of the NBD protocol (provider/util/nbd/protocol.ts has the same, with names).
+#define REQUEST_MAGIC 0x25609513u
+#define SIMPLE_REPLY_MAGIC 0x67446698u
+#define STRUCTURED_REPLY_MAGIC 0x668e33efu
+enum { CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_CACHE, CMD_WRITE_ZEROES, CMD_BLOCK_STATUS };
+enum { FLAG_FUA = 1, FLAG_NO_HOLE = 2, FLAG_DF = 4, FLAG_REQ_ONE = 8, FLAG_FAST_ZERO = 16 };
+enum { CHUNK_NONE = 0, CHUNK_OFFSET_DATA = 1, CHUNK_OFFSET_HOLE = 2, CHUNK_BLOCK_STATUS = 5, CHUNK_ERROR = 0x8001, CHUNK_ERROR_OFFSET = 0x8002 };
+#define CHUNK_DONE 1
+#define NBD_EPERM 1
+#define NBD_EIO 5
+#define NBD_ENOMEM 12
+#define NBD_EINVAL 22
+#define NBD_ENOSPC 28
+#define STATE_HOLE 1
+#define STATE_ZERO 2
+#define BASE_ALLOCATION_ID 1
+#define U32_MAX_ALIGNED (0xffffffffu - 0xfffu)
+// Block status answers at most this many extents at once; the client asks again for the rest.
+#define MAX_EXTENTS 1024
+// A thread keeps a buffer this large between requests; a larger one is freed after use, so a
+// few 64 MiB requests do not leave 64 MiB per thread behind.
+#define KEEP_BUFFER (4u << 20)
+
+static const uint16_t ALLOWED_FLAGS[] = {
+  [CMD_READ] = FLAG_DF | FLAG_FUA,
+  [CMD_WRITE] = FLAG_FUA,
+  [CMD_DISC] = 0,
+  [CMD_FLUSH] = 0,
+  [CMD_TRIM] = FLAG_FUA,
+  [CMD_CACHE] = 0,
+  [CMD_WRITE_ZEROES] = FLAG_FUA | FLAG_NO_HOLE | FLAG_FAST_ZERO,
+  [CMD_BLOCK_STATUS] = FLAG_REQ_ONE,
+};
+
+struct connection {
+  int sock;
+  int device;
+  uint64_t size;
+  int read_only, structured, allocation;
+  uint32_t max_payload;
+  // Bytes JavaScript read past the handshake: the start of the first request(s).
+  unsigned char *prefix;
+  size_t prefix_length, prefix_at;
+
+  pthread_mutex_t read_lock;  // one thread reads a request (header and payload) at a time
+  pthread_mutex_t write_lock; // one reply is sent at a time, whole
+  pthread_mutex_t state_lock; // the fields below
+  int stopping;               // no new requests are read
+  int running;                // threads not yet finished
+  uint64_t requests;
+  int client_error;           // the client broke the protocol (bad magic, oversized write)
+  char socket_error[128];     // the socket failed (not a clean disconnect)
+  int handle_gone;            // JavaScript's handle was collected
+
+  napi_threadsafe_function report;
+};
+
+struct request {
+  uint16_t flags, type;
+  unsigned char cookie[8];
+  uint64_t offset;
+  uint32_t length;
+};
+
+struct worker {
+  struct connection *c;
+  unsigned char *buffer;
+  size_t capacity;
+};
+
+static uint16_t be16(const unsigned char *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint32_t be32(const unsigned char *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+static uint64_t be64(const unsigned char *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
+static void put16(unsigned char *p, uint16_t v) { p[0] = v >> 8; p[1] = v & 0xff; }
+static void put32(unsigned char *p, uint32_t v) { put16(p, v >> 16); put16(p + 2, v & 0xffff); }
+static void put64(unsigned char *p, uint64_t v) { put32(p, v >> 32); put32(p + 4, v & 0xffffffffu); }
+
+static int stopping(struct connection *c) {
+  pthread_mutex_lock(&c->state_lock);
+  int s = c->stopping;
+  pthread_mutex_unlock(&c->state_lock);
+  return s;
+}
+
+static void stop_reading(struct connection *c, const char *socket_error, int client_error) {
+  pthread_mutex_lock(&c->state_lock);
+  c->stopping = 1;
+  if (socket_error && !c->socket_error[0]) snprintf(c->socket_error, sizeof c->socket_error, "%s", socket_error);
+  if (client_error) c->client_error = 1;
+  pthread_mutex_unlock(&c->state_lock);
+}
+
+/** Exactly `n` bytes from the client (what JavaScript already read first); 0 when it ended. */
+static int receive(struct connection *c, unsigned char *into, size_t n) {
+  size_t got = 0;
+  if (c->prefix_at < c->prefix_length) {
+    size_t take = c->prefix_length - c->prefix_at;
+    if (take > n) take = n;
+    memcpy(into, c->prefix + c->prefix_at, take);
+    c->prefix_at += take;
+    got = take;
+  }
+  while (got < n) {
+    ssize_t r = recv(c->sock, into + got, n - got, MSG_WAITALL);
+    if (r > 0) got += (size_t)r;
+    else if (r == 0) return 0;
+    else if (errno != EINTR) {
+      stop_reading(c, strerror(errno), 0);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/** One reply, whole, under the write lock; a failure to send stops the connection. */
+static void send_reply(struct connection *c, struct iovec *iov, int count) {
+  pthread_mutex_lock(&c->write_lock);
+  struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)count };
+  while (msg.msg_iovlen > 0) {
+    ssize_t w = sendmsg(c->sock, &msg, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      pthread_mutex_unlock(&c->write_lock);
+      stop_reading(c, strerror(errno), 0);
+      shutdown(c->sock, SHUT_RD); // wakes the thread waiting for the next request
+      return;
+    }
+    size_t left = (size_t)w;
+    while (msg.msg_iovlen > 0 && left >= msg.msg_iov[0].iov_len) {
+      left -= msg.msg_iov[0].iov_len;
+      msg.msg_iov++;
+      msg.msg_iovlen--;
+    }
+    if (msg.msg_iovlen > 0) {
+      msg.msg_iov[0].iov_base = (char *)msg.msg_iov[0].iov_base + left;
+      msg.msg_iov[0].iov_len -= left;
+    }
+  }
+  pthread_mutex_unlock(&c->write_lock);
+}
+
+static void simple_header(unsigned char *h, const struct request *r, uint32_t error) {
+  put32(h, SIMPLE_REPLY_MAGIC);
+  put32(h + 4, error);
+  memcpy(h + 8, r->cookie, 8);
+}
+
+static void chunk_header(unsigned char *h, const struct request *r, uint16_t type, uint32_t length) {
+  put32(h, STRUCTURED_REPLY_MAGIC);
+  put16(h + 4, CHUNK_DONE);
+  put16(h + 6, type);
+  memcpy(h + 8, r->cookie, 8);
+  put32(h + 16, length);
+}
+
+static void reply_ok(struct connection *c, const struct request *r) {
+  unsigned char h[20];
+  struct iovec iov = { h, 16 };
+  if (c->structured) {
+    chunk_header(h, r, CHUNK_NONE, 0);
+    iov.iov_len = 20;
+  } else simple_header(h, r, 0);
+  send_reply(c, &iov, 1);
+}
+
+static void reply_error(struct connection *c, const struct request *r, uint32_t error, const char *message) {
+  unsigned char h[20], body[6];
+  if (!c->structured) {
+    simple_header(h, r, error);
+    struct iovec iov = { h, 16 };
+    send_reply(c, &iov, 1);
+    return;
+  }
+  size_t length = strlen(message);
+  if (length > 1024) length = 1024;
+  put32(body, error);
+  put16(body + 4, (uint16_t)length);
+  chunk_header(h, r, CHUNK_ERROR, (uint32_t)(6 + length));
+  struct iovec iov[3] = { { h, 20 }, { body, 6 }, { (void *)message, length } };
+  send_reply(c, iov, 3);
+}
+
+/** The NBD errno for a system call's failure. */
+static uint32_t nbd_errno(int e) {
+  switch (e) {
+    case ENOSPC: case EDQUOT: return NBD_ENOSPC;
+    case EPERM: case EACCES: case EROFS: return NBD_EPERM;
+    case EINVAL: return NBD_EINVAL;
+    case ENOMEM: return NBD_ENOMEM;
+    default: return NBD_EIO;
+  }
+}
+
+static int all_zero(const unsigned char *p, size_t n) {
+  if (n == 0) return 0;
+  // Data rarely starts with zeroes: the first bytes decide almost every read.
+  if (p[0] || p[n - 1]) return 0;
+  return memcmp(p, p + 1, n - 1) == 0;
+}
+
+/** Grows the worker's buffer to `n` bytes; 0 when memory runs out. */
+static int reserve(struct worker *w, size_t n) {
+  if (n <= w->capacity) return 1;
+  unsigned char *b = realloc(w->buffer, n);
+  if (!b) return 0;
+  w->buffer = b;
+  w->capacity = n;
+  return 1;
+}
+
+static void shrink(struct worker *w) {
+  if (w->capacity <= KEEP_BUFFER) return;
+  free(w->buffer);
+  w->buffer = NULL;
+  w->capacity = 0;
+}
+
+static int read_full(int fd, unsigned char *into, size_t n, uint64_t offset) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = pread(fd, into + done, n - done, (off_t)(offset + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (r == 0) break;
+    done += (size_t)r;
+  }
+  // The file ends before the device does: what lies past its end reads as zeroes.
+  if (done < n) memset(into + done, 0, n - done);
+  return 0;
+}
+
+static int write_full(int fd, const unsigned char *from, size_t n, uint64_t offset) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t w = pwrite(fd, from + done, n - done, (off_t)(offset + done));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    done += (size_t)w;
+  }
+  return 0;
+}
+
+static void do_read(struct worker *w, const struct request *r) {
+  struct connection *c = w->c;
+  if (!reserve(w, r->length)) {
+    reply_error(c, r, NBD_ENOMEM, "out of memory for the read");
+    return;
+  }
+  unsigned char h[20], tail[12];
+  if (read_full(c->device, w->buffer, r->length, r->offset) < 0) {
+    int e = errno;
+    if (!c->structured) {
+      simple_header(h, r, nbd_errno(e));
+      struct iovec iov = { h, 16 };
+      send_reply(c, &iov, 1);
+      return;
+    }
+    // The error of a structured read says where it happened.
+    const char *message = strerror(e);
+    size_t length = strlen(message);
+    unsigned char body[6];
+    put32(body, nbd_errno(e));
+    put16(body + 4, (uint16_t)length);
+    put64(tail, r->offset);
+    chunk_header(h, r, CHUNK_ERROR_OFFSET, (uint32_t)(6 + length + 8));
+    struct iovec iov[4] = { { h, 20 }, { body, 6 }, { (void *)message, length }, { tail, 8 } };
+    send_reply(c, iov, 4);
+    return;
+  }
+  if (!c->structured) {
+    simple_header(h, r, 0);
+    struct iovec iov[2] = { { h, 16 }, { w->buffer, r->length } };
+    send_reply(c, iov, 2);
+    return;
+  }
+  put64(tail, r->offset);
+  if (all_zero(w->buffer, r->length)) {
+    put32(tail + 8, r->length);
+    chunk_header(h, r, CHUNK_OFFSET_HOLE, 12);
+    struct iovec iov[2] = { { h, 20 }, { tail, 12 } };
+    send_reply(c, iov, 2);
+    return;
+  }
+  chunk_header(h, r, CHUNK_OFFSET_DATA, 8 + r->length);
+  struct iovec iov[3] = { { h, 20 }, { tail, 8 }, { w->buffer, r->length } };
+  send_reply(c, iov, 3);
+}
+
+static off_t file_size(int fd) {
+  struct stat st;
+  return fstat(fd, &st) == 0 ? st.st_size : -1;
+}
+
+/** Zeroes [offset, offset+length) by writing zeroes: where fallocate cannot. */
+static int write_zeroes(int fd, uint64_t offset, uint64_t length) {
+  static const unsigned char zeroes[65536];
+  while (length > 0) {
+    size_t n = length < sizeof zeroes ? (size_t)length : sizeof zeroes;
+    if (write_full(fd, zeroes, n, offset) < 0) return -1;
+    offset += n;
+    length -= n;
+  }
+  return 0;
+}
+
+static int do_zero(struct connection *c, const struct request *r) {
+  // Past the file's end already reads as zeroes; zeroing there would allocate blocks beyond
+  // the end (keep-size) that nothing can ever read.
+  off_t end = file_size(c->device);
+  if (end < 0) return -1;
+  if ((uint64_t)end <= r->offset) return 0;
+  uint64_t length = r->length;
+  if (r->offset + length > (uint64_t)end) length = (uint64_t)end - r->offset;
+  int mode = (r->flags & FLAG_NO_HOLE) ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+  if (fallocate(c->device, mode, (off_t)r->offset, (off_t)length) == 0) return 0;
+  if (errno != EOPNOTSUPP) return -1;
+  return write_zeroes(c->device, r->offset, length);
+}
+
+static void do_block_status(struct connection *c, const struct request *r) {
+  static __thread unsigned char body[4 + 8 * MAX_EXTENTS];
+  uint64_t at = r->offset, end = r->offset + r->length;
+  int limit = (r->flags & FLAG_REQ_ONE) ? 1 : MAX_EXTENTS, count = 0;
+  off_t size = file_size(c->device);
+  if (size < 0) {
+    reply_error(c, r, nbd_errno(errno), strerror(errno));
+    return;
+  }
+  put32(body, BASE_ALLOCATION_ID);
+  while (at < end && count < limit) {
+    uint64_t next;
+    int hole;
+    if (at >= (uint64_t)size) {
+      next = end; // past the file's end reads as zeroes, as a hole does
+      hole = 1;
+    } else {
+      off_t data = lseek(c->device, (off_t)at, SEEK_DATA);
+      if (data < 0 && errno != ENXIO) {
+        reply_error(c, r, nbd_errno(errno), strerror(errno));
+        return;
+      }
+      if (data < 0) data = size;
+      if ((uint64_t)data > at) {
+        next = (uint64_t)data;
+        hole = 1;
+      } else {
+        off_t h = lseek(c->device, (off_t)at, SEEK_HOLE);
+        if (h < 0) {
+          reply_error(c, r, nbd_errno(errno), strerror(errno));
+          return;
+        }
+        next = (uint64_t)h;
+        hole = 0;
+      }
+      if (next > end) next = end;
+    }
+    uint64_t span = next - at;
+    int clipped = span > U32_MAX_ALIGNED;
+    if (clipped) span = U32_MAX_ALIGNED;
+    put32(body + 4 + 8 * count, (uint32_t)span);
+    put32(body + 8 + 8 * count, hole ? STATE_HOLE | STATE_ZERO : 0);
+    count++;
+    at += span;
+    if (clipped) break; // the client asks again for the rest
+  }
+  unsigned char h[20];
+  chunk_header(h, r, CHUNK_BLOCK_STATUS, (uint32_t)(4 + 8 * count));
+  struct iovec iov[2] = { { h, 20 }, { body, (size_t)(4 + 8 * count) } };
+  send_reply(c, iov, 2);
+}
+
+static int flush_device(struct connection *c) {
+  return c->read_only ? 0 : fdatasync(c->device);
+}
+
+/** Checks a request against the export; 0 when it may run, else the errno it is answered with. */
+static uint32_t check(struct connection *c, const struct request *r, const char **why) {
+  if (r->type > CMD_BLOCK_STATUS) return *why = "unknown command", NBD_EINVAL;
+  if (r->flags & ~ALLOWED_FLAGS[r->type]) return *why = "unknown flags", NBD_EINVAL;
+  if ((r->flags & FLAG_DF) && !c->structured) return *why = "DF without structured replies", NBD_EINVAL;
+  if (r->offset > c->size || r->length > c->size - r->offset) {
+    *why = "past the end of the export";
+    return r->type == CMD_WRITE || r->type == CMD_WRITE_ZEROES ? NBD_ENOSPC : NBD_EINVAL;
+  }
+  int writes = r->type == CMD_WRITE || r->type == CMD_TRIM || r->type == CMD_WRITE_ZEROES;
+  if (writes && c->read_only) return *why = "read-only export", NBD_EPERM;
+  if (r->type == CMD_READ && r->length > c->max_payload) return *why = "read larger than the maximum payload", NBD_EINVAL;
+  if (r->type == CMD_BLOCK_STATUS) {
+    if (!c->structured || !c->allocation) return *why = "no metadata context was negotiated", NBD_EINVAL;
+    if (r->length == 0) return *why = "zero-length block status", NBD_EINVAL;
+  }
+  return 0;
+}
+
+static void handle(struct worker *w, const struct request *r) {
+  struct connection *c = w->c;
+  const char *why = "";
+  uint32_t error = check(c, r, &why);
+  if (error) {
+    reply_error(c, r, error, why);
+    return;
+  }
+  int failed = 0;
+  switch (r->type) {
+    case CMD_READ:
+      do_read(w, r);
+      return;
+    case CMD_WRITE:
+      failed = write_full(c->device, w->buffer, r->length, r->offset) < 0 || ((r->flags & FLAG_FUA) && flush_device(c) < 0);
+      break;
+    case CMD_FLUSH:
+      failed = flush_device(c) < 0;
+      break;
+    case CMD_TRIM:
+      failed = (r->length > 0 && fallocate(c->device, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->offset, (off_t)r->length) < 0) ||
+               ((r->flags & FLAG_FUA) && flush_device(c) < 0);
+      break;
+    case CMD_WRITE_ZEROES:
+      failed = do_zero(c, r) < 0 || ((r->flags & FLAG_FUA) && flush_device(c) < 0);
+      break;
+    case CMD_CACHE:
+      break; // a hint; the page cache does the rest
+    case CMD_BLOCK_STATUS:
+      do_block_status(c, r);
+      return;
+  }
+  if (failed) reply_error(c, r, nbd_errno(errno), strerror(errno));
+  else reply_ok(c, r);
+}
+
+/**
+ * Reads the next request, and a write's payload into the worker's buffer, under the read lock.
+ * 0 when the connection is over for this thread (disconnect, stop, a broken client).
+ */
+static int next_request(struct worker *w, struct request *r) {
+  struct connection *c = w->c;
+  unsigned char header[28];
+  if (stopping(c) || !receive(c, header, sizeof header)) return 0;
+  if (stopping(c)) return 0; // stopped while waiting: a request never started is never answered
+  if (be32(header) != REQUEST_MAGIC) {
+    stop_reading(c, NULL, 1); // out of sync: hard disconnect
+    return 0;
+  }
+  r->flags = be16(header + 4);
+  r->type = be16(header + 6);
+  memcpy(r->cookie, header + 8, 8);
+  r->offset = be64(header + 16);
+  r->length = be32(header + 24);
+  if (r->type == CMD_DISC) {
+    stop_reading(c, NULL, 0);
+    return 0;
+  }
+  if (r->type != CMD_WRITE) return 1;
+  if (r->length > c->max_payload) {
+    // Too big to take in: the spec allows a hard disconnect above the maximum payload.
+    reply_error(c, r, NBD_EINVAL, "write larger than the maximum payload");
+    stop_reading(c, NULL, 1);
+    return 0;
+  }
+  if (!reserve(w, r->length)) {
+    reply_error(c, r, NBD_ENOMEM, "out of memory for the write");
+    stop_reading(c, NULL, 1); // its payload cannot be skipped without reading it
+    return 0;
+  }
+  return receive(c, w->buffer, r->length);
+}
+
+static void finish(struct connection *c) {
+  flush_device(c);
+  pthread_mutex_lock(&c->state_lock);
+  int sock = c->sock;
+  c->sock = -1; // stop() no longer touches it
+  pthread_mutex_unlock(&c->state_lock);
+  shutdown(sock, SHUT_WR); // the last replies go out before the close
+  close(sock);
+  // `c` may be freed on the JavaScript thread as soon as the report is queued.
+  napi_threadsafe_function report = c->report;
+  napi_call_threadsafe_function(report, c, napi_tsfn_blocking);
+  napi_release_threadsafe_function(report, napi_tsfn_release);
+}
+
+static void *serve_thread(void *arg) {
+  struct worker w = { .c = arg };
+  struct connection *c = w.c;
+  for (;;) {
+    struct request r;
+    pthread_mutex_lock(&c->read_lock);
+    int ok = next_request(&w, &r);
+    pthread_mutex_unlock(&c->read_lock);
+    if (!ok) break;
+    handle(&w, &r);
+    shrink(&w);
+    pthread_mutex_lock(&c->state_lock);
+    c->requests++;
+    pthread_mutex_unlock(&c->state_lock);
+  }
+  free(w.buffer);
+  // Wake the others: one may be waiting for a request that will never come.
+  stop_reading(c, NULL, 0);
+  shutdown(c->sock, SHUT_RD);
+  pthread_mutex_lock(&c->state_lock);
+  int last = --c->running == 0;
+  pthread_mutex_unlock(&c->state_lock);
+  if (last) finish(c);
+  return NULL;
+}
+
+// ---- JavaScript ----
+
+static napi_value throw_error(napi_env env, const char *message) {
+  napi_throw_error(env, NULL, message);
+  return NULL;
+}
+
+static int get_int64(napi_env env, napi_value obj, const char *name, int64_t *out) {
+  napi_value v;
+  if (napi_get_named_property(env, obj, name, &v) != napi_ok) return 0;
+  return napi_get_value_int64(env, v, out) == napi_ok;
+}
+
+static int get_bool(napi_env env, napi_value obj, const char *name, int *out) {
+  napi_value v;
+  bool b;
+  if (napi_get_named_property(env, obj, name, &v) != napi_ok || napi_get_value_bool(env, v, &b) != napi_ok) return 0;
+  *out = b;
+  return 1;
+}
+
+static void connection_free(struct connection *c) {
+  pthread_mutex_destroy(&c->read_lock);
+  pthread_mutex_destroy(&c->write_lock);
+  pthread_mutex_destroy(&c->state_lock);
+  free(c->prefix);
+  free(c);
+}
+
+/** On the JavaScript thread once every thread is done: calls back with what happened. */
+static void call_report(napi_env env, napi_value callback, void *context, void *data) {
+  (void)context;
+  struct connection *c = data;
+  if (env != NULL) {
+    napi_value result, value, undefined;
+    napi_create_object(env, &result);
+    napi_create_int64(env, (int64_t)c->requests, &value);
+    napi_set_named_property(env, result, "requests", value);
+    napi_get_boolean(env, c->client_error, &value);
+    napi_set_named_property(env, result, "clientError", value);
+    if (c->socket_error[0]) {
+      napi_create_string_utf8(env, c->socket_error, NAPI_AUTO_LENGTH, &value);
+      napi_set_named_property(env, result, "socketError", value);
+    }
+    napi_get_undefined(env, &undefined);
+    napi_call_function(env, undefined, callback, 1, &result, NULL);
+  }
+  // Freed by whichever comes last: this report, or the collection of JavaScript's handle.
+  pthread_mutex_lock(&c->state_lock);
+  c->report = NULL;
+  int done = c->handle_gone;
+  pthread_mutex_unlock(&c->state_lock);
+  if (done) connection_free(c);
+}
+
+static void handle_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  struct connection *c = data;
+  // Freed by whichever comes last: the report (the threads are done), or this.
+  pthread_mutex_lock(&c->state_lock);
+  c->handle_gone = 1;
+  int done = c->report == NULL;
+  pthread_mutex_unlock(&c->state_lock);
+  if (done) connection_free(c);
+}
+
+/**
+ * serve({ socket, device, size, readOnly, structured, allocation, maxPayload, threads, prefix }, onDone)
+ * Takes a duplicate of `socket` (the caller closes its own), uses `device` without closing it,
+ * and returns a handle for stop(handle).
+ */
+static napi_value serve(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2) return throw_error(env, "serve(options, onDone)");
+  int64_t sock, device, size, max_payload, threads;
+  int read_only, structured, allocation;
+  if (!get_int64(env, argv[0], "socket", &sock) || !get_int64(env, argv[0], "device", &device) || !get_int64(env, argv[0], "size", &size) ||
+      !get_int64(env, argv[0], "maxPayload", &max_payload) || !get_int64(env, argv[0], "threads", &threads) ||
+      !get_bool(env, argv[0], "readOnly", &read_only) || !get_bool(env, argv[0], "structured", &structured) ||
+      !get_bool(env, argv[0], "allocation", &allocation)) {
+    return throw_error(env, "serve: socket, device, size, maxPayload, threads, readOnly, structured and allocation are required");
+  }
+  if (threads < 1 || threads > 64 || size < 0 || max_payload < 1 || max_payload > 0xffffffffLL) return throw_error(env, "serve: an option is out of range");
+  struct connection *c = calloc(1, sizeof *c);
+  if (!c) return throw_error(env, "serve: out of memory");
+  napi_value prefix;
+  bool has_prefix = false;
+  napi_has_named_property(env, argv[0], "prefix", &has_prefix);
+  if (has_prefix && napi_get_named_property(env, argv[0], "prefix", &prefix) == napi_ok) {
+    bool is_buffer = false;
+    napi_is_buffer(env, prefix, &is_buffer);
+    if (is_buffer) {
+      void *data;
+      size_t length;
+      napi_get_buffer_info(env, prefix, &data, &length);
+      if (length > 0) {
+        c->prefix = malloc(length);
+        if (!c->prefix) {
+          free(c);
+          return throw_error(env, "serve: out of memory");
+        }
+        memcpy(c->prefix, data, length);
+        c->prefix_length = length;
+      }
+    }
+  }
+  c->sock = dup((int)sock);
+  if (c->sock < 0) {
+    free(c->prefix);
+    free(c);
+    return throw_error(env, strerror(errno));
+  }
+  // libuv made the socket non-blocking; these threads wait on it. (The flag belongs to the
+  // socket, not the descriptor: the caller closes its own descriptor right after this.)
+  int fl = fcntl(c->sock, F_GETFL);
+  if (fl >= 0) fcntl(c->sock, F_SETFL, fl & ~O_NONBLOCK);
+  c->device = (int)device;
+  c->size = (uint64_t)size;
+  c->read_only = read_only;
+  c->structured = structured;
+  c->allocation = allocation;
+  c->max_payload = (uint32_t)max_payload;
+  pthread_mutex_init(&c->read_lock, NULL);
+  pthread_mutex_init(&c->write_lock, NULL);
+  pthread_mutex_init(&c->state_lock, NULL);
+  napi_value name;
+  napi_create_string_utf8(env, "kindling nbd transmission", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, NULL, call_report, &c->report) != napi_ok) {
+    close(c->sock);
+    connection_free(c);
+    return throw_error(env, "serve: cannot make the report callback");
+  }
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  c->running = (int)threads;
+  for (int64_t i = 0; i < threads; i++) {
+    pthread_t t;
+    if (pthread_create(&t, &attr, serve_thread, c) != 0) {
+      // Fewer threads than asked: the ones that started serve alone.
+      pthread_mutex_lock(&c->state_lock);
+      c->running -= (int)(threads - i);
+      int none = c->running == 0;
+      pthread_mutex_unlock(&c->state_lock);
+      if (none) {
+        pthread_attr_destroy(&attr);
+        close(c->sock);
+        napi_release_threadsafe_function(c->report, napi_tsfn_abort);
+        connection_free(c);
+        return throw_error(env, "serve: cannot start a thread");
+      }
+      break;
+    }
+  }
+  pthread_attr_destroy(&attr);
+  napi_value handle;
+  napi_create_external(env, c, handle_finalize, NULL, &handle);
+  return handle;
+}
+
+/** stop(handle): no new requests are read; those in flight finish and are answered. */
+static napi_value stop(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *data = NULL;
+  if (argc < 1 || napi_get_value_external(env, argv[0], &data) != napi_ok || !data) return throw_error(env, "stop(handle)");
+  struct connection *c = data;
+  pthread_mutex_lock(&c->state_lock);
+  c->stopping = 1;
+  // The last thread takes `sock` under this lock before it closes it.
+  if (c->sock >= 0) shutdown(c->sock, SHUT_RD);
+  pthread_mutex_unlock(&c->state_lock);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_value fn;
+  napi_create_function(env, "serve", NAPI_AUTO_LENGTH, serve, NULL, &fn);
+  napi_set_named_property(env, exports, "serve", fn);
+  napi_create_function(env, "stop", NAPI_AUTO_LENGTH, stop, NULL, &fn);
+  napi_set_named_property(env, exports, "stop", fn);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,74 @@
+import type { Socket } from "node:net";
+import type { BlockDevice } from "../../drivers/contract";
+import { MAX_PAYLOAD } from "../../util/nbd/protocol";
+import type { SocketReader } from "../../util/nbd/reader";
+import type { NativeReport, NativeTransmissionModule } from "./module";
+
+// Threads per connection. Measured with fio (bench/nbd.ts): 4 KiB random I/O at iodepth 16 needs
+// more than one so that a pwrite held by writeback does not hold every request behind it; more
+// than four only added context switches on this 2-core machine.
+const THREADS = 4;
+
+/**
+ * The transmission phase of one connection in native threads (transmission.c), for a device
+ * that is a file read and written by descriptor. It answers as the JavaScript Transmission does,
+ * request for request; the socket passes to the native side, so `socket` is destroyed here (its
+ * descriptor only: the connection stays open on the native side's own).
+ */
+export class NativeTransmission {
+  private handle?: object;
+  private report?: Promise<NativeReport>;
+  private stopped = false;
+
+  constructor(
+    private readonly module: NativeTransmissionModule,
+    private readonly socket: Socket,
+    private readonly reader: SocketReader,
+    private readonly device: BlockDevice,
+    private readonly descriptor: number,
+    private readonly opts: { readOnly: boolean; structured: boolean; allocationContext: boolean },
+  ) {}
+
+  /** Whether `socket` can be handed over: a plain TCP or unix socket with a descriptor, its replies sent. */
+  static canTakeOver(socket: Socket): boolean {
+    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    return typeof fd === "number" && fd >= 0 && socket.writableLength === 0 && !socket.destroyed;
+  }
+
+  /** Serves the connection until the client disconnects or `stop()`; resolves with the native side's report. */
+  async run(): Promise<NativeReport> {
+    const fd = (this.socket as unknown as { _handle: { fd: number } })._handle.fd;
+    const prefix = this.reader.detach();
+    this.report = new Promise<NativeReport>((resolve) => {
+      this.handle = this.module.serve(
+        {
+          socket: fd,
+          device: this.descriptor,
+          size: this.device.size,
+          readOnly: this.opts.readOnly,
+          structured: this.opts.structured,
+          allocation: this.opts.allocationContext,
+          maxPayload: MAX_PAYLOAD,
+          threads: THREADS,
+          prefix,
+        },
+        resolve,
+      );
+    });
+    // The native side has its own duplicate; this one goes, with no bytes sent or read.
+    this.socket.destroy();
+    if (this.stopped) this.stop();
+    return this.report;
+  }
+
+  /** Stops reading requests; those in flight are answered and the connection closed (see drain). */
+  stop(): void {
+    this.stopped = true;
+    if (this.handle) this.module.stop(this.handle);
+  }
+
+  /** Waits for the native side to finish: every request answered, the device flushed, the socket closed. */
+  async drain(): Promise<void> {
+    await this.report;
+  }
+}

@@ -1,10 +1,12 @@
 // kindling's NBD server against nbdkit (file plugin) and qemu-nbd, serving the same 1 GiB
 // file of random data on 127.0.0.1: fio's nbd engine (1 MiB sequential read and write, 4 KiB
-// random read and write, iodepth 16) and nbdcopy both ways. Servers alternate within each run;
-// median of KINDLING_BENCH_RUNS (3). Ratios are to nbdkit.
-//   KINDLING_BENCH_ROWS=seqread,randread-qd1,...|all  other rows, among them one request at a
-//     time (iodepth 1) of 1 MiB, 4 KiB and 1 KiB; the default is the six rows above
-//   KINDLING_BENCH_SERVERS=kindling,nbdkit  (default all three)
+// random read and write, iodepth 16; one request at a time of 4 KiB and 1 KiB; 50 clients at
+// once), nbdcopy both ways (its default connections, and one), and what an idle connection
+// costs. kindling is served twice: by its native data path (the default) and by its JavaScript
+// one (`kindling-js`, KINDLING_NBD_NATIVE=off). Servers alternate within each run; median of
+// KINDLING_BENCH_RUNS (3). Ratios are to nbdkit.
+//   KINDLING_BENCH_ROWS=seqread,randread-qd1,...|all  other rows (all: also 1 MiB at iodepth 1)
+//   KINDLING_BENCH_SERVERS=kindling,nbdkit  (default all four)
 //   KINDLING_BENCH_PROFILE=DIR  where the time goes: a fresh server per row and server, kindling's
 //     daemon under --cpu-prof with bench/nbd-probe.ts (allocations, GC, event-loop use); each
 //     server's CPU time and peak RSS; a summary in DIR/summary.md. With KINDLING_BENCH_STRACE=1
@@ -18,20 +20,36 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { GiB, MiB } from "../provider/util/sizes";
 import { freePort } from "../test/helpers/daemon";
 import { tempDir } from "../test/helpers/env";
+import { RawClient } from "../test/helpers/nbd-client";
 
 const env = process.env;
 const profileDir = env.KINDLING_BENCH_PROFILE ? resolve(env.KINDLING_BENCH_PROFILE) : undefined;
 const strace = profileDir !== undefined && env.KINDLING_BENCH_STRACE === "1";
 const runs = Number(env.KINDLING_BENCH_RUNS ?? (profileDir ? 1 : 3));
 const seconds = Number(env.KINDLING_BENCH_SECONDS ?? 5);
-const SERVERS = (env.KINDLING_BENCH_SERVERS ?? "kindling,nbdkit,qemu-nbd").split(",");
+const SERVERS = (env.KINDLING_BENCH_SERVERS ?? "kindling,kindling-js,nbdkit,qemu-nbd").split(",");
 const ROOT = resolve(__dirname, "..", "..");
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 interface Server { name: string; uri: string; child: ChildProcess; pid: number; stop(): Promise<number> }
 
 /** One row of the table: a fio job, or nbdcopy one way. */
-interface Row { key: string; label: string; rw?: string; bs?: string; depth?: number; copy?: "read" | "write" }
+interface Row {
+  key: string;
+  label: string;
+  rw?: string;
+  bs?: string;
+  depth?: number;
+  /** fio jobs, each its own connection. */
+  jobs?: number;
+  copy?: "read" | "write";
+  /** nbdcopy's connections; its default (4 where the server allows MULTI_CONN) when unset. */
+  connections?: number;
+  /** The server's CPU with one connection open and idle. */
+  idle?: boolean;
+  /** Lower is better (the ratio reads the other way round). */
+  lowerBetter?: boolean;
+}
 const ALL_ROWS: Row[] = [
   { key: "seqread", label: "seq read 1M (MiB/s)", rw: "read", bs: "1M", depth: 16 },
   { key: "seqwrite", label: "seq write 1M (MiB/s)", rw: "write", bs: "1M", depth: 16 },
@@ -39,18 +57,23 @@ const ALL_ROWS: Row[] = [
   { key: "randwrite", label: "4k randwrite (IOPS)", rw: "randwrite", bs: "4k", depth: 16 },
   { key: "copyread", label: "nbdcopy read (MiB/s)", copy: "read" },
   { key: "copywrite", label: "nbdcopy write (MiB/s)", copy: "write" },
+  { key: "copyread-1conn", label: "nbdcopy read, 1 connection (MiB/s)", copy: "read", connections: 1 },
+  { key: "copywrite-1conn", label: "nbdcopy write, 1 connection (MiB/s)", copy: "write", connections: 1 },
   // One request at a time: latency, where every hop of a request shows.
-  { key: "seqread-qd1", label: "seq read 1M, iodepth 1 (MiB/s)", rw: "read", bs: "1M", depth: 1 },
-  { key: "seqwrite-qd1", label: "seq write 1M, iodepth 1 (MiB/s)", rw: "write", bs: "1M", depth: 1 },
   { key: "randread-qd1", label: "4k randread, iodepth 1 (IOPS)", rw: "randread", bs: "4k", depth: 1 },
   { key: "randwrite-qd1", label: "4k randwrite, iodepth 1 (IOPS)", rw: "randwrite", bs: "4k", depth: 1 },
   { key: "randread1k-qd1", label: "1k randread, iodepth 1 (IOPS)", rw: "randread", bs: "1k", depth: 1 },
   { key: "randwrite1k-qd1", label: "1k randwrite, iodepth 1 (IOPS)", rw: "randwrite", bs: "1k", depth: 1 },
+  { key: "clients50", label: "50 clients, 4k randread, iodepth 2 each (IOPS, total)", rw: "randread", bs: "4k", depth: 2, jobs: 50 },
+  { key: "idle", label: "one idle connection (server CPU, ms per s)", idle: true, lowerBetter: true },
+  { key: "seqread-qd1", label: "seq read 1M, iodepth 1 (MiB/s)", rw: "read", bs: "1M", depth: 1 },
+  { key: "seqwrite-qd1", label: "seq write 1M, iodepth 1 (MiB/s)", rw: "write", bs: "1M", depth: 1 },
 ];
+const DEFAULT_ROWS = ALL_ROWS.length - 2;
 const defaultRun = !env.KINDLING_BENCH_ROWS && !env.KINDLING_BENCH_SERVERS && !profileDir;
 const ROWS = (() => {
   const wanted = env.KINDLING_BENCH_ROWS;
-  if (!wanted) return ALL_ROWS.slice(0, 6);
+  if (!wanted) return ALL_ROWS.slice(0, DEFAULT_ROWS);
   if (wanted === "all") return ALL_ROWS;
   return wanted.split(",").map((key) => {
     const row = ALL_ROWS.find((r) => r.key === key);
@@ -87,7 +110,8 @@ async function start(name: string, dir: string, file: string, probe: Probe = {})
   let uri = `nbd://127.0.0.1:${port}`;
   let argv: string[];
   const childEnv: NodeJS.ProcessEnv = { ...env };
-  if (name === "kindling") {
+  if (name === "kindling" || name === "kindling-js") {
+    if (name === "kindling-js") childEnv.KINDLING_NBD_NATIVE = "off";
     const config = join(dir, "kindling.json");
     argv = [join(ROOT, "bin", "kindling"), "--config", config, "nbd", "serve", "--listen", `127.0.0.1:${port}`];
     uri += "/bench";
@@ -121,10 +145,11 @@ async function start(name: string, dir: string, file: string, probe: Probe = {})
 
 interface Measured { rate: number; requests: number; seconds: number; latencyUs?: number }
 
-function fio(uri: string, rw: string, bs: string, depth = 16): Measured {
+function fio(uri: string, rw: string, bs: string, depth = 16, jobs = 1): Measured {
   const out = sh("fio", [
     "--name=b", "--ioengine=nbd", `--uri=${uri}`, `--rw=${rw}`, `--bs=${bs}`, `--iodepth=${depth}`, "--size=1G",
     `--runtime=${seconds}`, "--time_based", "--output-format=json",
+    ...(jobs > 1 ? [`--numjobs=${jobs}`, "--group_reporting"] : []),
   ]);
   const job = JSON.parse(out.slice(out.indexOf("{"))).jobs[0];
   const side = rw.includes("read") ? job.read : job.write;
@@ -136,15 +161,43 @@ function fio(uri: string, rw: string, bs: string, depth = 16): Measured {
   };
 }
 
-function runRow(row: Row, uri: string, source: string): Measured {
-  if (row.copy === "read") return nbdcopy(uri, "null:", GiB);
-  if (row.copy === "write") return nbdcopy(source, uri, 256 * MiB);
-  return fio(uri, row.rw as string, row.bs as string, row.depth);
+async function runRow(row: Row, server: Server, source: string): Promise<Measured> {
+  if (row.idle) return idleCost(server);
+  const connections = row.connections ? [`--connections=${row.connections}`] : [];
+  if (row.copy === "read") return nbdcopy(server.uri, "null:", GiB, connections);
+  if (row.copy === "write") return nbdcopy(source, server.uri, 256 * MiB, connections);
+  return fio(server.uri, row.rw as string, row.bs as string, row.depth, row.jobs);
 }
 
-function nbdcopy(from: string, to: string, bytes: number): Measured {
+/** The server's CPU (ms per second) while one client holds a connection open and sends nothing. */
+async function idleCost(server: Server): Promise<Measured> {
+  const url = new URL(server.uri);
+  const client = await RawClient.connect(Number(url.port));
+  await client.go(decodeURIComponent(url.pathname.slice(1)), { structured: true }); // in transmission, then silent
+  await sleep(500);
+  const before = cpuNs(server.pid);
+  await sleep(seconds * 1000);
+  const used = (cpuNs(server.pid) - before) / 1e6;
+  client.close();
+  return { rate: used / seconds, requests: 0, seconds };
+}
+
+/** CPU time of all a process's threads so far (ns, from schedstat: finer than /proc's ticks). */
+function cpuNs(pid: number): number {
+  let ns = 0;
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, "utf8").split(" ")[0]);
+    } catch {
+      // the thread ended while we looked
+    }
+  }
+  return ns;
+}
+
+function nbdcopy(from: string, to: string, bytes: number, args: string[] = []): Measured {
   const start = process.hrtime.bigint();
-  sh("nbdcopy", [from, to]);
+  sh("nbdcopy", [...args, from, to]);
   const s = Number(process.hrtime.bigint() - start) / 1e9;
   // nbdcopy's requests are 256 KiB (its default) at most; a count is not reported.
   return { rate: bytes / MiB / s, requests: Math.ceil(bytes / (256 * 1024)), seconds: s };
@@ -257,7 +310,7 @@ async function profile(dir: string, file: string, source: string): Promise<void>
         if (probing) process.kill(server.pid, "SIGUSR2");
         const cpu0 = cpuMs(server.pid);
         const from = Number(process.hrtime.bigint() / 1000n);
-        const m = runRow(row, server.uri, source);
+        const m = await runRow(row, server, source);
         const to = Number(process.hrtime.bigint() / 1000n);
         const cpu = cpuMs(server.pid) - cpu0;
         if (probing) {
@@ -348,12 +401,12 @@ async function main(): Promise<void> {
         const r = (results[name] ??= Object.fromEntries(ROWS.map((t) => [t.label, []])));
         for (const row of ROWS) {
           (loads[row.label] ??= []).push(loadavg()[0]);
-          r[row.label].push(runRow(row, server.uri, source).rate);
+          r[row.label].push((await runRow(row, server, source)).rate);
         }
         (rss[name] ??= []).push(await server.stop());
       }
     }
-    const label = (s: string) => (s === "nbdkit" ? "nbdkit file" : s);
+    const label = (s: string) => (s === "nbdkit" ? "nbdkit file" : s === "kindling-js" ? "kindling, JavaScript path" : s);
     const ratio = SERVERS.includes("kindling") && SERVERS.includes("nbdkit");
     const lines = [
       `Machine: ${cpus().length} cores, ${Math.round(totalmem() / GiB)} GiB, Linux ${release()}; ${new Date().toISOString().slice(0, 10)}; median of ${runs}; fio runs of ${seconds} s${defaultRun ? ", iodepth 16" : ""}.`,
@@ -365,7 +418,11 @@ async function main(): Promise<void> {
         const k = m[SERVERS.indexOf("kindling")];
         const n = m[SERVERS.indexOf("nbdkit")];
         const load = loads[t].map((l) => l.toFixed(1)).join(", ");
-        return `| ${t} | ${m.map((x) => x.toFixed(0)).join(" | ")} |${ratio ? ` ${(k / n).toFixed(2)} |` : ""}${defaultRun ? "" : ` ${load} |`}`;
+        const lowerBetter = ROWS.find((r) => r.label === t)?.lowerBetter;
+        const shown = m.map((x) => (lowerBetter ? x.toFixed(1) : x.toFixed(0))).join(" | ");
+        // For a cost, the ratio is nbdkit's over kindling's: above 1 is better for kindling either way.
+        const r = lowerBetter ? (k > 0 && n > 0 ? (n / k).toFixed(2) : "-") : (k / n).toFixed(2);
+        return `| ${t} | ${shown} |${ratio ? ` ${r} |` : ""}${defaultRun ? "" : ` ${load} |`}`;
       }),
       `| peak RSS (MiB) | ${SERVERS.map((s) => (median(rss[s]) / 1024).toFixed(0)).join(" | ")} |${ratio ? " |" : ""}${defaultRun ? "" : " |"}`,
     ];

@@ -113,9 +113,11 @@ export class NbdServer {
     const opts = { readOnly: agreed.readOnly, structured: agreed.structured, allocationContext: agreed.allocationContext };
     if (native && descriptor !== undefined && !limiter && !this.opts.tls && NativeTransmission.canTakeOver(agreed.socket)) {
       this.served.native++;
+      logger().debug({ export: agreed.source.name, path: "native" }, "nbd transmission");
       return new NativeTransmission(native, agreed.socket, agreed.reader, agreed.device, descriptor, opts);
     }
     this.served.javascript++;
+    logger().debug({ export: agreed.source.name, path: "javascript" }, "nbd transmission");
     return new Transmission(agreed.socket, agreed.reader, agreed.device, { ...opts, limiter });
   }
 

@@ -49,7 +49,7 @@ export function nativeTransmission(): NativeTransmissionModule | undefined {
       loaded = { module };
     } catch (err) {
       loaded = {};
-      logger().warn({ module: path, err: (err as Error).message }, "the native NBD data path cannot be loaded; connections are served by the JavaScript one");
+      logger().warn({ module: path, err: (err as Error).message.split("\n")[0] }, "the native NBD data path cannot be loaded; connections are served by the JavaScript one");
     }
   }
   return loaded.module;

@@ -520,6 +520,7 @@ static void finish(struct connection *c) {
 static void *serve_thread(void *arg) {
   struct worker w = { .c = arg };
   struct connection *c = w.c;
+  pthread_setname_np(pthread_self(), "kindling-nbd"); // as top and /proc/PID/task show it
   for (;;) {
     struct request r;
     pthread_mutex_lock(&c->read_lock);

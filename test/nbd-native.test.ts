@@ -1,0 +1,198 @@
+// The NBD server's native data path (provider/nbd/native): the connections it takes and the
+// ones it leaves to JavaScript, clients that vanish with requests in flight on its threads, a
+// server stopped under load, and a daemon whose native module is missing at run time.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { readFileSync, readdirSync, readlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, test } from "node:test";
+import { FileBlockDevice } from "../provider/drivers/file/blockdevice";
+import { NbdServer } from "../provider/nbd";
+import { nativeTransmission } from "../provider/nbd/native/module";
+import { Cmd, CmdFlag } from "../provider/util/nbd/protocol";
+import { MiB } from "../provider/util/sizes";
+import { kindling } from "./helpers/cli";
+import { Daemon, freePort } from "./helpers/daemon";
+import { removeDir, tempDir } from "./helpers/env";
+import { RawClient } from "./helpers/nbd-client";
+
+/** Descriptors this process has open on `path`. */
+function openFds(path: string): number {
+  let n = 0;
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`) === path) n++;
+    } catch {
+      // closed while we looked
+    }
+  }
+  return n;
+}
+
+/** This process's threads of the native data path (transmission.c names them). */
+const nativeThreads = () =>
+  readdirSync("/proc/self/task").filter((task) => {
+    try {
+      return readFileSync(`/proc/self/task/${task}/comm`, "utf8").trim() === "kindling-nbd";
+    } catch {
+      return false; // ended while we looked
+    }
+  }).length;
+
+async function until(check: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (check()) return;
+    await sleep(25);
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+describe("the NBD server's native data path", () => {
+  let dir: string;
+  let file: string;
+  let server: NbdServer;
+  let port: number;
+  const SIZE = 64 * MiB;
+
+  before(async () => {
+    assert.ok(nativeTransmission(), "the native module is built (make setup builds dist/native)");
+    dir = tempDir();
+    file = join(dir, "disk");
+    writeFileSync(file, Buffer.alloc(0));
+    truncateSync(file, SIZE);
+    server = new NbdServer({ port: 0 });
+    server.exports.set({ name: "disk", readOnly: false, open: () => FileBlockDevice.open(file, false) });
+    // QoS limits are kept by the JavaScript path's limiter.
+    server.exports.set({ name: "limited", readOnly: false, open: () => FileBlockDevice.open(file, false), qos: { total_iops_sec: "100000" } });
+    ({ port } = await server.listen());
+  });
+  after(async () => {
+    await server.close();
+    removeDir(dir);
+  });
+
+  test("a file device is served by native threads (until the connection ends), a QoS-limited export by JavaScript", async () => {
+    const before = { ...server.served };
+    assert.equal(nativeThreads(), 0);
+    const c = await RawClient.connect(port);
+    await c.go("disk", { structured: true });
+    await until(() => nativeThreads() === 4, "the connection's four threads");
+    assert.equal(server.served.native, before.native + 1);
+    c.request(Cmd.WRITE, { offset: 4096n, payload: Buffer.alloc(4096, 7), cookie: 1n });
+    assert.deepEqual((await c.structuredReply()).chunks.map((k) => k.type), [0]);
+    c.request(Cmd.DISC);
+    await until(() => server.connections === 0, "the connection to end");
+    await until(() => nativeThreads() === 0, "its threads to end");
+    assert.equal(openFds(file), 0, "the device is closed once the native side is done");
+
+    const limited = await RawClient.connect(port);
+    await limited.go("limited", { structured: true });
+    assert.equal(server.served.javascript, before.javascript + 1);
+    assert.equal(nativeThreads(), 0, "no native threads for it");
+    limited.close();
+    await until(() => server.connections === 0, "the limited connection to end");
+  });
+
+  test("a client gone with 1 MiB writes and reads in flight: the server closes its side, the device is closed, the next client is served", async () => {
+    for (let round = 0; round < 5; round++) {
+      const c = await RawClient.connect(port);
+      await c.go("disk", { structured: true });
+      for (let i = 0; i < 24; i++) {
+        if (i % 2) c.request(Cmd.READ, { offset: BigInt(i * MiB), length: MiB, cookie: BigInt(i) });
+        else c.request(Cmd.WRITE, { offset: BigInt(i * MiB), payload: randomBytes(MiB), cookie: BigInt(i), flags: i % 4 === 0 ? CmdFlag.FUA : 0 });
+      }
+      // Gone mid-stream: some requests read, some being served, some replies unsendable.
+      c.socket.destroy();
+    }
+    await until(() => server.connections === 0, "every connection to end");
+    await until(() => openFds(file) === 0, "every device to be closed");
+    const c = await RawClient.connect(port);
+    await c.go("disk", { structured: false });
+    const payload = randomBytes(2 * MiB);
+    c.request(Cmd.WRITE, { offset: 40n * BigInt(MiB), payload, cookie: 99n });
+    assert.equal((await c.simpleReply()).error, 0);
+    c.request(Cmd.FLUSH, { cookie: 100n });
+    assert.equal((await c.simpleReply()).error, 0);
+    c.request(Cmd.READ, { offset: 40n * BigInt(MiB), length: 2 * MiB, cookie: 101n });
+    const back = await c.simpleReply(2 * MiB);
+    assert.ok(back.data.equals(payload));
+    c.close();
+    assert.ok(readFileSync(file).subarray(40 * MiB, 42 * MiB).equals(payload), "in the file itself");
+  });
+
+  test("the server stopped with writes in flight on native threads: every write it acknowledged is in the file", async () => {
+    const stopped = new NbdServer({ port: 0 });
+    stopped.exports.set({ name: "disk", readOnly: false, open: () => FileBlockDevice.open(file, false) });
+    const { port: p } = await stopped.listen();
+    const c = await RawClient.connect(p);
+    await c.go("disk", { structured: false });
+    const written = new Map<bigint, Buffer>();
+    for (let i = 0; i < 32; i++) {
+      const payload = randomBytes(256 * 1024);
+      written.set(BigInt(i), payload);
+      c.request(Cmd.WRITE, { offset: BigInt(i * 256 * 1024), payload, cookie: BigInt(i) });
+    }
+    const acknowledged: bigint[] = [];
+    const replies = (async () => {
+      for (;;) {
+        const r = await c.simpleReply().catch(() => undefined);
+        if (!r) return;
+        if (r.error === 0) acknowledged.push(r.cookie);
+      }
+    })();
+    await until(() => acknowledged.length > 0, "the first write's answer");
+    await stopped.close();
+    await replies;
+    const bytes = readFileSync(file);
+    for (const cookie of acknowledged) {
+      const at = Number(cookie) * 256 * 1024;
+      assert.ok(bytes.subarray(at, at + 256 * 1024).equals(written.get(cookie) as Buffer), `acknowledged write ${cookie} is in the file`);
+    }
+  });
+});
+
+describe("kindling nbd serve with its native module missing", () => {
+  let dir: string;
+  let daemon: Daemon | undefined;
+
+  before(() => {
+    dir = tempDir();
+  });
+  after(async () => {
+    await daemon?.stop("SIGKILL");
+    removeDir(dir);
+  });
+
+  test("the daemon says so once and serves every connection by JavaScript; a real client writes and reads", async () => {
+    const config = join(dir, "kindling.json");
+    writeFileSync(config, JSON.stringify({ backends: { b: { driver: "file", path: join(dir, "volumes") } } }));
+    const cli = (...args: string[]) => {
+      const r = kindling(["--config", config, "--json", ...args]);
+      assert.equal(r.code, 0, r.stderr);
+      return r.json();
+    };
+    cli("volume", "create", "plain", "--size", "1");
+    cli("connect", "plain", "--protocol", "nbd");
+    daemon = await Daemon.start(config, await freePort(), { KINDLING_NBD_NATIVE_MODULE: join(dir, "no-such-module.node"), KINDLING_LOG_LEVEL: "debug" });
+    const source = join(dir, "source");
+    const data = randomBytes(8 * MiB);
+    writeFileSync(source, data);
+    const run = (command: string, args: string[]) => spawnSync(command, args, { encoding: "utf8", env: { ...process.env, PATH: `/usr/bin:${process.env.PATH}` } });
+    for (const args of [[source, `${daemon.uri}/plain`], [`${daemon.uri}/plain`, join(dir, "back")]]) {
+      const r = run("nbdcopy", args);
+      assert.equal(r.status, 0, r.stderr);
+    }
+    assert.ok(readFileSync(join(dir, "back")).subarray(0, data.length).equals(data), "read back what was written");
+    const d = daemon;
+    await until(() => d.log().includes('"path":"javascript"'), "the daemon's log of the connections (read between the copies)");
+    const log = daemon.log();
+    assert.equal(log.split("the native NBD data path cannot be loaded").length - 1, 1, log);
+    assert.match(log, /no-such-module\.node/);
+    assert.ok(log.includes('"path":"javascript"'), log);
+    assert.ok(!log.includes('"path":"native"'), log);
+    assert.equal(await daemon.stop(), 0);
+    daemon = undefined;
+  });
+});

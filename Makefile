@@ -27,12 +27,11 @@ dist/.built: $(SOURCES) tsconfig.json node_modules/.package-lock.json
 	npx tsc -p tsconfig.json
 	@touch $@
 
-# The NBD server's native data path (provider/nbd/native), built against the installed Node's
-# headers (Node-API: any later Node loads it too).
-dist/native/nbd-transmission.node: provider/nbd/native/transmission.c | node
+# The NBD server's native data path (provider/nbd/native), against Node-API's headers from npm
+# (a system Node may come without its own; Node-API modules load in any later Node).
+dist/native/nbd-transmission.node: provider/nbd/native/transmission.c node_modules/.package-lock.json
 	@mkdir -p dist/native
-	gcc -O2 -Wall -Wextra -Werror -shared -fPIC -pthread \
-	  -I"$$(node -p "require('path').resolve(process.execPath, '../../include/node')")" -o $@ $<
+	gcc -O2 -Wall -Wextra -Werror -shared -fPIC -pthread -Inode_modules/node-api-headers/include -o $@ $<
 
 build: dist/.built dist/native/nbd-transmission.node
 

@@ -1,4 +1,4 @@
-// kindling's NBD server against nbdkit (file plugin) and qemu-nbd, serving the same 1 GiB
+// kindling's NBD server against nbdkit (file plugin), qemu-nbd and nbd-server, serving the same 1 GiB
 // file of random data on 127.0.0.1: fio's nbd engine (1 MiB sequential read and write, 4 KiB
 // random read and write, iodepth 16; one request at a time of 4 KiB and 1 KiB; 50 clients at
 // once), nbdcopy both ways (its default connections, and one), and what an idle connection
@@ -6,7 +6,8 @@
 // one (`kindling-js`, KINDLING_NBD_NATIVE=off). Servers alternate within each run; median of
 // KINDLING_BENCH_RUNS (3). Ratios are to nbdkit.
 //   KINDLING_BENCH_ROWS=seqread,randread-qd1,...|all  other rows (all: also 1 MiB at iodepth 1)
-//   KINDLING_BENCH_SERVERS=kindling,nbdkit  (default all four)
+//   KINDLING_BENCH_SERVERS=kindling,nbdkit  (default all five; nbd-server comes from
+//     scripts/nbd-server.sh, unpacked from Debian's package)
 //   KINDLING_BENCH_PROFILE=DIR  where the time goes: a fresh server per row and server, kindling's
 //     daemon under --cpu-prof with bench/nbd-probe.ts (allocations, GC, event-loop use); each
 //     server's CPU time and peak RSS; a summary in DIR/summary.md. With KINDLING_BENCH_STRACE=1
@@ -27,7 +28,7 @@ const profileDir = env.KINDLING_BENCH_PROFILE ? resolve(env.KINDLING_BENCH_PROFI
 const strace = profileDir !== undefined && env.KINDLING_BENCH_STRACE === "1";
 const runs = Number(env.KINDLING_BENCH_RUNS ?? (profileDir ? 1 : 3));
 const seconds = Number(env.KINDLING_BENCH_SECONDS ?? 5);
-const SERVERS = (env.KINDLING_BENCH_SERVERS ?? "kindling,kindling-js,nbdkit,qemu-nbd").split(",");
+const SERVERS = (env.KINDLING_BENCH_SERVERS ?? "kindling,kindling-js,nbdkit,qemu-nbd,nbd-server").split(",");
 const ROOT = resolve(__dirname, "..", "..");
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -121,8 +122,10 @@ async function start(name: string, dir: string, file: string, probe: Probe = {})
     }
   } else if (name === "nbdkit") {
     argv = ["nbdkit", "-f", "-i", "127.0.0.1", "-p", String(port), "file", file];
+  } else if (name === "nbd-server") {
+    return startNbdServer(dir, file, port);
   } else {
-    argv = ["qemu-nbd", "-f", "raw", "--persistent", "--cache=writeback", "--aio=threads", "-e", "8", "-b", "127.0.0.1", "-p", String(port), file];
+    argv = ["qemu-nbd", "-f", "raw", "--persistent", "--cache=writeback", "--aio=threads", "-e", "64", "-b", "127.0.0.1", "-p", String(port), file];
   }
   if (probe.straceOut) argv = ["strace", "-c", "-f", "-o", probe.straceOut, "--", ...argv];
   const child = spawn(argv[0], argv.slice(1), { stdio: "ignore", env: childEnv });
@@ -138,6 +141,34 @@ async function start(name: string, dir: string, file: string, probe: Probe = {})
       const rss = peakRss(pid);
       process.kill(pid, "SIGTERM");
       await new Promise((r) => child.once("exit", r));
+      return rss;
+    },
+  };
+}
+
+/**
+ * nbd-server forks: the parent accepts, and a child per client serves it. The parent's PID is
+ * from its pidfile; CPU and peak RSS are the parent's only (a child's are gone with the client).
+ */
+async function startNbdServer(dir: string, file: string, port: number): Promise<Server> {
+  const binary = sh(join(ROOT, "scripts", "nbd-server.sh"), []).trim();
+  const config = join(dir, `nbd-server-${port}.conf`);
+  const pidfile = join(dir, `nbd-server-${port}.pid`);
+  writeFileSync(config, `[generic]\n  listenaddr = 127.0.0.1\n  port = ${port}\n  allowlist = true\n[bench]\n  exportname = ${file}\n`);
+  const child = spawn(binary, ["-C", config, "-p", pidfile], { stdio: "ignore" });
+  await new Promise((r) => child.once("exit", r));
+  const uri = `nbd://127.0.0.1:${port}/bench`;
+  await waitFor(uri);
+  const pid = Number(readFileSync(pidfile, "utf8").trim());
+  return {
+    name: "nbd-server",
+    uri,
+    child,
+    pid,
+    async stop() {
+      const rss = peakRss(pid);
+      process.kill(pid, "SIGTERM");
+      for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await sleep(50);
       return rss;
     },
   };

@@ -4,10 +4,12 @@ import { MAX_PAYLOAD } from "../../util/nbd/protocol";
 import type { SocketReader } from "../../util/nbd/reader";
 import type { NativeReport, NativeTransmissionModule } from "./module";
 
-// Threads per connection. Measured with fio (bench/nbd.ts): 4 KiB random I/O at iodepth 16 needs
-// more than one so that a pwrite held by writeback does not hold every request behind it; more
-// than four only added context switches on this 2-core machine.
-const THREADS = 4;
+// Threads per connection (KINDLING_NBD_THREADS, 1-64). More than one, so that a pwrite held by
+// writeback does not hold every request behind it; bench/README.md has what 2 to 16 measured.
+const THREADS = (() => {
+  const n = Number(process.env.KINDLING_NBD_THREADS ?? 4);
+  return Number.isInteger(n) && n >= 1 && n <= 64 ? n : 4;
+})();
 
 /**
  * The transmission phase of one connection in native threads (transmission.c), for a device

@@ -179,6 +179,10 @@ export class Attachment extends pulumi.dynamic.Resource {
   declare readonly connectionId: pulumi.Output<string>;
   declare readonly connectionInfo: pulumi.Output<Record<string, unknown>>;
   declare readonly devicePath: pulumi.Output<string | undefined>;
+  /** The libvirt <disk> for `virsh attach-device` (local, nbd, rbd). */
+  declare readonly libvirtXml: pulumi.Output<string | undefined>;
+  /** The libvirt <secret> an rbd disk's <auth> names; its value is connectionInfo.data.key. */
+  declare readonly libvirtSecretXml: pulumi.Output<string | undefined>;
   declare readonly volumeId: pulumi.Output<string>;
   declare readonly protocol: pulumi.Output<string>;
   declare readonly dump: pulumi.Output<Record<string, unknown>>;
@@ -189,7 +193,7 @@ export class Attachment extends pulumi.dynamic.Resource {
     super(
       attachmentProvider,
       name,
-      { connectionId: undefined, connectionInfo: undefined, devicePath: undefined, dump: undefined, ...args, backend: guarded(args.backend), ...owner(name) },
+      { connectionId: undefined, connectionInfo: undefined, devicePath: undefined, libvirtXml: undefined, libvirtSecretXml: undefined, dump: undefined, ...args, backend: guarded(args.backend), ...owner(name) },
       // `dump` is the connection record, which carries the connection info (and its key) too.
       deleteFirst(secret ? { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connectionInfo", "dump"] } : opts),
       "kindling",

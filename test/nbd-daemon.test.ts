@@ -171,8 +171,8 @@ describe("kindling nbd serve as a daemon", () => {
         { type: "Attachment", name: "over-nbd", args: { volumeId: "@exported.volumeId", protocol: "nbd" } },
       ]);
       project.up();
-      const info = project.stateResources()["over-nbd"].outputs.connectionInfo as { protocol: string; data: { uri: string; export_name: string } };
-      assert.equal(info.protocol, "nbd");
+      const info = project.stateResources()["over-nbd"].outputs.connectionInfo as { driver_volume_type: string; data: { uri: string; export_name: string } };
+      assert.equal(info.driver_volume_type, "nbd");
       await until(() => sh("nbdinfo", ["--size", info.data.uri]).code === 0, "the daemon to export it");
       assert.equal(sh("nbdinfo", ["--size", info.data.uri]).out.trim(), String(1024 ** 3));
       project.ok(["destroy", "--yes"]);

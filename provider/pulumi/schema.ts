@@ -98,8 +98,10 @@ export function packageSchema(version: string): Json {
       }),
       "kindling:index:Attachment": resource("A volume made reachable over a protocol, optionally as a block device on this host.", attachmentInputsSchema, {
         connectionId: str("The connection's id."),
-        connectionInfo: { type: "object", additionalProperties: { $ref: "pulumi.json#/Any" }, description: "How to reach the volume; secret where it holds credentials." },
+        connectionInfo: { type: "object", additionalProperties: { $ref: "pulumi.json#/Any" }, description: "How to reach the volume, in Cinder's shape ({ driver_volume_type, data }); secret where it holds credentials." },
         devicePath: optional(str("The block device on the host that ran the program, when attached locally.")),
+        libvirtXml: optional(str("The libvirt <disk> element for the volume (local, nbd, rbd), for `virsh attach-device`.")),
+        libvirtSecretXml: optional(str("The libvirt <secret> an rbd disk's <auth> names; its value is connectionInfo.data.key.")),
         dump: { type: "object", additionalProperties: { $ref: "pulumi.json#/Any" }, description: "The connection's record." },
       }),
       "kindling:index:Image": resource("An image in an image service (Glance) of kindling's configuration, made from a volume, a snapshot, a URL or a file; its name, tags, properties, visibility and protection change in place.", imageInputsSchema, {

@@ -115,6 +115,8 @@ export class Volume extends pulumi.dynamic.Resource {
   declare readonly imageService: pulumi.Output<string | undefined>;
   /** The strongest digest the image's bytes were checked against, as `algo:hex`. */
   declare readonly imageDigest: pulumi.Output<string | undefined>;
+  /** Set by an update that grew the volume: what each consumer must do to see the new size (block_resize, reconnect). */
+  declare readonly expansion: pulumi.Output<Record<string, unknown> | undefined>;
 
   constructor(name: string, args: VolumeArgs, opts?: pulumi.CustomResourceOptions) {
     super(
@@ -122,7 +124,7 @@ export class Volume extends pulumi.dynamic.Resource {
       name,
       {
         volumeId: undefined, name: undefined, sizeGiB: undefined, status: undefined, backendName: undefined, location: undefined, createdAt: undefined, dump: undefined,
-        imageId: undefined, imageService: undefined, imageDigest: undefined,
+        imageId: undefined, imageService: undefined, imageDigest: undefined, expansion: undefined,
         ...args, backend: guarded(args.backend), ...owner(name),
       },
       deleteFirst(opts),

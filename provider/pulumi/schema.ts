@@ -88,6 +88,7 @@ export function packageSchema(version: string): Json {
         imageId: optional(str("The id, in its image service, of the image the volume was made from.")),
         imageService: optional(str("The image service the volume's image came from.")),
         imageDigest: optional(str("The strongest digest the image's bytes were checked against, as algo:hex.")),
+        expansion: optional({ type: "object", additionalProperties: { $ref: "pulumi.json#/Any" }, description: "Set by an update that grew the volume: node_expansion_required, and per connection the consumerAction (block_resize, reconnect) a hypervisor needs for its guest to see the new size." }),
       }),
       "kindling:index:Snapshot": resource("A point-in-time copy of a volume.", snapshotInputsSchema, {
         snapshotId: str("The snapshot's id."),

@@ -45,7 +45,9 @@ export async function connect(ctx: Context): Promise<void> {
   const disk = libvirtDiskXml(record.connectionInfo, { target: ctx.values.target });
   const secret = libvirtSecretXml(record.connectionInfo);
   if (format === "libvirt-secret" && !secret) throw new InvalidInputError("--format", `a ${protocol} disk needs no libvirt secret (auth is off; the connection ${connection.id} was made)`);
-  ctx.out.result({ connection: connection.id, disk, ...(secret ? { secret } : {}) }, () => (format === "libvirt" ? disk : (secret as string)).trimEnd());
+  // --json gives the connection info too (its key with --show-secrets): the secret's value and
+  // the XML naming it must come from the same connection, which one command makes.
+  ctx.out.result({ connection: connection.id, connectionInfo: record.connectionInfo, disk, ...(secret ? { secret } : {}) }, () => (format === "libvirt" ? disk : (secret as string)).trimEnd());
 }
 
 /** kindling disconnect VOL|SNAP: ends every connection of it, detaching local devices. */

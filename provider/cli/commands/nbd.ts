@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { ExportDaemon } from "../../serve/nbd/daemon";
 import { nbdAddress, parseHostPort, type NbdTlsAdvert } from "../../attach/protocols";
 import { certificateTls, pskTls, type TlsSettings } from "../../nbd/tls";
@@ -53,7 +54,9 @@ export async function nbdServe(ctx: Context): Promise<void> {
   if (v["tls-cert"] && v["tls-psk"]) throw new InvalidInputError("--tls-psk", "give a certificate or pre-shared keys, not both");
   if (v["tls-ca"] && !v["tls-cert"]) throw new InvalidInputError("--tls-ca", "goes with --tls-cert");
   const tls = v["tls-cert"] ? certificateTls(v["tls-cert"], v["tls-key"] as string) : v["tls-psk"] ? pskTls(v["tls-psk"]) : undefined;
-  const advertise = v.advertise === undefined ? undefined : parseHostPort("--advertise", v.advertise);
+  // A wildcard means nothing to a consumer: without --advertise it is told this host's name.
+  const wildcard = host === "0.0.0.0" || host === "::";
+  const advertise = v.advertise !== undefined ? parseHostPort("--advertise", v.advertise) : wildcard ? { host: hostname(), port } : undefined;
   const daemon = new ExportDaemon(ctx.backends, { host, port, tls, advertise, tlsAdvert: tlsAdvert(v, tls), staleMs: stale * 1000, pollMs: Math.min(1000, (stale * 1000) / 3) });
   const address = await daemon.start();
   const told = advertise ? `${advertise.host}:${advertise.port}` : `${address.host}:${address.port}`;

@@ -36,6 +36,10 @@ packages=(
   # The postgres and mysql record stores: throwaway servers for their tests and benchmarks
   # (scripts/postgres, scripts/mariadb), with the psql and mariadb clients the tests check them by.
   postgresql mariadb-server
+  # Real hypervisors for the connection info tests: a tiny qemu guest (busybox in its initramfs;
+  # the kernel comes from Debian's cloud kernel package, unpacked into a cache by the test, not
+  # installed) and a throwaway libvirtd with the qemu driver.
+  qemu-system-x86 busybox-static libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   # A throwaway Glance v2 image service with no Keystone (scripts/glance), for the image tests.
   glance-api python3-glance-store
 )

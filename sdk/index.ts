@@ -115,6 +115,8 @@ export class Volume extends pulumi.dynamic.Resource {
   declare readonly imageService: pulumi.Output<string | undefined>;
   /** The strongest digest the image's bytes were checked against, as `algo:hex`. */
   declare readonly imageDigest: pulumi.Output<string | undefined>;
+  /** Set by an update that grew the volume: what each consumer must do to see the new size (block_resize, reconnect). */
+  declare readonly expansion: pulumi.Output<Record<string, unknown> | undefined>;
 
   constructor(name: string, args: VolumeArgs, opts?: pulumi.CustomResourceOptions) {
     super(
@@ -122,7 +124,7 @@ export class Volume extends pulumi.dynamic.Resource {
       name,
       {
         volumeId: undefined, name: undefined, sizeGiB: undefined, status: undefined, backendName: undefined, location: undefined, createdAt: undefined, dump: undefined,
-        imageId: undefined, imageService: undefined, imageDigest: undefined,
+        imageId: undefined, imageService: undefined, imageDigest: undefined, expansion: undefined,
         ...args, backend: guarded(args.backend), ...owner(name),
       },
       deleteFirst(opts),
@@ -179,6 +181,10 @@ export class Attachment extends pulumi.dynamic.Resource {
   declare readonly connectionId: pulumi.Output<string>;
   declare readonly connectionInfo: pulumi.Output<Record<string, unknown>>;
   declare readonly devicePath: pulumi.Output<string | undefined>;
+  /** The libvirt <disk> for `virsh attach-device` (local, nbd, rbd). */
+  declare readonly libvirtXml: pulumi.Output<string | undefined>;
+  /** The libvirt <secret> an rbd disk's <auth> names; its value is connectionInfo.data.key. */
+  declare readonly libvirtSecretXml: pulumi.Output<string | undefined>;
   declare readonly volumeId: pulumi.Output<string>;
   declare readonly protocol: pulumi.Output<string>;
   declare readonly dump: pulumi.Output<Record<string, unknown>>;
@@ -189,7 +195,7 @@ export class Attachment extends pulumi.dynamic.Resource {
     super(
       attachmentProvider,
       name,
-      { connectionId: undefined, connectionInfo: undefined, devicePath: undefined, dump: undefined, ...args, backend: guarded(args.backend), ...owner(name) },
+      { connectionId: undefined, connectionInfo: undefined, devicePath: undefined, libvirtXml: undefined, libvirtSecretXml: undefined, dump: undefined, ...args, backend: guarded(args.backend), ...owner(name) },
       // `dump` is the connection record, which carries the connection info (and its key) too.
       deleteFirst(secret ? { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connectionInfo", "dump"] } : opts),
       "kindling",

@@ -158,23 +158,35 @@ describe("kindling nbd serve as a daemon", () => {
     }
   });
 
-  test("a Pulumi Attachment with protocol nbd gives connection info that nbdinfo accepts", async () => {
+  test("a Pulumi Attachment with protocol nbd gives connection info that nbdinfo accepts, where the running server really listens; a grown Volume says to reconnect", async () => {
     const port = await freePort();
     const daemon = await Daemon.start(config, port, {});
     daemons.push(daemon);
+    // No KINDLING_NBD_ADDRESS: the address comes from the server's own record.
     const project = new Project({ name: "b", driver: "file", path: join(dir, "volumes") }, "kindling-nbd");
-    Object.assign(project.env, { KINDLING_NBD_ADDRESS: `127.0.0.1:${port}` });
     try {
       project.init();
-      project.program([
-        { type: "Volume", name: "exported", args: { sizeGiB: 1 } },
+      const program = (sizeGiB: number) => project.program([
+        { type: "Volume", name: "exported", args: { sizeGiB } },
         { type: "Attachment", name: "over-nbd", args: { volumeId: "@exported.volumeId", protocol: "nbd" } },
       ]);
+      program(1);
       project.up();
-      const info = project.stateResources()["over-nbd"].outputs.connectionInfo as { protocol: string; data: { uri: string; export_name: string } };
-      assert.equal(info.protocol, "nbd");
+      const outputs = project.stateResources()["over-nbd"].outputs;
+      const info = outputs.connectionInfo as { driver_volume_type: string; data: { uri: string; export_name: string; port: number; address_source: string } };
+      assert.equal(info.driver_volume_type, "nbd");
+      assert.equal(info.data.port, port);
+      assert.equal(info.data.address_source, "server");
+      assert.ok(String(outputs.libvirtXml).includes(`<host name='127.0.0.1' port='${port}'/>`), String(outputs.libvirtXml));
       await until(() => sh("nbdinfo", ["--size", info.data.uri]).code === 0, "the daemon to export it");
       assert.equal(sh("nbdinfo", ["--size", info.data.uri]).out.trim(), String(1024 ** 3));
+      program(2);
+      project.up();
+      const expansion = project.stateResources()["exported"].outputs.expansion as { node_expansion_required: boolean; sizeBytes: number; connections: Array<{ protocol: string; consumerAction: string }> };
+      assert.equal(expansion.node_expansion_required, true);
+      assert.equal(expansion.sizeBytes, 2 * 1024 ** 3);
+      assert.deepEqual(expansion.connections.map((c) => [c.protocol, c.consumerAction]), [["nbd", "reconnect"]]);
+      assert.equal(sh("nbdinfo", ["--size", info.data.uri]).out.trim(), String(2 * 1024 ** 3), "a new connection gets the new size");
       project.ok(["destroy", "--yes"]);
       await until(() => sh("nbdinfo", ["--size", info.data.uri]).code !== 0, "the export to go with the attachment");
     } finally {

@@ -26,7 +26,7 @@ function snapshot(volumeId: string, fields: Partial<SnapshotRecord> = {}): Snaps
   return { class: "Snapshot", id, name: `s-${id}`, description: "", backend: "b1", volumeId, volumeSizeGiB: 1, pool: "p", status: "available", metadata: {}, createdAt: "2026-01-01T00:00:00.000Z", updatedAt: "2026-01-01T00:00:00.000Z", ...fields };
 }
 function connection(volumeId: string): ConnectionRecord {
-  return { class: "Connection", id: newId(), backend: "b1", volumeId, protocol: "local", connector: { host: "h" }, connectionInfo: { protocol: "local", data: { device_path: "/x" } }, attachMode: "rw", createdAt: "2026-01-01T00:00:00.000Z", updatedAt: "2026-01-01T00:00:00.000Z" };
+  return { class: "Connection", id: newId(), backend: "b1", volumeId, protocol: "local", connector: { host: "h" }, connectionInfo: { driver_volume_type: "local", data: { device_path: "/x" } }, attachMode: "rw", createdAt: "2026-01-01T00:00:00.000Z", updatedAt: "2026-01-01T00:00:00.000Z" };
 }
 
 /** Gives a stored record another name without the store's checks (as a race once could). */

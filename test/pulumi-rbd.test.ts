@@ -169,7 +169,7 @@ describe("examples/ceph through the Pulumi engine on a real Ceph cluster", { ski
   const outputs = () => JSON.parse(project.ok(["stack", "output", "--json", "--show-secrets"]).stdout) as Outputs;
   const spec = (id: string) => `${POOL}/volume-${id}`;
   /** The attachment's connection info as the state holds it, decrypted. */
-  const connectionData = () => revealed<{ protocol: string; data: RbdData }>(project.stateResources({ showSecrets: true })["data-librbd"].outputs.connectionInfo);
+  const connectionData = () => revealed<{ driver_volume_type: string; data: RbdData }>(project.stateResources({ showSecrets: true })["data-librbd"].outputs.connectionInfo);
 
   before(() => {
     project = Project.example("ceph");
@@ -221,7 +221,7 @@ describe("examples/ceph through the Pulumi engine on a real Ceph cluster", { ski
 
     // The state's connection info has what a librbd consumer needs, key included.
     const info = connectionData();
-    assert.equal(info.protocol, "rbd");
+    assert.equal(info.driver_volume_type, "rbd");
     assert.deepEqual(info.data.monitors, [ceph().monHost]);
     assert.equal(info.data.name, data);
     assert.equal(info.data.key, ceph().key);

@@ -563,7 +563,7 @@ describe("rbd driver: connections", { skip }, () => {
     const volume = await backend.createVolume({ sizeGiB: 2 });
     const connection = await volume.connect("rbd", { host: "consumer-host" });
     const data = connection.connectionInfo.data as Record<string, unknown>;
-    assert.equal(connection.connectionInfo.protocol, "rbd");
+    assert.equal(connection.connectionInfo.driver_volume_type, "rbd");
     assert.deepEqual(data.monitors, [ceph().monHost]);
     assert.equal(data.pool, "volumes");
     assert.equal(data.image, `volume-${volume.id}`);

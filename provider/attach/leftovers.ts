@@ -17,7 +17,7 @@ export function findsUnrecordedDevices(protocol: string | undefined): boolean {
 
 /** Loop devices over the volume's own file (protocol local); other protocols go through a mount. */
 export async function devicesBacking(info: ConnectionInfo): Promise<string[]> {
-  if (info.protocol !== "local" || typeof info.data.device_path !== "string") return [];
+  if (info.driver_volume_type !== "local" || typeof info.data.device_path !== "string") return [];
   return loopsBacking(info.data.device_path);
 }
 
@@ -27,6 +27,6 @@ export async function devicesBacking(info: ConnectionInfo): Promise<string[]> {
  */
 export async function releaseLeftovers(info: ConnectionInfo, name: string | undefined, keep: string[]): Promise<void> {
   for (const device of await devicesBacking(info)) if (!keep.includes(device)) await detachLoop(device);
-  if (name && info.protocol === "nbd") await releaseNbdfuse(name, keep);
-  if (name && info.protocol === "rbd" && typeof info.data.image === "string") await releaseRbdFuse(name, info.data.image, keep);
+  if (name && info.driver_volume_type === "nbd") await releaseNbdfuse(name, keep);
+  if (name && info.driver_volume_type === "rbd" && typeof info.data.image === "string") await releaseRbdFuse(name, info.data.image, keep);
 }

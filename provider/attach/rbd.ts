@@ -22,15 +22,14 @@ interface RbdData {
   user: string;
   monitors: string[];
   key?: string;
-  conf?: string;
 }
 
 function rbdData(data: Record<string, unknown>): RbdData {
-  const { pool, image, auth_username: user, monitors, key, conf } = data;
+  const { pool, image, auth_username: user, monitors, key } = data;
   if (typeof pool !== "string" || typeof image !== "string" || typeof user !== "string" || !Array.isArray(monitors)) {
     throw new InvalidInputError("connectionInfo.data", "needs pool, image, auth_username and monitors");
   }
-  return { pool, image, user, monitors: monitors.map(String), key: typeof key === "string" ? key : undefined, conf: typeof conf === "string" ? conf : undefined };
+  return { pool, image, user, monitors: monitors.map(String), key: typeof key === "string" ? key : undefined };
 }
 
 export function kernelRbdAvailable(): boolean {
@@ -42,16 +41,17 @@ function mountRoot(): string {
   return join(runtimeHome(), "rbd-fuse");
 }
 
-/** A ceph.conf and key file for the tools, in `dir` (0700); the key never goes on a command line. */
+/**
+ * A ceph.conf and key file for the tools, in `dir` (0700), from the connection info alone; the
+ * key never goes on a command line. Without a key in it, Ceph's own search for the user's
+ * keyring (/etc/ceph/ceph.client.USER.keyring) applies, as for any consumer.
+ */
 function writeClientFiles(dir: string, d: RbdData): string {
   const conf = join(dir, "ceph.conf");
   const lines = ["[global]", `mon host = ${monHostSetting(d.monitors.join(","))}`];
   if (d.key) {
     writeFileSync(join(dir, "key"), d.key, { mode: 0o600 });
     lines.push(`keyfile = ${join(dir, "key")}`);
-  } else if (d.conf) {
-    // No key in the connection: the consumer's own ceph.conf knows where the keyring is.
-    return d.conf;
   }
   writeFileSync(conf, `${lines.join("\n")}\n`, { mode: 0o600 });
   return conf;

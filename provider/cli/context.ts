@@ -27,6 +27,10 @@ export interface Values {
   "tls-cert"?: string;
   "tls-key"?: string;
   "tls-psk"?: string;
+  "tls-ca"?: string;
+  advertise?: string;
+  format?: string;
+  target?: string;
   snapshot?: string;
   force?: boolean;
   service?: string;

@@ -39,12 +39,17 @@ const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
   attach VOL [--read-only]                   prints the block device path
   detach VOL
   connect VOL|SNAP --protocol P [--connector JSON] [--mode rw|ro] [--show-secrets]
+                [--format info|libvirt|libvirt-secret] [--target DEV]
                                              protocols: local (file), rbd (Ceph), nbd (any;
                                              snapshots: nbd, read-only); keys are masked
-                                             unless --show-secrets
+                                             unless --show-secrets; libvirt: the <disk> XML
+                                             for virsh attach-device (target DEV, vdb), and
+                                             for rbd the <secret> XML its key goes in
   disconnect VOL|SNAP
-  nbd serve [--listen HOST:PORT] [--tls-cert F --tls-key F | --tls-psk F]
-                                             serve every nbd export (default 127.0.0.1:10809)
+  nbd serve [--listen HOST:PORT] [--advertise HOST:PORT]
+            [--tls-cert F --tls-key F [--tls-ca F] | --tls-psk F]
+                                             serve every nbd export (default 127.0.0.1:10809);
+                                             connection info names --advertise, else --listen
   validate-connector --protocol P --connector JSON
   image list [--service S] | show IMAGE | delete IMAGE
   image create NAME (--from-volume VOL | --from-snapshot SNAP) [--disk-format F] [--compress]
@@ -93,6 +98,10 @@ const OPTIONS = {
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
   "tls-psk": { type: "string" },
+  "tls-ca": { type: "string" },
+  advertise: { type: "string" },
+  format: { type: "string" },
+  target: { type: "string" },
   snapshot: { type: "string" },
   force: { type: "boolean" },
   service: { type: "string" },
@@ -137,10 +146,10 @@ const COMMANDS: Record<string, Command> = {
   "snapshot delete": { run: snapshotDelete, options: [], args: [1, 1] },
   attach: { run: attach, options: ["read-only"], args: [1, 1] },
   detach: { run: detach, options: [], args: [1, 1] },
-  connect: { run: connect, options: ["protocol", "connector", "mode", "show-secrets"], args: [1, 1] },
+  connect: { run: connect, options: ["protocol", "connector", "mode", "show-secrets", "format", "target"], args: [1, 1] },
   disconnect: { run: disconnect, options: [], args: [1, 1] },
   "validate-connector": { run: validateConnector, options: ["protocol", "connector"], args: [0, 0] },
-  "nbd serve": { run: nbdServe, options: ["listen", "tls-cert", "tls-key", "tls-psk"], args: [0, 0] },
+  "nbd serve": { run: nbdServe, options: ["listen", "advertise", "tls-cert", "tls-key", "tls-ca", "tls-psk"], args: [0, 0] },
   "image list": { run: imageList, options: ["service"], args: [0, 0] },
   "image show": { run: imageShow, options: [], args: [1, 1] },
   "image delete": { run: imageDelete, options: [], args: [1, 1] },

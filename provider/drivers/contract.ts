@@ -8,11 +8,26 @@ import type { z } from "zod";
 /** Key/value settings (Cinder's extra specs and QoS specs), as the records keep them. */
 export type Specs = Record<string, string>;
 
-/** How a consumer reaches a volume (Cinder's connection info), as the records keep it. */
+/**
+ * How a consumer reaches a volume, in Cinder's shape (what cinderlib, os-brick and Nova take):
+ * `driver_volume_type` names the protocol, `data` holds the protocol's fields under the names
+ * os-brick's connector for it reads, and kindling's own where they add something.
+ */
 export interface ConnectionInfo {
-  /** cinder's driver_volume_type: local, nbd, rbd, iscsi. */
-  protocol: string;
+  /** local, nbd, rbd, iscsi. */
+  driver_volume_type: string;
   data: Record<string, unknown>;
+}
+
+/**
+ * Connection info as records written before it had Cinder's shape kept it (`protocol` in place
+ * of `driver_volume_type`), or as it is now: always in the current shape.
+ */
+export function connectionInfoOf(value: unknown): ConnectionInfo {
+  const v = (value ?? {}) as { driver_volume_type?: unknown; protocol?: unknown; data?: unknown };
+  const type = typeof v.driver_volume_type === "string" ? v.driver_volume_type : typeof v.protocol === "string" ? v.protocol : "";
+  const data = v.data && typeof v.data === "object" ? (v.data as Record<string, unknown>) : {};
+  return { driver_volume_type: type, data };
 }
 
 export interface DriverVolume {
@@ -218,14 +233,16 @@ export interface VolumeDriver {
     volume: DriverVolume,
     protocol: string,
     connector: Record<string, unknown>,
-    opts: { attachMode: "rw" | "ro" },
+    /** connectionId: the connection's id, for credentials made for it alone. */
+    opts: { attachMode: "rw" | "ro"; connectionId?: string },
   ): Promise<ConnectionInfo>;
-  terminateConnection(volume: DriverVolume, protocol: string, connector: Record<string, unknown>): Promise<void>;
+  /** `info`: what `initializeConnection` gave (credentials made for the connection go with it). */
+  terminateConnection(volume: DriverVolume, protocol: string, connector: Record<string, unknown>, info?: ConnectionInfo): Promise<void>;
   /**
-   * Secrets the driver puts in connection info (the RBD key), by field of `data`. The library
+   * Secrets the driver puts in `info` (the RBD key and keyring), by field of `data`. The library
    * keeps them out of its records ("[secret]" there) and puts them back from here on use.
    */
-  connectionSecrets?(): Record<string, string>;
+  connectionSecrets?(info: ConnectionInfo): Record<string, string>;
 
   /** A device of the size the records hold (`sizeGiB`, a snapshot's `volumeSizeGiB`). */
   open(target: OpenTarget, opts: { readOnly: boolean }): Promise<BlockDevice>;

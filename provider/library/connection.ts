@@ -5,7 +5,9 @@ import { newId, now } from "../util/ids";
 import { logger } from "../util/log";
 import { attachLocally, detachLocally, refreshLocalSize, stillAttached } from "../attach";
 import { releaseLeftovers } from "../attach/leftovers";
-import { isServedProtocol, servedConnectionInfo } from "../attach/protocols";
+import { isServedProtocol, nbdEndpointData, servedConnectionInfo } from "../attach/protocols";
+import { connectionInfoOf } from "../drivers/contract";
+import { nbdEndpointFor } from "./nbd-servers";
 import { waitForClaimRelease } from "./export-claims";
 import { Tracked } from "./tracked";
 import type { Backend } from "./backend";
@@ -27,7 +29,8 @@ export class Connection extends Tracked<"connection"> {
   private removed = false;
 
   constructor(backend: Backend, record: ConnectionRecord) {
-    super(backend, record);
+    // Records written before connection info had Cinder's shape read as if written now.
+    super(backend, { ...record, connectionInfo: connectionInfoOf(record.connectionInfo) });
   }
 
   get volumeId(): string { return this.record.volumeId; }
@@ -35,7 +38,7 @@ export class Connection extends Tracked<"connection"> {
   get protocol(): string { return this.record.protocol; }
   get connector(): Record<string, unknown> { return structuredClone(this.record.connector); }
   /** With the driver's secrets back in place: the record holds "[secret]" where they go. */
-  get connectionInfo(): ConnectionInfo { return revealSecrets(this.record.connectionInfo, this.backend.driver.connectionSecrets?.() ?? {}); }
+  get connectionInfo(): ConnectionInfo { return revealSecrets(this.record.connectionInfo, this.secrets(this.record.connectionInfo)); }
   get attachMode(): "rw" | "ro" { return this.record.attachMode; }
   get devicePath(): string | undefined { return this.record.devicePath; }
   get attachedHost(): string | undefined { return this.record.attachedHost; }
@@ -45,6 +48,26 @@ export class Connection extends Tracked<"connection"> {
   get attachedHere(): boolean { return this.attached && (this.record.attachedHost ?? hostname()) === hostname(); }
   get createdAt(): string { return this.record.createdAt; }
   get gone(): boolean { return this.removed; }
+
+  private secrets(info: ConnectionInfo): Record<string, string> {
+    return isServedProtocol(info.driver_volume_type) ? {} : (this.backend.driver.connectionSecrets?.(info) ?? {});
+  }
+
+  /**
+   * The connection info as a consumer should use it now: for an NBD export, the address (and
+   * TLS) of the server that serves it at this moment, which may have started, moved or changed
+   * since the connection was made; for the others, what `connectionInfo` gives. With
+   * `{ secrets: false }`, secrets stay "[secret]", as in the record.
+   */
+  async currentInfo(opts: { secrets?: boolean } = {}): Promise<ConnectionInfo> {
+    const info = opts.secrets === false ? structuredClone(this.record.connectionInfo) : this.connectionInfo;
+    if (!isServedProtocol(info.driver_volume_type) || typeof info.data.export_name !== "string") return info;
+    const endpoint = await nbdEndpointFor(this.backend.persistence);
+    // No server running: the address given when the connection was made stays.
+    if (endpoint.source !== "server") return info;
+    const { tls_mode: _m, tls_uri: _u, tls_ca_certificate: _c, tls_psk_identity: _i, ...rest } = info.data;
+    return { ...info, data: { ...rest, ...nbdEndpointData(endpoint, info.data.export_name) } };
+  }
 
   protected describe(): string {
     return `connection ${this.id} of volume ${this.volumeId}`;
@@ -72,17 +95,18 @@ export class Connection extends Tracked<"connection"> {
   ): Promise<Connection> {
     const backend = volume.backend;
     const attachMode = opts.attachMode ?? "rw";
+    const id = opts.id ?? newId();
     const info = isServedProtocol(protocol)
-      ? servedConnectionInfo(protocol, volume.id, attachMode, volume.qosSpecs)
-      : await backend.driver.initializeConnection(volume.toDriver(), protocol, connector, { attachMode });
+      ? servedConnectionInfo(protocol, volume.id, attachMode, volume.qosSpecs, await nbdEndpointFor(backend.persistence))
+      : connectionInfoOf(await backend.driver.initializeConnection(volume.toDriver(), protocol, connector, { attachMode, connectionId: id }));
     const record: ConnectionRecord = {
       class: "Connection",
-      id: opts.id ?? newId(),
+      id,
       backend: backend.name,
       volumeId: volume.id,
       protocol,
       connector,
-      connectionInfo: maskSecrets(info, backend.driver.connectionSecrets?.() ?? {}),
+      connectionInfo: maskSecrets(info, isServedProtocol(protocol) ? {} : (backend.driver.connectionSecrets?.(info) ?? {})),
       attachMode,
       attachedHost: opts.attachedHost ?? (typeof connector.host === "string" ? connector.host : undefined),
       createdAt: now(),
@@ -103,7 +127,7 @@ export class Connection extends Tracked<"connection"> {
         await connection.insert();
       }
     } catch (err) {
-      if (!isServedProtocol(protocol)) await backend.driver.terminateConnection(volume.toDriver(), protocol, connector).catch(() => undefined);
+      if (!isServedProtocol(protocol)) await backend.driver.terminateConnection(volume.toDriver(), protocol, connector, info).catch(() => undefined);
       throw err;
     }
     return connection;
@@ -122,7 +146,7 @@ export class Connection extends Tracked<"connection"> {
       snapshotId: snapshot.id,
       protocol,
       connector,
-      connectionInfo: servedConnectionInfo(protocol, snapshot.id, "ro", {}),
+      connectionInfo: servedConnectionInfo(protocol, snapshot.id, "ro", {}, await nbdEndpointFor(backend.persistence)),
       attachMode: "ro",
       createdAt: now(),
       updatedAt: now(),
@@ -154,7 +178,7 @@ export class Connection extends Tracked<"connection"> {
 
   private async deviceUnderLease(): Promise<string> {
     if (this.record.devicePath) throw new InvalidInputError("connection", `already attached at ${this.record.devicePath}`);
-    const device = await attachLocally(this.connectionInfo, { readOnly: this.attachMode === "ro", name: this.id });
+    const device = await attachLocally(await this.currentInfo(), { readOnly: this.attachMode === "ro", name: this.id });
     try {
       await this.change({ devicePath: device, attachedHost: hostname() }, { release: true });
     } catch (err) {
@@ -200,7 +224,7 @@ export class Connection extends Tracked<"connection"> {
     if (device && this.attachedHere) await detachLocally(this.connectionInfo, device);
     if (!isServedProtocol(this.protocol)) {
       const [v] = await this.backend.persistence.getVolumes({ id: this.volumeId });
-      if (v) await this.backend.driver.terminateConnection({ id: v.id, pool: v.pool, sizeGiB: v.sizeGiB, extraSpecs: v.extraSpecs, qosSpecs: v.qosSpecs, location: v.location, sourceVolumeId: v.sourceVolumeId }, this.protocol, this.record.connector);
+      if (v) await this.backend.driver.terminateConnection({ id: v.id, pool: v.pool, sizeGiB: v.sizeGiB, extraSpecs: v.extraSpecs, qosSpecs: v.qosSpecs, location: v.location, sourceVolumeId: v.sourceVolumeId }, this.protocol, this.record.connector, this.connectionInfo);
     }
     await this.forget();
     if (isServedProtocol(this.protocol) && !(await waitForClaimRelease(this.backend.persistence, this.id, SERVED_CLOSE_WAIT_MS))) {

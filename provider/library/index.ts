@@ -3,6 +3,8 @@ export { Backend, type BackendConfig, type BackendOptions, type BackendDump, typ
 export { Volume } from "./volume";
 export { Snapshot } from "./snapshot";
 export { Connection } from "./connection";
+export type { ExpansionReport, ConnectionExpansion } from "./expansion";
+export { libvirtDiskXml, libvirtSecretXml } from "./libvirt-xml";
 export type { DownloadOptions, DownloadResult } from "./download";
 export type { WriterHolder, HandHolder, WriterPurpose } from "./export-claims";
 export { loadConfig, openBackends, BackendSet, defaultConfig, dataHome, configFileSchema, type ConfigFile, type LoadedConfig } from "./config";

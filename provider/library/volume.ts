@@ -1,4 +1,5 @@
 import type { BlockDevice, DriverVolume, Inspection, ModelUpdate, Progress } from "../drivers/contract";
+import { expansionReport, type ExpansionReport } from "./expansion";
 import type { ConnectionInfo, ImageProvenance, Lease, VolumeRecord, VolumeStatus } from "../persistence/records";
 import { ConflictError, InUseError, InvalidInputError, KindlingError, NotFoundError, UnsafeFileError, errorMessage } from "../util/errors";
 import { newId, now } from "../util/ids";
@@ -246,6 +247,14 @@ export class Volume extends Tracked<"volume"> {
       }
       return size * GiB;
     }, { intent: { sizeGiB: size } });
+  }
+
+  /**
+   * What each consumer must do to see the volume's size now (after `extend`): a device kindling
+   * attached here already shows it; a hypervisor needs block_resize, or over NBD a reconnect.
+   */
+  async expansion(): Promise<ExpansionReport> {
+    return expansionReport(this.sizeGiB, await this.connections());
   }
 
   /** Changes what can change in place: name, description, metadata, QoS and extra specs. */

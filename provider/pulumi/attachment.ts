@@ -4,6 +4,7 @@ import type { Connection } from "../library/connection";
 import { InUseError, KindlingError, NotFoundError } from "../util/errors";
 import { newId } from "../util/ids";
 import { localConnector, stillAttached } from "../attach";
+import { libvirtDiskXml, libvirtSecretXml } from "../library/libvirt-xml";
 import { plain } from "./plain";
 import { backendFor } from "./backends";
 import { checkBackend, checkProperties, checkWith } from "./check";
@@ -14,19 +15,34 @@ import { Replacements } from "./replacements";
 
 export interface AttachmentOutputs extends AttachmentInputs {
   connectionId: string;
+  /** Cinder's shape: { driver_volume_type, data }. */
   connectionInfo: Record<string, unknown>;
   devicePath?: string;
+  /** The libvirt <disk> for `virsh attach-device` (local, nbd, rbd). */
+  libvirtXml?: string;
+  /** The libvirt <secret> an rbd disk's <auth> names (its value: `data.key`). */
+  libvirtSecretXml?: string;
   dump: Record<string, unknown>;
 }
 
 const INPUT_KEYS = Object.keys(attachmentInputsSchema.shape);
 
-function outputs(inputs: AttachmentInputs, connection: Connection): AttachmentOutputs {
+/** The outputs, with the connection info as it is now (an NBD export where its server serves it). */
+async function outputs(inputs: AttachmentInputs, connection: Connection): Promise<AttachmentOutputs> {
+  const info = await connection.currentInfo();
+  let disk: string | undefined;
+  try {
+    disk = libvirtDiskXml(info);
+  } catch {
+    disk = undefined; // a protocol libvirt has no disk for
+  }
   return plain({
     ...inputs,
     connectionId: connection.id,
-    connectionInfo: connection.connectionInfo as unknown as Record<string, unknown>,
+    connectionInfo: info as unknown as Record<string, unknown>,
     devicePath: connection.devicePath,
+    libvirtXml: disk,
+    libvirtSecretXml: libvirtSecretXml(info),
     dump: connection.dump() as unknown as Record<string, unknown>,
   });
 }
@@ -116,7 +132,7 @@ export async function create(inputs: AttachmentInputs): Promise<{ id: string; ou
   if (left && !replacing) {
     if ((await left.settle()) && (await serves(left, inputs))) {
       replacements.tookUp(left.id, inputs.ownerKey);
-      return { id: left.id, outs: outputs(inputs, left) };
+      return { id: left.id, outs: await outputs(inputs, left) };
     }
     await left.disconnect(); // half made, or made for other inputs, when the last run was killed
   }
@@ -138,7 +154,7 @@ export async function create(inputs: AttachmentInputs): Promise<{ id: string; ou
     }
     throw replacing ? explainReplacement(err, volume.name, replacing) : err;
   }
-  return { id: connection.id, outs: outputs(inputs, connection) };
+  return { id: connection.id, outs: await outputs(inputs, connection) };
 }
 
 /**
@@ -159,7 +175,7 @@ export async function read(id: string, props: AttachmentOutputs) {
   const backend = await backendOf(props.backend);
   const connection = await findConnection(backend, props.volumeId, id);
   if (!connection) return {};
-  const outs = outputs(props, connection);
+  const outs = await outputs(props, connection);
   if (connection.devicePath && !(await stillAttached(connection.connectionInfo, connection.devicePath).catch(() => false))) {
     outs.devicePath = undefined;
   }
@@ -173,7 +189,7 @@ export async function update(id: string, _olds: AttachmentOutputs, news: Attachm
   if (!connection) {
     throw new NotFoundError("connection", id, { hint: "it was disconnected outside Pulumi; `pulumi refresh` drops it from the state, and the next `pulumi up` connects again" });
   }
-  return { outs: outputs(news, connection) };
+  return { outs: await outputs(news, connection) };
 }
 
 export async function remove(id: string, props: AttachmentOutputs): Promise<void> {

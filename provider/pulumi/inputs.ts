@@ -125,7 +125,7 @@ export type AttachmentInputs = z.infer<typeof attachmentInputsSchema> & { __prov
 export type ImageInputs = z.infer<typeof imageInputsSchema> & { __provider?: string };
 
 /** The outputs each resource adds to its inputs. */
-export const volumeOutputKeys = ["volumeId", "status", "backendName", "location", "createdAt", "dump", "imageId", "imageService", "imageDigest"] as const;
+export const volumeOutputKeys = ["volumeId", "status", "backendName", "location", "createdAt", "dump", "imageId", "imageService", "imageDigest", "expansion"] as const;
 export const snapshotOutputKeys = ["snapshotId", "volumeSizeGiB", "status", "createdAt", "dump"] as const;
-export const attachmentOutputKeys = ["connectionId", "connectionInfo", "devicePath", "dump"] as const;
+export const attachmentOutputKeys = ["connectionId", "connectionInfo", "devicePath", "libvirtXml", "libvirtSecretXml", "dump"] as const;
 export const imageOutputKeys = ["imageId", "serviceName", "status", "sizeBytes", "checksum", "hashAlgo", "hashValue", "diskFormat", "createdAt"] as const;

@@ -88,6 +88,7 @@ export function packageSchema(version: string): Json {
         imageId: optional(str("The id, in its image service, of the image the volume was made from.")),
         imageService: optional(str("The image service the volume's image came from.")),
         imageDigest: optional(str("The strongest digest the image's bytes were checked against, as algo:hex.")),
+        expansion: optional({ type: "object", additionalProperties: { $ref: "pulumi.json#/Any" }, description: "Set by an update that grew the volume: node_expansion_required, and per connection the consumerAction (block_resize, reconnect) a hypervisor needs for its guest to see the new size." }),
       }),
       "kindling:index:Snapshot": resource("A point-in-time copy of a volume.", snapshotInputsSchema, {
         snapshotId: str("The snapshot's id."),
@@ -98,8 +99,10 @@ export function packageSchema(version: string): Json {
       }),
       "kindling:index:Attachment": resource("A volume made reachable over a protocol, optionally as a block device on this host.", attachmentInputsSchema, {
         connectionId: str("The connection's id."),
-        connectionInfo: { type: "object", additionalProperties: { $ref: "pulumi.json#/Any" }, description: "How to reach the volume; secret where it holds credentials." },
+        connectionInfo: { type: "object", additionalProperties: { $ref: "pulumi.json#/Any" }, description: "How to reach the volume, in Cinder's shape ({ driver_volume_type, data }); secret where it holds credentials." },
         devicePath: optional(str("The block device on the host that ran the program, when attached locally.")),
+        libvirtXml: optional(str("The libvirt <disk> element for the volume (local, nbd, rbd), for `virsh attach-device`.")),
+        libvirtSecretXml: optional(str("The libvirt <secret> an rbd disk's <auth> names; its value is connectionInfo.data.key.")),
         dump: { type: "object", additionalProperties: { $ref: "pulumi.json#/Any" }, description: "The connection's record." },
       }),
       "kindling:index:Image": resource("An image in an image service (Glance) of kindling's configuration, made from a volume, a snapshot, a URL or a file; its name, tags, properties, visibility and protection change in place.", imageInputsSchema, {

@@ -1,5 +1,6 @@
 import { isDeepStrictEqual } from "node:util";
 import type { Backend, BackendConfig } from "../library/backend";
+import type { ExpansionReport } from "../library/expansion";
 import type { Volume } from "../library/volume";
 import { InvalidInputError, NotFoundError } from "../util/errors";
 import { newId } from "../util/ids";
@@ -23,6 +24,8 @@ export interface VolumeOutputs extends VolumeInputs, ImageOrigin {
   location?: string;
   createdAt: string;
   dump: Record<string, unknown>;
+  /** After an update that grew the volume: what each consumer must do to see the new size. */
+  expansion?: Record<string, unknown>;
 }
 
 const INPUT_KEYS = Object.keys(volumeInputsSchema.shape);
@@ -30,7 +33,7 @@ const INPUT_KEYS = Object.keys(volumeInputsSchema.shape);
 /** Outputs an in-place update never changes (see stables.ts); the id comes first. */
 const STABLE_KEYS = ["volumeId", "backendName", "createdAt", "location"] as const;
 
-function outputs(inputs: VolumeInputs, volume: Volume): VolumeOutputs {
+function outputs(inputs: VolumeInputs, volume: Volume, expansion?: ExpansionReport): VolumeOutputs {
   return plain({
     ...inputs,
     // The image its first bytes came from (its own, or its source volume's or snapshot's).
@@ -43,6 +46,7 @@ function outputs(inputs: VolumeInputs, volume: Volume): VolumeOutputs {
     location: volume.location,
     createdAt: volume.createdAt,
     dump: volume.dump() as unknown as Record<string, unknown>,
+    expansion: expansion as unknown as Record<string, unknown> | undefined,
   });
 }
 
@@ -216,13 +220,17 @@ export async function update(id: string, olds: VolumeOutputs, news: VolumeInputs
   if (news.sizeGiB !== undefined && news.sizeGiB < real) {
     throw new InvalidInputError("sizeGiB", `${news.sizeGiB} GiB is smaller than the volume's real size (${real} GiB); volumes only grow`);
   }
-  if (news.sizeGiB !== undefined && news.sizeGiB > volume.sizeGiB) await volume.extend(news.sizeGiB);
+  let expansion: ExpansionReport | undefined;
+  if (news.sizeGiB !== undefined && news.sizeGiB > volume.sizeGiB) {
+    await volume.extend(news.sizeGiB);
+    expansion = await volume.expansion();
+  }
   const changes: Record<string, unknown> = {};
   for (const key of ["name", "description", "metadata", "qosSpecs", "extraSpecs"] as const) {
     if (!isDeepStrictEqual(olds[key], news[key]) && news[key] !== undefined) changes[key] = news[key];
   }
   if (Object.keys(changes).length) await volume.update(changes);
-  return { outs: outputs(news, volume) };
+  return { outs: outputs(news, volume, expansion) };
 }
 
 export async function remove(id: string, props: VolumeOutputs): Promise<void> {

@@ -15,9 +15,10 @@ export async function freePort(): Promise<number> {
 export class Daemon {
   private constructor(readonly child: ChildProcess, readonly port: number, readonly log: () => string) {}
 
-  static async start(config: string, port: number, env: Record<string, string> = {}): Promise<Daemon> {
+  /** `args`: more options for `nbd serve` (--advertise, --tls-cert...). */
+  static async start(config: string, port: number, env: Record<string, string> = {}, args: string[] = []): Promise<Daemon> {
     let output = "";
-    const child = spawn(KINDLING, ["--config", config, "nbd", "serve", "--listen", `127.0.0.1:${port}`], {
+    const child = spawn(KINDLING, ["--config", config, "nbd", "serve", "--listen", `127.0.0.1:${port}`, ...args], {
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", KINDLING_LOG_LEVEL: "info", ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });

@@ -117,7 +117,11 @@ export async function volumeExtend(ctx: Context): Promise<void> {
   const volume = await ctx.backend().getVolume(arg(ctx, 0, "VOL"));
   const size = parseSize("--size", ctx.values.size);
   await volume.extend(size);
-  ctx.out.result(volume.dump(), () => `volume ${volume.name} is now ${volume.sizeGiB} GiB`);
+  const expansion = await volume.expansion();
+  ctx.out.result({ ...volume.dump(), expansion }, () => [
+    `volume ${volume.name} is now ${volume.sizeGiB} GiB (${expansion.sizeBytes} bytes)`,
+    ...expansion.connections.map((c) => `  ${c.protocol} connection ${c.connectionId}: ${c.consumerAction}: ${c.detail}`),
+  ].join("\n"));
 }
 
 export async function volumeClone(ctx: Context): Promise<void> {

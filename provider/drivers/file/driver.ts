@@ -387,7 +387,7 @@ export class FileDriver implements VolumeDriver {
     // again on the file it gives the loop device).
     await (await openPoolFile(file.path, "read", file.owner)).close();
     return {
-      protocol: "local",
+      driver_volume_type: "local",
       data: {
         device_path: file.path,
         access_mode: opts.attachMode,

@@ -177,6 +177,26 @@ export class CephAccess {
     return JSON.parse(stdout) as T;
   }
 
+  /** Runs `ceph` (no output format asked for). */
+  async cephCommand(args: string[], what: string): Promise<RunResult> {
+    return this.tool("ceph", [...this.commonArgs(), ...args], what);
+  }
+
+  /**
+   * Creates or updates the users of a keyring (`ceph auth import`): the keyring, keys and all,
+   * goes in a file of its own, removed once read, never on a command line.
+   */
+  async importKeyring(keyring: string, what: string): Promise<void> {
+    const dir = privateDir("import-");
+    try {
+      const file = join(dir, "keyring");
+      writeFileSync(file, keyring, { mode: 0o600 });
+      await this.tool("ceph", [...this.commonArgs(), "auth", "import", "-i", file], what);
+    } finally {
+      removePrivateDir(dir);
+    }
+  }
+
   private async tool(command: string, args: string[], what: string): Promise<RunResult> {
     // The tools give up by themselves after timeoutSeconds; this is the backstop.
     const timeoutMs = (this.config.timeoutSeconds * 2 + 15) * 1000;

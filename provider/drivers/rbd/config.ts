@@ -36,6 +36,13 @@ export const rbdConfigSchema = z
       .string()
       .regex(/^[A-Za-z0-9+/]{16,}={0,2}$/, "must be a cephx key (base64, as `ceph auth print-key` prints it)")
       .optional(),
+    /**
+     * Whose cephx user a connection hands its consumer: its own (always), made with caps on the
+     * volume's pool and removed when the connection ends, so revoking one consumer never means
+     * rotating the backend's key; the backend's (never); or its own when this user may make
+     * users, else this user's (auto: a user that may not is no admin).
+     */
+    attachmentUsers: z.enum(["auto", "always", "never"]).default("auto"),
     /** Cinder's rbd_max_clone_depth: a clone whose chain of parents would pass it is flattened. 0: always copy. */
     maxCloneDepth: z.number().int().min(0).max(64).default(5),
     /** Deleting a snapshot (or a volume) that clones still depend on: flatten them first, or refuse. */

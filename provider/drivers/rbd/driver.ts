@@ -6,6 +6,7 @@ import type { ConnectionInfo, Specs } from "../contract";
 import { validateQosSpecs } from "../qos";
 import { QOS_TO_LIBRBD, rbdExtraSpecsSchema, type RbdConfig, type RbdExtraSpecs } from "./config";
 import { CephAccess } from "./ceph";
+import { attachmentCaps, attachmentUser, derivedKey, isAttachmentUser, keyringText, secretUuid } from "./cephx";
 import { RbdBlockDevice } from "./blockdevice";
 import { BackendError, InUseError, InvalidInputError, KindlingError } from "../../util/errors";
 import { isId } from "../../util/names";
@@ -53,6 +54,8 @@ export class RbdDriver implements VolumeDriver {
   private access?: CephAccess;
   private capacity?: { at: number; pools: Map<string, CephDfPool["stats"]> };
   private clusterFsid?: string;
+  /** `ceph auth import` was refused to this backend's user (attachmentUsers: auto). */
+  private mayNotMakeUsers = false;
 
   constructor(
     readonly backendName: string,
@@ -517,30 +520,43 @@ export class RbdDriver implements VolumeDriver {
   }
 
   /**
-   * Connection info in Cinder's shape for consumers with librbd (qemu, libvirt): monitors,
-   * pool/image, user and the key. The key is a secret: the Pulumi layer keeps it encrypted.
+   * Connection info in Cinder's shape (what os-brick's RBDConnector and Nova's libvirt driver
+   * read): `name` pool/image, `hosts`/`ports` of the monitors, `auth_username`, `keyring` (the
+   * keyring's contents, as os-brick takes it), `secret_type`/`secret_uuid` (the libvirt secret
+   * that holds the key), and kindling's own `key`, `monitors`, `pool`, `image`, `auth_scope`.
+   * No path on this host: a consumer elsewhere could not read it, and one here would be handed
+   * the backend's own conf and keyring.
+   *
+   * The user is the connection's own (`auth_scope: attachment`, see cephx.ts) when kindling may
+   * make users, else the backend's (`auth_scope: backend`), whose key is then no admin's.
    */
-  async initializeConnection(volume: DriverVolume, protocol: string, connector: Record<string, unknown>, opts: { attachMode: "rw" | "ro" }): Promise<ConnectionInfo> {
+  async initializeConnection(volume: DriverVolume, protocol: string, connector: Record<string, unknown>, opts: { attachMode: "rw" | "ro"; connectionId?: string }): Promise<ConnectionInfo> {
     this.validateConnector(protocol, connector);
     const { pool, image } = this.imageRef(volume);
     const spec = `${pool}/${image}`;
-    await this.info(spec);
+    const parentPools = await this.parentPools(spec);
     const monitors = await this.monitors();
+    const fsid = await this.fsid();
+    const own = opts.connectionId !== undefined ? await this.makeAttachmentUser(opts.connectionId, pool, parentPools) : undefined;
+    const user = own ?? this.config.user;
+    const key = own ? derivedKey(this.ceph.key as string, own) : this.ceph.key;
     return {
-      protocol: "rbd",
+      driver_volume_type: "rbd",
       data: {
         name: spec,
         pool,
         image,
         monitors,
-        hosts: monitors.map((m) => m.replace(/:\d+$/, "")),
+        hosts: monitors.map((m) => m.replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1")),
         ports: monitors.map((m) => /:(\d+)$/.exec(m)?.[1] ?? "6789"),
         cluster_name: "ceph",
-        auth_enabled: this.ceph.key !== undefined,
-        auth_username: this.config.user,
+        cluster_fsid: fsid,
+        auth_enabled: key !== undefined,
+        auth_username: user,
+        auth_scope: own ? "attachment" : "backend",
         secret_type: "ceph",
-        ...(this.ceph.key ? { key: this.ceph.key } : {}),
-        ...(this.config.cephConf ? { conf: this.config.cephConf } : {}),
+        secret_uuid: secretUuid(fsid, user),
+        ...(key ? { key, keyring: keyringText(user, key) } : {}),
         access_mode: opts.attachMode,
         volume_id: volume.id,
         discard: true,
@@ -549,12 +565,59 @@ export class RbdDriver implements VolumeDriver {
     };
   }
 
-  connectionSecrets(): Record<string, string> {
-    return this.access?.key ? { key: this.access.key } : {};
+  /** The pools of the image's clone parents (their data is read through the clone). */
+  private async parentPools(spec: string): Promise<string[]> {
+    const pools: string[] = [];
+    let info = await this.info(spec);
+    for (let depth = 0; info.parent && depth < 64; depth++) {
+      pools.push(info.parent.pool);
+      info = await this.info(`${info.parent.pool}/${info.parent.image}`);
+    }
+    return pools;
   }
 
-  async terminateConnection(): Promise<void> {
-    // librbd consumers hold no server-side export: the connection record is all there is.
+  /**
+   * Makes (or updates) the connection's own cephx user, with caps on the volume's pool only.
+   * Undefined when the backend's user is to be handed out: `attachmentUsers: never`, no key to
+   * derive one from, or (auto) the backend's user may not make users, so it is no admin.
+   */
+  private async makeAttachmentUser(connectionId: string, pool: string, parentPools: string[]): Promise<string | undefined> {
+    const mode = this.config.attachmentUsers;
+    if (mode === "never" || (mode === "auto" && this.mayNotMakeUsers)) return undefined;
+    if (!this.ceph.key) {
+      if (mode === "always") throw new InvalidInputError("attachmentUsers", "needs the backend's key (key or keyring) to derive each attachment's key from");
+      return undefined;
+    }
+    const user = attachmentUser(connectionId);
+    try {
+      await this.ceph.importKeyring(keyringText(user, derivedKey(this.ceph.key, user), attachmentCaps(pool, parentPools)), `create cephx user client.${user}`);
+    } catch (err) {
+      const refused = err instanceof KindlingError && /EACCES|access denied|Permission denied|not permitted|not allowed/i.test(`${err.message}\n${(err as BackendError).stderr ?? ""}`);
+      if (mode === "auto" && refused) {
+        this.mayNotMakeUsers = true;
+        logger().info({ backend: this.backendName, user: this.config.user }, "this user may not make cephx users: connections hand out its own key");
+        return undefined;
+      }
+      throw err;
+    }
+    return user;
+  }
+
+  connectionSecrets(info: ConnectionInfo): Record<string, string> {
+    const backendKey = this.access?.key;
+    if (!backendKey) return {};
+    const user = typeof info.data.auth_username === "string" ? info.data.auth_username : this.config.user;
+    const key = info.data.auth_scope === "attachment" && isAttachmentUser(user) ? derivedKey(backendKey, user) : backendKey;
+    return { key, keyring: keyringText(user, key) };
+  }
+
+  /** Removes the connection's own cephx user: its consumer can no longer reach the cluster. */
+  async terminateConnection(_volume: DriverVolume, _protocol: string, _connector: Record<string, unknown>, info?: ConnectionInfo): Promise<void> {
+    const user = info?.data.auth_username;
+    if (info?.data.auth_scope !== "attachment" || typeof user !== "string" || !isAttachmentUser(user)) return;
+    await this.ceph.cephCommand(["auth", "rm", `client.${user}`], `remove cephx user client.${user}`).catch((err) => {
+      if (!isNotFound(err)) throw err;
+    });
   }
 
   async open(target: OpenTarget, opts: { readOnly: boolean }): Promise<BlockDevice> {

@@ -7,6 +7,8 @@ import { logger } from "../../util/log";
 import type { ExportSource } from "../../nbd/exports";
 import { NbdServer } from "../../nbd/server";
 import type { TlsSettings } from "../../nbd/tls";
+import type { NbdTlsAdvert } from "../../attach/protocols";
+import { NbdServerRecord } from "../../library/nbd-servers";
 
 interface Served {
   /** backend name / connection id */
@@ -47,10 +49,22 @@ export class ExportDaemon {
   private syncing = Promise.resolve();
   private readonly pollMs: number;
   private readonly staleMs: number;
+  /** Where this server says it serves, in every backend's records, once it listens. */
+  private record?: NbdServerRecord;
 
   constructor(
     private readonly backends: BackendSet,
-    opts: { host?: string; port?: number; pollMs?: number; staleMs?: number; tls?: TlsSettings } = {},
+    private readonly opts: {
+      host?: string;
+      port?: number;
+      pollMs?: number;
+      staleMs?: number;
+      tls?: TlsSettings;
+      /** The address consumers are told to use, when not the one it listens on. */
+      advertise?: { host: string; port: number };
+      /** The public half of the TLS setup, for the consumers' connection info. */
+      tlsAdvert?: NbdTlsAdvert;
+    } = {},
   ) {
     this.server = new NbdServer({ host: opts.host, port: opts.port, tls: opts.tls });
     this.staleMs = opts.staleMs ?? DEFAULT_STALE_MS;
@@ -62,8 +76,24 @@ export class ExportDaemon {
   async start(): Promise<{ host: string; port: number }> {
     await this.sync();
     const address = await this.server.listen();
+    this.record = new NbdServerRecord({
+      staleMs: this.staleMs,
+      listen: address,
+      address: this.opts.advertise ?? address,
+      ...(this.opts.tlsAdvert ? { tls: this.opts.tlsAdvert } : {}),
+    });
+    await this.recordAddress();
     this.timer = setInterval(() => void this.sync(), this.pollMs);
     return address;
+  }
+
+  /** Writes (or renews) where this server serves into each backend's records. */
+  private async recordAddress(): Promise<void> {
+    const record = this.record;
+    if (!record) return;
+    for (const name of this.backends.names()) {
+      await record.renew(this.backends.get(name).persistence).catch((err) => logger().warn({ backend: name, err: errorMessage(err) }, "cannot record where this server listens; connection info made meanwhile names the default address"));
+    }
   }
 
   /** Brings the export table in line with the records (one sync at a time). */
@@ -102,6 +132,7 @@ export class ExportDaemon {
       if (this.served.has(key)) continue;
       await this.add(key, backend, connection).catch((err) => this.logFailure(key, errorMessage(err)));
     }
+    await this.recordAddress();
   }
 
   /** Heartbeat: renews the writer lock and the claim; an export whose lock is gone is closed. */
@@ -242,6 +273,11 @@ export class ExportDaemon {
     await this.syncing;
     await this.server.close();
     for (const [key, served] of [...this.served]) await this.remove(key, served, "the server stopped");
+    const record = this.record;
+    this.record = undefined;
+    for (const name of record ? this.backends.names() : []) {
+      await record?.remove(this.backends.get(name).persistence).catch((err) => logger().warn({ backend: name, err: errorMessage(err) }, "cannot remove this server's address from the records; it expires"));
+    }
   }
 
   /** Names clients can use now. */

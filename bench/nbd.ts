@@ -30,7 +30,11 @@ const runs = Number(env.KINDLING_BENCH_RUNS ?? (profileDir ? 1 : 3));
 const seconds = Number(env.KINDLING_BENCH_SECONDS ?? 5);
 const SERVERS = (env.KINDLING_BENCH_SERVERS ?? "kindling,kindling-js,nbdkit,qemu-nbd,nbd-server").split(",");
 const ROOT = resolve(__dirname, "..", "..");
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+/** The median of the runs that finished (NaN when none did). */
+const median = (xs: number[]) => {
+  const done = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  return done.length ? done[Math.floor(done.length / 2)] : Number.NaN;
+};
 
 interface Server { name: string; uri: string; child: ChildProcess; pid: number; stop(): Promise<number> }
 
@@ -177,11 +181,18 @@ async function startNbdServer(dir: string, file: string, port: number): Promise<
 interface Measured { rate: number; requests: number; seconds: number; latencyUs?: number }
 
 function fio(uri: string, rw: string, bs: string, depth = 16, jobs = 1): Measured {
-  const out = sh("fio", [
+  // A server that never answers some clients would hold fio forever (nbd-server with 50 of
+  // them did): past its runtime and a minute, the row is reported as not finished.
+  const r = spawnSync("fio", [
     "--name=b", "--ioengine=nbd", `--uri=${uri}`, `--rw=${rw}`, `--bs=${bs}`, `--iodepth=${depth}`, "--size=1G",
     `--runtime=${seconds}`, "--time_based", "--output-format=json",
     ...(jobs > 1 ? [`--numjobs=${jobs}`, "--group_reporting"] : []),
-  ]);
+  ], { encoding: "utf8", maxBuffer: 64 * MiB, timeout: (seconds + 60) * 1000, killSignal: "SIGKILL" });
+  if (r.error || r.status !== 0) {
+    if ((r.error as NodeJS.ErrnoException | undefined)?.code === "ETIMEDOUT" || r.signal === "SIGKILL") return { rate: Number.NaN, requests: 0, seconds };
+    throw new Error(`fio: ${r.stderr}`);
+  }
+  const out = r.stdout;
   const job = JSON.parse(out.slice(out.indexOf("{"))).jobs[0];
   const side = rw.includes("read") ? job.read : job.write;
   return {
@@ -450,7 +461,7 @@ async function main(): Promise<void> {
         const n = m[SERVERS.indexOf("nbdkit")];
         const load = loads[t].map((l) => l.toFixed(1)).join(", ");
         const lowerBetter = ROWS.find((r) => r.label === t)?.lowerBetter;
-        const shown = m.map((x) => (lowerBetter ? x.toFixed(1) : x.toFixed(0))).join(" | ");
+        const shown = m.map((x) => (Number.isNaN(x) ? "did not finish" : lowerBetter ? x.toFixed(1) : x.toFixed(0))).join(" | ");
         // For a cost, the ratio is nbdkit's over kindling's: above 1 is better for kindling either way.
         const r = lowerBetter ? (k > 0 && n > 0 ? (n / k).toFixed(2) : "-") : (k / n).toFixed(2);
         return `| ${t} | ${shown} |${ratio ? ` ${r} |` : ""}${defaultRun ? "" : ` ${load} |`}`;

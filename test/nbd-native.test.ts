@@ -122,6 +122,32 @@ describe("the NBD server's native data path", () => {
     assert.ok(readFileSync(file).subarray(40 * MiB, 42 * MiB).equals(payload), "in the file itself");
   });
 
+  test("a client that stops reading its replies cannot hold the server's close, on either path", async () => {
+    for (const path of ["native", "javascript"] as const) {
+      if (path === "javascript") process.env.KINDLING_NBD_NATIVE = "off";
+      try {
+        const held = new NbdServer({ port: 0 });
+        held.exports.set({ name: "disk", readOnly: false, open: () => FileBlockDevice.open(file, false) });
+        const { port: p } = await held.listen();
+        const c = await RawClient.connect(p);
+        await c.go("disk", { structured: false });
+        // 64 MiB of replies asked for and never read: more than both sides' socket buffers.
+        c.socket.pause();
+        for (let i = 0; i < 64; i++) c.request(Cmd.READ, { offset: BigInt(i * MiB), length: MiB, cookie: BigInt(i) });
+        await until(() => held.served[path] === 1, `the connection on the ${path} path`);
+        await sleep(300);
+        const closed = await Promise.race([held.close().then(() => true), sleep(15_000).then(() => false)]);
+        assert.equal(closed, true, `${path}: the server's close finished`);
+        assert.equal(held.connections, 0);
+        await until(() => openFds(file) === 0, "the device to be closed");
+        c.socket.destroy();
+      } finally {
+        delete process.env.KINDLING_NBD_NATIVE;
+      }
+    }
+    assert.equal(nativeThreads(), 0);
+  });
+
   test("the server stopped with writes in flight on native threads: every write it acknowledged is in the file", async () => {
     const stopped = new NbdServer({ port: 0 });
     stopped.exports.set({ name: "disk", readOnly: false, open: () => FileBlockDevice.open(file, false) });

@@ -25,6 +25,7 @@ export interface NativeServeOptions {
 export interface NativeTransmissionModule {
   serve(options: NativeServeOptions, onDone: (report: NativeReport) => void): object;
   stop(handle: object): void;
+  abort(handle: object): void;
 }
 
 // Where `make setup` puts it: dist/native, beside dist/provider.
@@ -45,7 +46,7 @@ export function nativeTransmission(): NativeTransmissionModule | undefined {
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const module = require(path) as NativeTransmissionModule;
-      if (typeof module.serve !== "function" || typeof module.stop !== "function") throw new Error("it has no serve() and stop()");
+      if (typeof module.serve !== "function" || typeof module.stop !== "function" || typeof module.abort !== "function") throw new Error("it has no serve(), stop() and abort()");
       loaded = { module };
     } catch (err) {
       loaded = {};

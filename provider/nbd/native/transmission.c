@@ -724,12 +724,33 @@ static napi_value stop(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/**
+ * abort(handle): the connection ends now. Shutting both directions wakes a thread blocked in
+ * sendmsg to a client that stopped reading (stop() alone would wait for it forever); requests
+ * in flight finish without their replies.
+ */
+static napi_value abort_connection(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *data = NULL;
+  if (argc < 1 || napi_get_value_external(env, argv[0], &data) != napi_ok || !data) return throw_error(env, "abort(handle)");
+  struct connection *c = data;
+  pthread_mutex_lock(&c->state_lock);
+  c->stopping = 1;
+  if (c->sock >= 0) shutdown(c->sock, SHUT_RDWR);
+  pthread_mutex_unlock(&c->state_lock);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "serve", NAPI_AUTO_LENGTH, serve, NULL, &fn);
   napi_set_named_property(env, exports, "serve", fn);
   napi_create_function(env, "stop", NAPI_AUTO_LENGTH, stop, NULL, &fn);
   napi_set_named_property(env, exports, "stop", fn);
+  napi_create_function(env, "abort", NAPI_AUTO_LENGTH, abort_connection, NULL, &fn);
+  napi_set_named_property(env, exports, "abort", fn);
   return exports;
 }
 

@@ -11,6 +11,11 @@ const THREADS = (() => {
   return Number.isInteger(n) && n >= 1 && n <= 64 ? n : 4;
 })();
 
+// How long a stopped connection may take to send its last replies: a client that stopped
+// reading would otherwise hold a thread in sendmsg, and the server's close, forever. The
+// JavaScript path's socket gets the same wait (server.ts, endGracefully).
+const STOP_GRACE_MS = 2000;
+
 /**
  * The transmission phase of one connection in native threads (transmission.c), for a device
  * that is a file read and written by descriptor. It answers as the JavaScript Transmission does,
@@ -21,6 +26,8 @@ export class NativeTransmission {
   private handle?: object;
   private report?: Promise<NativeReport>;
   private stopped = false;
+  private finished = false;
+  private grace?: NodeJS.Timeout;
 
   constructor(
     private readonly module: NativeTransmissionModule,
@@ -54,7 +61,11 @@ export class NativeTransmission {
           threads: THREADS,
           prefix,
         },
-        resolve,
+        (report) => {
+          this.finished = true;
+          clearTimeout(this.grace);
+          resolve(report);
+        },
       );
     });
     // The native side has its own duplicate; this one goes, with no bytes sent or read.
@@ -63,10 +74,18 @@ export class NativeTransmission {
     return this.report;
   }
 
-  /** Stops reading requests; those in flight are answered and the connection closed (see drain). */
+  /**
+   * Stops reading requests; those in flight are answered and the connection closed (see
+   * drain). Replies not sent within STOP_GRACE_MS are given up: the connection is cut.
+   */
   stop(): void {
     this.stopped = true;
-    if (this.handle) this.module.stop(this.handle);
+    const handle = this.handle;
+    if (!handle || this.finished) return;
+    this.module.stop(handle);
+    this.grace ??= setTimeout(() => {
+      if (!this.finished) this.module.abort(handle);
+    }, STOP_GRACE_MS);
   }
 
   /** Waits for the native side to finish: every request answered, the device flushed, the socket closed. */

@@ -189,7 +189,11 @@ function fio(uri: string, rw: string, bs: string, depth = 16, jobs = 1): Measure
     ...(jobs > 1 ? [`--numjobs=${jobs}`, "--group_reporting"] : []),
   ], { encoding: "utf8", maxBuffer: 64 * MiB, timeout: (seconds + 60) * 1000, killSignal: "SIGKILL" });
   if (r.error || r.status !== 0) {
-    if ((r.error as NodeJS.ErrnoException | undefined)?.code === "ETIMEDOUT" || r.signal === "SIGKILL") return { rate: Number.NaN, requests: 0, seconds };
+    if ((r.error as NodeJS.ErrnoException | undefined)?.code === "ETIMEDOUT" || r.signal === "SIGKILL") {
+      // fio's jobs are processes in sessions of their own: killing fio leaves them behind.
+      spawnSync("pkill", ["-KILL", "-f", `ioengine=nbd --uri=${uri} `]);
+      return { rate: Number.NaN, requests: 0, seconds };
+    }
     throw new Error(`fio: ${r.stderr}`);
   }
   const out = r.stdout;

@@ -141,13 +141,17 @@ async function start(name: string, dir: string, file: string, probe: Probe = {})
     uri,
     child,
     pid,
-    async stop() {
-      const rss = peakRss(pid);
-      process.kill(pid, "SIGTERM");
-      await new Promise((r) => child.once("exit", r));
-      return rss;
-    },
+    stop: () => stopServer(pid, () => new Promise((r) => child.once("exit", r))),
   };
+}
+
+/** SIGTERM, then waits until it is gone; its peak RSS (kB), read while it still ran. */
+async function stopServer(pid: number, gone: () => Promise<unknown>): Promise<number> {
+  const rss = peakRss(pid);
+  const exited = gone();
+  process.kill(pid, "SIGTERM");
+  await exited;
+  return rss;
 }
 
 /**
@@ -169,12 +173,10 @@ async function startNbdServer(dir: string, file: string, port: number): Promise<
     uri,
     child,
     pid,
-    async stop() {
-      const rss = peakRss(pid);
-      process.kill(pid, "SIGTERM");
+    // Not our child (it forked away): polled until gone, for at most 5 s.
+    stop: () => stopServer(pid, async () => {
       for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await sleep(50);
-      return rss;
-    },
+    }),
   };
 }
 

@@ -6,11 +6,11 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
 import { Backend } from "../provider/library";
 import { SqlitePersistence } from "../provider/persistence/sqlite";
-import { kindling } from "./helpers/cli";
+import { cliFor, kindling } from "./helpers/cli";
+import { until } from "./helpers/wait";
 import { Daemon, freePort } from "./helpers/daemon";
 import { removeDir, tempDir } from "./helpers/env";
 
@@ -19,13 +19,6 @@ function sh(command: string, args: string[]) {
   return { code: r.status ?? -1, out: (r.stdout ?? "") + (r.stderr ?? "") };
 }
 
-async function until(check: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    if (check()) return;
-    await sleep(100);
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
 
 interface Info {
   driver_volume_type: string;
@@ -36,11 +29,7 @@ describe("connection info in Cinder's shape, usable as given", () => {
   let dir: string;
   let config: string;
   const daemons: Daemon[] = [];
-  const cli = (...args: string[]) => {
-    const r = kindling(["--config", config, "--json", ...args]);
-    assert.equal(r.code, 0, r.stderr);
-    return r.json();
-  };
+  const cli = (...args: string[]) => cliFor(config)(...args);
   const start = async (args: string[] = []) => {
     const d = await Daemon.start(config, await freePort(), {}, args);
     daemons.push(d);

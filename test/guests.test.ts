@@ -10,7 +10,7 @@ import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
 import { CephCluster, cephMissing } from "./helpers/ceph";
-import { kindling } from "./helpers/cli";
+import { cliFor, kindling } from "./helpers/cli";
 import { Daemon, freePort } from "./helpers/daemon";
 import { removeDir, tempDir } from "./helpers/env";
 import { Guest, blockdevFor, buildInitramfs, guestKernel, guestMissing, kvmUsable } from "./helpers/guest";
@@ -48,13 +48,6 @@ describe("a qemu guest uses connection info as given", { skip: missing }, () => 
     buildInitramfs(initramfs, guestKernel(), SCRIPT);
   });
   after(() => removeDir(dir));
-
-  /** A CLI bound to one config file. */
-  const cliFor = (config: string) => (...args: string[]) => {
-    const r = kindling(["--config", config, "--json", ...args]);
-    assert.equal(r.code, 0, r.stderr);
-    return r.json();
-  };
 
   /**
    * The whole story on one guest: `volume` is given to it as vda from `info`; once it has

@@ -10,7 +10,7 @@ import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
 import { CephCluster, cephMissing } from "./helpers/ceph";
-import { kindling } from "./helpers/cli";
+import { cliFor, kindling } from "./helpers/cli";
 import { Daemon, freePort } from "./helpers/daemon";
 import { removeDir, tempDir } from "./helpers/env";
 import { buildInitramfs, guestKernel, guestMissing } from "./helpers/guest";
@@ -78,11 +78,7 @@ describe("libvirt attaches the disks kindling describes", { skip }, () => {
     // The file backend's volume, exported by a server on a port of its own.
     const fileConfig = join(dir, "file.json");
     writeFileSync(fileConfig, JSON.stringify({ backends: { b: { driver: "file", path: join(dir, "volumes") } } }));
-    const fileCli = (...args: string[]) => {
-      const r = kindling(["--config", fileConfig, "--json", ...args]);
-      assert.equal(r.code, 0, r.stderr);
-      return r.json();
-    };
+    const fileCli = cliFor(fileConfig);
     fileCli("volume", "create", "seen", "--size", "1", "--image", `file:${image}`, "--allow-unverified");
     daemon = await Daemon.start(fileConfig, await freePort());
     const nbd = fileCli("connect", "seen", "--protocol", "nbd", "--format", "libvirt", "--target", "vda");

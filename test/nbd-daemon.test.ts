@@ -8,6 +8,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
 import { kindling } from "./helpers/cli";
 import { Daemon, freePort } from "./helpers/daemon";
+import { until } from "./helpers/wait";
 import { deviceSize, needsRoot, removeDir, tempDir } from "./helpers/env";
 import { Backend } from "../provider/library";
 import { kernelNbdAvailable } from "../provider/attach/kernel-nbd";
@@ -18,13 +19,6 @@ function sh(command: string, args: string[]) {
   return { code: r.status ?? -1, out: (r.stdout ?? "") + (r.stderr ?? "") };
 }
 
-async function until(check: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    if (check()) return;
-    await sleep(100);
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
 
 describe("kindling nbd serve as a daemon", () => {
   let dir: string;

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync, readdirSync, readlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
@@ -13,23 +13,12 @@ import { NbdServer } from "../provider/nbd";
 import { nativeTransmission } from "../provider/nbd/native/module";
 import { Cmd, CmdFlag } from "../provider/util/nbd/protocol";
 import { MiB } from "../provider/util/sizes";
-import { kindling } from "./helpers/cli";
+import { cliFor } from "./helpers/cli";
 import { Daemon, freePort } from "./helpers/daemon";
 import { removeDir, tempDir } from "./helpers/env";
 import { RawClient } from "./helpers/nbd-client";
+import { openFds, until } from "./helpers/wait";
 
-/** Descriptors this process has open on `path`. */
-function openFds(path: string): number {
-  let n = 0;
-  for (const fd of readdirSync("/proc/self/fd")) {
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`) === path) n++;
-    } catch {
-      // closed while we looked
-    }
-  }
-  return n;
-}
 
 /** This process's threads of the native data path (transmission.c names them). */
 const nativeThreads = () =>
@@ -41,13 +30,8 @@ const nativeThreads = () =>
     }
   }).length;
 
-async function until(check: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (check()) return;
-    await sleep(25);
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
+
+const WAIT = { tries: 200, everyMs: 25 };
 
 describe("the NBD server's native data path", () => {
   let dir: string;
@@ -78,13 +62,13 @@ describe("the NBD server's native data path", () => {
     assert.equal(nativeThreads(), 0);
     const c = await RawClient.connect(port);
     await c.go("disk", { structured: true });
-    await until(() => nativeThreads() === 4, "the connection's four threads");
+    await until(() => nativeThreads() === 4, "the connection's four threads", WAIT);
     assert.equal(server.served.native, before.native + 1);
     c.request(Cmd.WRITE, { offset: 4096n, payload: Buffer.alloc(4096, 7), cookie: 1n });
     assert.deepEqual((await c.structuredReply()).chunks.map((k) => k.type), [0]);
     c.request(Cmd.DISC);
-    await until(() => server.connections === 0, "the connection to end");
-    await until(() => nativeThreads() === 0, "its threads to end");
+    await until(() => server.connections === 0, "the connection to end", WAIT);
+    await until(() => nativeThreads() === 0, "its threads to end", WAIT);
     assert.equal(openFds(file), 0, "the device is closed once the native side is done");
 
     const limited = await RawClient.connect(port);
@@ -92,7 +76,7 @@ describe("the NBD server's native data path", () => {
     assert.equal(server.served.javascript, before.javascript + 1);
     assert.equal(nativeThreads(), 0, "no native threads for it");
     limited.close();
-    await until(() => server.connections === 0, "the limited connection to end");
+    await until(() => server.connections === 0, "the limited connection to end", WAIT);
   });
 
   test("a client gone with 1 MiB writes and reads in flight: the server closes its side, the device is closed, the next client is served", async () => {
@@ -106,8 +90,8 @@ describe("the NBD server's native data path", () => {
       // Gone mid-stream: some requests read, some being served, some replies unsendable.
       c.socket.destroy();
     }
-    await until(() => server.connections === 0, "every connection to end");
-    await until(() => openFds(file) === 0, "every device to be closed");
+    await until(() => server.connections === 0, "every connection to end", WAIT);
+    await until(() => openFds(file) === 0, "every device to be closed", WAIT);
     const c = await RawClient.connect(port);
     await c.go("disk", { structured: false });
     const payload = randomBytes(2 * MiB);
@@ -134,12 +118,12 @@ describe("the NBD server's native data path", () => {
         // 64 MiB of replies asked for and never read: more than both sides' socket buffers.
         c.socket.pause();
         for (let i = 0; i < 64; i++) c.request(Cmd.READ, { offset: BigInt(i * MiB), length: MiB, cookie: BigInt(i) });
-        await until(() => held.served[path] === 1, `the connection on the ${path} path`);
+        await until(() => held.served[path] === 1, `the connection on the ${path} path`, WAIT);
         await sleep(300);
         const closed = await Promise.race([held.close().then(() => true), sleep(15_000).then(() => false)]);
         assert.equal(closed, true, `${path}: the server's close finished`);
         assert.equal(held.connections, 0);
-        await until(() => openFds(file) === 0, "the device to be closed");
+        await until(() => openFds(file) === 0, "the device to be closed", WAIT);
         c.socket.destroy();
       } finally {
         delete process.env.KINDLING_NBD_NATIVE;
@@ -168,7 +152,7 @@ describe("the NBD server's native data path", () => {
         if (r.error === 0) acknowledged.push(r.cookie);
       }
     })();
-    await until(() => acknowledged.length > 0, "the first write's answer");
+    await until(() => acknowledged.length > 0, "the first write's answer", WAIT);
     await stopped.close();
     await replies;
     const bytes = readFileSync(file);
@@ -194,11 +178,7 @@ describe("kindling nbd serve with its native module missing", () => {
   test("the daemon says so once and serves every connection by JavaScript; a real client writes and reads", async () => {
     const config = join(dir, "kindling.json");
     writeFileSync(config, JSON.stringify({ backends: { b: { driver: "file", path: join(dir, "volumes") } } }));
-    const cli = (...args: string[]) => {
-      const r = kindling(["--config", config, "--json", ...args]);
-      assert.equal(r.code, 0, r.stderr);
-      return r.json();
-    };
+    const cli = cliFor(config);
     cli("volume", "create", "plain", "--size", "1");
     cli("connect", "plain", "--protocol", "nbd");
     daemon = await Daemon.start(config, await freePort(), { KINDLING_NBD_NATIVE_MODULE: join(dir, "no-such-module.node"), KINDLING_LOG_LEVEL: "debug" });
@@ -212,7 +192,7 @@ describe("kindling nbd serve with its native module missing", () => {
     }
     assert.ok(readFileSync(join(dir, "back")).subarray(0, data.length).equals(data), "read back what was written");
     const d = daemon;
-    await until(() => d.log().includes('"path":"javascript"'), "the daemon's log of the connections (read between the copies)");
+    await until(() => d.log().includes('"path":"javascript"'), "the daemon's log of the connections (read between the copies)", WAIT);
     const log = daemon.log();
     assert.equal(log.split("the native NBD data path cannot be loaded").length - 1, 1, log);
     assert.match(log, /no-such-module\.node/);

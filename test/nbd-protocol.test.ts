@@ -3,7 +3,6 @@
 import assert from "node:assert/strict";
 import { readFileSync, readdirSync, readlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
 import type { BlockDevice } from "../provider/drivers/contract";
 import { FileBlockDevice } from "../provider/drivers/file/blockdevice";
@@ -13,6 +12,7 @@ import { Chunk, Cmd, CmdFlag, Errno, Info, Option, Reply, Tx } from "../provider
 import { MiB } from "../provider/util/sizes";
 import { removeDir, tempDir } from "./helpers/env";
 import { RawClient, infoRequest, metaRequest } from "./helpers/nbd-client";
+import { openFds, until } from "./helpers/wait";
 
 /** A real file device whose reads fail inside one range: a disk with a bad sector. */
 function failingInside(device: BlockDevice, from: number, to: number): BlockDevice {
@@ -65,26 +65,9 @@ function overReporting(device: BlockDevice): BlockDevice {
   });
 }
 
-/** How many descriptors this process has open on `path`. */
-function openFds(path: string): number {
-  let n = 0;
-  for (const fd of readdirSync("/proc/self/fd")) {
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`) === path) n++;
-    } catch {
-      // closed while we looked
-    }
-  }
-  return n;
-}
 
-async function until(check: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    if (check()) return;
-    await sleep(50);
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
+
+const WAIT = { tries: 100, everyMs: 50 };
 
 describe("NBD protocol", () => {
   let dir: string;
@@ -519,14 +502,14 @@ describe("NBD: a client gets the export's bytes and the device it was told about
     assert.equal(openFds(file("a")), 0, "closed when the client chose b");
     assert.equal(openFds(file("b")), 1);
     c.close();
-    await until(() => openFds(file("b")) === 0, "b's device to close with the connection");
+    await until(() => openFds(file("b")) === 0, "b's device to close with the connection", WAIT);
     const d = await RawClient.connect(port);
     await d.greet();
     d.option(Option.INFO, infoRequest("a", []));
     await d.optionReplies();
     d.option(Option.ABORT);
     await d.optionReplies();
-    await until(() => openFds(file("a")) === 0, "a's device to close after ABORT");
+    await until(() => openFds(file("a")) === 0, "a's device to close after ABORT", WAIT);
     d.close();
   });
 

@@ -32,6 +32,11 @@ export function ok(r: CliResult): CliResult {
   return r;
 }
 
+/** `kindling --config CONFIG --json ...` that must succeed, as its parsed output. */
+export function cliFor(config: string): (...args: string[]) => any {
+  return (...args) => ok(kindling(["--config", config, "--json", ...args])).json();
+}
+
 /**
  * As `kindling`, without blocking this process while the command runs: for tests whose
  * servers (an http server for image sources) live in this process and must answer it.

@@ -708,20 +708,27 @@ static napi_value serve(napi_env env, napi_callback_info info) {
   return handle;
 }
 
-/** stop(handle): no new requests are read; those in flight finish and are answered. */
-static napi_value stop(napi_env env, napi_callback_info info) {
+/**
+ * Shuts the connection's socket in direction `how` under the state lock (the last thread takes
+ * `sock` under it before closing it), and no new requests are read.
+ */
+static napi_value shut(napi_env env, napi_callback_info info, int how, const char *usage) {
   size_t argc = 1;
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   void *data = NULL;
-  if (argc < 1 || napi_get_value_external(env, argv[0], &data) != napi_ok || !data) return throw_error(env, "stop(handle)");
+  if (argc < 1 || napi_get_value_external(env, argv[0], &data) != napi_ok || !data) return throw_error(env, usage);
   struct connection *c = data;
   pthread_mutex_lock(&c->state_lock);
   c->stopping = 1;
-  // The last thread takes `sock` under this lock before it closes it.
-  if (c->sock >= 0) shutdown(c->sock, SHUT_RD);
+  if (c->sock >= 0) shutdown(c->sock, how);
   pthread_mutex_unlock(&c->state_lock);
   return NULL;
+}
+
+/** stop(handle): no new requests are read; those in flight finish and are answered. */
+static napi_value stop(napi_env env, napi_callback_info info) {
+  return shut(env, info, SHUT_RD, "stop(handle)");
 }
 
 /**
@@ -730,17 +737,7 @@ static napi_value stop(napi_env env, napi_callback_info info) {
  * in flight finish without their replies.
  */
 static napi_value abort_connection(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  void *data = NULL;
-  if (argc < 1 || napi_get_value_external(env, argv[0], &data) != napi_ok || !data) return throw_error(env, "abort(handle)");
-  struct connection *c = data;
-  pthread_mutex_lock(&c->state_lock);
-  c->stopping = 1;
-  if (c->sock >= 0) shutdown(c->sock, SHUT_RDWR);
-  pthread_mutex_unlock(&c->state_lock);
-  return NULL;
+  return shut(env, info, SHUT_RDWR, "abort(handle)");
 }
 
 static napi_value init(napi_env env, napi_value exports) {

@@ -107,6 +107,37 @@ function peakRss(pid: number): number {
   return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
 }
 
+/** A process's resident memory now (kB): all of it, and its anonymous (private) part. */
+function rssNow(pid: number): { rss: number; anon: number } {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kB = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  return { rss: kB("VmRSS"), anon: kB("RssAnon") };
+}
+
+/**
+ * Memory on a fresh server (MiB): idle, then the peak over one client at iodepth 16 (1 MiB reads,
+ * then writes: the largest buffers), the anonymous part after it, then the peak after 50 clients.
+ */
+async function memory(name: string, dir: string, file: string): Promise<number[]> {
+  const server = await start(name, dir, file);
+  await sleep(1000);
+  const idle = peakRss(server.pid);
+  for (const rw of ["read", "write"]) fio(server.uri, rw, "1M", 16);
+  // nbd-server serves each client in a child of its own; its parent's memory says nothing.
+  const one = peakRss(server.pid);
+  const anon = rssNow(server.pid).anon;
+  fio(server.uri, "randread", "4k", 2, 50);
+  const fifty = await server.stop();
+  return [idle, one, anon, fifty].map((kB) => kB / 1024);
+}
+
+const MEMORY_ROWS = [
+  "memory: peak RSS, idle (MiB)",
+  "memory: peak RSS, one client at iodepth 16 (MiB)",
+  "memory: anonymous (private) part after it (MiB)",
+  "memory: peak RSS after 50 clients (MiB)",
+];
+
 /** How a profiled server runs: kindling's daemon under --cpu-prof and the probe, or any server under strace. */
 interface Probe { cpuProfDir?: string; probeOut?: string; straceOut?: string }
 
@@ -454,6 +485,10 @@ async function main(): Promise<void> {
         (rss[name] ??= []).push(await server.stop());
       }
     }
+    const mem: Record<string, number[][]> = {};
+    if (!env.KINDLING_BENCH_ROWS) {
+      for (let run = 0; run < runs; run++) for (const name of SERVERS) (mem[name] ??= []).push(await memory(name, dir, volume.location));
+    }
     const label = (s: string) => (s === "nbdkit" ? "nbdkit file" : s === "kindling-js" ? "kindling, JavaScript path" : s);
     const ratio = SERVERS.includes("kindling") && SERVERS.includes("nbdkit");
     const lines = [
@@ -472,7 +507,9 @@ async function main(): Promise<void> {
         const r = lowerBetter ? (k > 0 && n > 0 ? (n / k).toFixed(2) : "-") : (k / n).toFixed(2);
         return `| ${t} | ${shown} |${ratio ? ` ${r} |` : ""}${defaultRun ? "" : ` ${load} |`}`;
       }),
-      `| peak RSS (MiB) | ${SERVERS.map((s) => (median(rss[s]) / 1024).toFixed(0)).join(" | ")} |${ratio ? " |" : ""}${defaultRun ? "" : " |"}`,
+      `| peak RSS over all the rows above (MiB) | ${SERVERS.map((s) => (median(rss[s]) / 1024).toFixed(0)).join(" | ")} |${ratio ? " |" : ""}${defaultRun ? "" : " |"}`,
+      ...(mem[SERVERS[0]] ? MEMORY_ROWS.map((label, i) =>
+        `| ${label} | ${SERVERS.map((s) => median(mem[s].map((m) => m[i])).toFixed(0)).join(" | ")} |${ratio ? " |" : ""}${defaultRun ? "" : " |"}`) : []),
     ];
     const table = lines.join("\n");
     console.log(table);

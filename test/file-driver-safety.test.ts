@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Backend, BackendError, InvalidInputError, NotFoundError, type Snapshot, type Volume } from "../provider/library";
 import { MemoryPersistence } from "../provider/persistence/memory";
-import { FileDriver } from "../provider/drivers/file";
+import { FileDriver } from "../provider/drivers/file/driver";
 import { fileExtents } from "../provider/drivers/file/extents";
 import type { DriverVolume } from "../provider/drivers/contract";
 import { attachLoop, detachLoop, loopBackingFile, loopBacks } from "../provider/attach/loop";
@@ -250,7 +250,7 @@ describe("an extend killed mid-way is finished by the next run (D6)", () => {
       "const driver = new FileDriver('t', { driver: 'file', path: process.argv[2], reservedPercentage: 0, maxOverSubscriptionRatio: 20, copyMode: 'auto' });",
       "driver.extendVolume(JSON.parse(process.argv[3]), Number(process.argv[4])).then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });",
     ].join("\n");
-    const child = spawn(process.execPath, ["-e", script, join(__dirname, "..", "provider", "drivers", "file"), pool, JSON.stringify(volume), String(newSizeGiB)], { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(process.execPath, ["-e", script, join(__dirname, "..", "provider", "drivers", "file", "driver"), pool, JSON.stringify(volume), String(newSizeGiB)], { stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     child.stderr.on("data", (d) => (stderr += d));
     const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));

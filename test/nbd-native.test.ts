@@ -163,6 +163,72 @@ describe("the NBD server's native data path", () => {
   });
 });
 
+describe("kindling nbd serve killed with writes in flight on its native threads", () => {
+  let dir: string;
+  const daemons: Daemon[] = [];
+
+  before(() => {
+    dir = tempDir();
+  });
+  after(async () => {
+    for (const d of daemons) await d.stop("SIGKILL");
+    removeDir(dir);
+  });
+
+  test("kill -9: the client gets an end, not a hang; every acknowledged write is in the volume; a new daemon takes the export over at once", async () => {
+    const config = join(dir, "kindling.json");
+    writeFileSync(config, JSON.stringify({ backends: { b: { driver: "file", path: join(dir, "volumes") } } }));
+    const cli = cliFor(config);
+    const volume = cli("volume", "create", "crash", "--size", "1") as { location: string };
+    cli("connect", "crash", "--protocol", "nbd");
+    const first = await Daemon.start(config, await freePort(), { KINDLING_LOG_LEVEL: "debug" });
+    daemons.push(first);
+    const c = await RawClient.connect(first.port);
+    await c.go("crash", { structured: false });
+    // Writes kept in flight until the daemon dies: each one a different 256 KiB block.
+    const BLOCK = 256 * 1024;
+    const written = new Map<bigint, Buffer>();
+    const acknowledged: bigint[] = [];
+    let next = 0n;
+    const send = () => {
+      const payload = randomBytes(BLOCK);
+      written.set(next, payload);
+      c.request(Cmd.WRITE, { offset: next * BigInt(BLOCK), payload, cookie: next });
+      next++;
+    };
+    for (let i = 0; i < 16; i++) send();
+    const replies = (async () => {
+      for (;;) {
+        const r = await c.simpleReply().catch(() => undefined);
+        if (!r) return "ended";
+        if (r.error === 0) acknowledged.push(r.cookie);
+        if (next < 4096n) send();
+      }
+    })();
+    await until(() => acknowledged.length >= 64, "64 writes answered", WAIT);
+    assert.ok(first.log().includes('"path":"native"'), "the connection was on the native path");
+    await first.stop("SIGKILL");
+    assert.equal(await replies, "ended", "the client's connection ends");
+    assert.ok(acknowledged.length < Number(next), "some writes were still in flight when it died");
+    const bytes = readFileSync(volume.location);
+    for (const cookie of acknowledged) {
+      const at = Number(cookie) * BLOCK;
+      assert.ok(bytes.subarray(at, at + BLOCK).equals(written.get(cookie) as Buffer), `acknowledged write ${cookie} is in the volume`);
+    }
+    // Its writer lock died with it (its process is gone): a new daemon exports the volume.
+    const second = await Daemon.start(config, await freePort());
+    daemons.push(second);
+    const again = await RawClient.connect(second.port);
+    await again.go("crash", { structured: false });
+    const last = acknowledged[acknowledged.length - 1];
+    again.request(Cmd.READ, { offset: last * BigInt(BLOCK), length: BLOCK, cookie: 1n });
+    const back = await again.simpleReply(BLOCK);
+    assert.equal(back.error, 0);
+    assert.ok(back.data?.equals(written.get(last) as Buffer), "the new daemon reads the last acknowledged write");
+    again.close();
+  });
+});
+
 describe("kindling nbd serve with its native module missing", () => {
   let dir: string;
   let daemon: Daemon | undefined;

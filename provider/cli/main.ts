@@ -2,21 +2,26 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { loadConfig, openBackends } from "../library/config";
+import type { ImageServiceSet } from "../library/images";
 import { BackendError, KindlingError, errorMessage, type ErrorCode } from "../util/errors";
 import type { Context, Values } from "./context";
 import { output, printable } from "./output";
-import { backends } from "./commands/backends";
-import { stats } from "./commands/stats";
-import { volumeClone, volumeCreate, volumeDelete, volumeExtend, volumeList, volumeShow } from "./commands/volume";
-import { snapshotCreate, snapshotDelete, snapshotList, snapshotShow } from "./commands/snapshot";
-import { attach, detach } from "./commands/attach";
-import { connect, disconnect, validateConnector } from "./commands/connect";
-import { nbdServe } from "./commands/nbd";
-import { volumeDownload } from "./commands/download";
-import { volumeLock, volumeUnlock } from "./commands/lock";
-import { imageCreate, imageDelete, imageList, imageShow } from "./commands/image";
-import { openImageServices, type ImageServiceSet } from "../library/images";
-import { imageCacheList, imageCachePin, imageCachePrune, imageCacheUnpin, imageCacheWarm } from "./commands/image-cache";
+// Each command's module is loaded when that command runs, not before: `kindling nbd serve` is a
+// long-lived daemon and should not hold the image pipeline's code, nor `volume list` wait for it.
+const commands = {
+  backends: () => require("./commands/backends") as typeof import("./commands/backends"),
+  stats: () => require("./commands/stats") as typeof import("./commands/stats"),
+  volume: () => require("./commands/volume") as typeof import("./commands/volume"),
+  snapshot: () => require("./commands/snapshot") as typeof import("./commands/snapshot"),
+  attach: () => require("./commands/attach") as typeof import("./commands/attach"),
+  connect: () => require("./commands/connect") as typeof import("./commands/connect"),
+  nbd: () => require("./commands/nbd") as typeof import("./commands/nbd"),
+  download: () => require("./commands/download") as typeof import("./commands/download"),
+  lock: () => require("./commands/lock") as typeof import("./commands/lock"),
+  image: () => require("./commands/image") as typeof import("./commands/image"),
+  imageCache: () => require("./commands/image-cache") as typeof import("./commands/image-cache"),
+};
+const imageServices = () => require("../library/images") as typeof import("../library/images");
 
 const USAGE = `usage: kindling [--config FILE] [--backend NAME] [--json] COMMAND
 
@@ -129,36 +134,36 @@ interface Command {
 }
 
 const COMMANDS: Record<string, Command> = {
-  backends: { run: backends, options: [], args: [0, 0] },
-  stats: { run: stats, options: ["refresh"], args: [0, 0] },
-  "volume create": { run: volumeCreate, options: ["size", "pool", "from-snapshot", "from-volume", "image", "sha256", "sha512", "allow-unverified", "no-cache", "spec", "qos", "meta", "description"], args: [1, 1] },
-  "volume list": { run: volumeList, options: [], args: [0, 0] },
-  "volume show": { run: volumeShow, options: ["refresh"], args: [1, 1] },
-  "volume delete": { run: volumeDelete, options: [], args: [1, 1] },
-  "volume extend": { run: volumeExtend, options: ["size"], args: [1, 1] },
-  "volume clone": { run: volumeClone, options: ["size", "description"], args: [2, 2] },
-  "volume download": { run: volumeDownload, options: ["snapshot", "force"], args: [2, 2] },
-  "volume lock": { run: volumeLock, options: [], args: [1, 1] },
-  "volume unlock": { run: volumeUnlock, options: ["force"], args: [1, 1] },
-  "snapshot create": { run: snapshotCreate, options: ["description"], args: [2, 2] },
-  "snapshot list": { run: snapshotList, options: [], args: [0, 1] },
-  "snapshot show": { run: snapshotShow, options: ["refresh"], args: [1, 1] },
-  "snapshot delete": { run: snapshotDelete, options: [], args: [1, 1] },
-  attach: { run: attach, options: ["read-only"], args: [1, 1] },
-  detach: { run: detach, options: [], args: [1, 1] },
-  connect: { run: connect, options: ["protocol", "connector", "mode", "show-secrets", "format", "target"], args: [1, 1] },
-  disconnect: { run: disconnect, options: [], args: [1, 1] },
-  "validate-connector": { run: validateConnector, options: ["protocol", "connector"], args: [0, 0] },
-  "nbd serve": { run: nbdServe, options: ["listen", "advertise", "tls-cert", "tls-key", "tls-ca", "tls-psk"], args: [0, 0] },
-  "image list": { run: imageList, options: ["service"], args: [0, 0] },
-  "image show": { run: imageShow, options: [], args: [1, 1] },
-  "image delete": { run: imageDelete, options: [], args: [1, 1] },
-  "image create": { run: imageCreate, options: ["from-volume", "from-snapshot", "file", "url", "sha256", "sha512", "allow-unverified", "disk-format", "compress", "service", "meta"], args: [1, 1] },
-  "image cache list": { run: imageCacheList, options: ["pool"], args: [0, 0] },
-  "image cache warm": { run: imageCacheWarm, options: ["pool", "sha256", "sha512", "pin"], args: [1, 1] },
-  "image cache pin": { run: imageCachePin, options: ["pool"], args: [1, 1] },
-  "image cache unpin": { run: imageCacheUnpin, options: ["pool"], args: [1, 1] },
-  "image cache prune": { run: imageCachePrune, options: ["pool", "all"], args: [0, 0] },
+  backends: { run: (ctx) => commands.backends().backends(ctx), options: [], args: [0, 0] },
+  stats: { run: (ctx) => commands.stats().stats(ctx), options: ["refresh"], args: [0, 0] },
+  "volume create": { run: (ctx) => commands.volume().volumeCreate(ctx), options: ["size", "pool", "from-snapshot", "from-volume", "image", "sha256", "sha512", "allow-unverified", "no-cache", "spec", "qos", "meta", "description"], args: [1, 1] },
+  "volume list": { run: (ctx) => commands.volume().volumeList(ctx), options: [], args: [0, 0] },
+  "volume show": { run: (ctx) => commands.volume().volumeShow(ctx), options: ["refresh"], args: [1, 1] },
+  "volume delete": { run: (ctx) => commands.volume().volumeDelete(ctx), options: [], args: [1, 1] },
+  "volume extend": { run: (ctx) => commands.volume().volumeExtend(ctx), options: ["size"], args: [1, 1] },
+  "volume clone": { run: (ctx) => commands.volume().volumeClone(ctx), options: ["size", "description"], args: [2, 2] },
+  "volume download": { run: (ctx) => commands.download().volumeDownload(ctx), options: ["snapshot", "force"], args: [2, 2] },
+  "volume lock": { run: (ctx) => commands.lock().volumeLock(ctx), options: [], args: [1, 1] },
+  "volume unlock": { run: (ctx) => commands.lock().volumeUnlock(ctx), options: ["force"], args: [1, 1] },
+  "snapshot create": { run: (ctx) => commands.snapshot().snapshotCreate(ctx), options: ["description"], args: [2, 2] },
+  "snapshot list": { run: (ctx) => commands.snapshot().snapshotList(ctx), options: [], args: [0, 1] },
+  "snapshot show": { run: (ctx) => commands.snapshot().snapshotShow(ctx), options: ["refresh"], args: [1, 1] },
+  "snapshot delete": { run: (ctx) => commands.snapshot().snapshotDelete(ctx), options: [], args: [1, 1] },
+  attach: { run: (ctx) => commands.attach().attach(ctx), options: ["read-only"], args: [1, 1] },
+  detach: { run: (ctx) => commands.attach().detach(ctx), options: [], args: [1, 1] },
+  connect: { run: (ctx) => commands.connect().connect(ctx), options: ["protocol", "connector", "mode", "show-secrets", "format", "target"], args: [1, 1] },
+  disconnect: { run: (ctx) => commands.connect().disconnect(ctx), options: [], args: [1, 1] },
+  "validate-connector": { run: (ctx) => commands.connect().validateConnector(ctx), options: ["protocol", "connector"], args: [0, 0] },
+  "nbd serve": { run: (ctx) => commands.nbd().nbdServe(ctx), options: ["listen", "advertise", "tls-cert", "tls-key", "tls-ca", "tls-psk"], args: [0, 0] },
+  "image list": { run: (ctx) => commands.image().imageList(ctx), options: ["service"], args: [0, 0] },
+  "image show": { run: (ctx) => commands.image().imageShow(ctx), options: [], args: [1, 1] },
+  "image delete": { run: (ctx) => commands.image().imageDelete(ctx), options: [], args: [1, 1] },
+  "image create": { run: (ctx) => commands.image().imageCreate(ctx), options: ["from-volume", "from-snapshot", "file", "url", "sha256", "sha512", "allow-unverified", "disk-format", "compress", "service", "meta"], args: [1, 1] },
+  "image cache list": { run: (ctx) => commands.imageCache().imageCacheList(ctx), options: ["pool"], args: [0, 0] },
+  "image cache warm": { run: (ctx) => commands.imageCache().imageCacheWarm(ctx), options: ["pool", "sha256", "sha512", "pin"], args: [1, 1] },
+  "image cache pin": { run: (ctx) => commands.imageCache().imageCachePin(ctx), options: ["pool"], args: [1, 1] },
+  "image cache unpin": { run: (ctx) => commands.imageCache().imageCacheUnpin(ctx), options: ["pool"], args: [1, 1] },
+  "image cache prune": { run: (ctx) => commands.imageCache().imageCachePrune(ctx), options: ["pool", "all"], args: [0, 0] },
 };
 
 /** Exit codes by error kind, so scripts can tell "not there" from "bad input". */
@@ -229,7 +234,7 @@ export async function main(argv: string[]): Promise<number> {
         loaded,
         backends: set,
         backend: () => set.get(values.backend),
-        images: () => (images ??= openImageServices(loaded)),
+        images: () => (images ??= imageServices().openImageServices(loaded)),
         values,
         args: rest,
         out: output(json),

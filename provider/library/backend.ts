@@ -1,9 +1,9 @@
 import { EventEmitter } from "node:events";
 import type { BackendStats, DriverModule, DriverVolume, Progress, VolumeDriver } from "../drivers/contract";
 import { provenanceOf } from "../images/provenance";
-import { convertStagedImage, prepareImage, writeRawImage, type PreparedImage } from "../images/to-volume";
+import type { PreparedImage } from "../images/to-volume";
 import type { ImageSource } from "../images/sources/source";
-import { imageSourceOf, type CreateFromImageCallOptions, type CreateVolumeWithImageOptions } from "./image-volume";
+import type { CreateFromImageCallOptions, CreateVolumeWithImageOptions } from "./image-volume";
 import { GiB } from "../util/sizes";
 import type { z } from "zod";
 import { driverModule, driverNames } from "../drivers/registry";
@@ -28,7 +28,12 @@ import { Connection } from "./connection";
 import { isServedProtocol, validateServedConnector } from "../attach/protocols";
 import type { ImageCacheSettings } from "../images/cache/settings";
 import { ImageCache } from "./image-cache";
-import { cloneImageFromLocation } from "./image-clone";
+
+// The image pipeline is loaded when a volume is first made from an image: a process that only
+// serves or manages volumes (the NBD daemon above all) need not hold its code in memory.
+const toVolume = () => require("../images/to-volume") as typeof import("../images/to-volume");
+const imageVolume = () => require("./image-volume") as typeof import("./image-volume");
+const imageClone = () => require("./image-clone") as typeof import("./image-clone");
 
 /** A backend as written in a configuration file entry, plus its name. */
 export interface BackendConfig {
@@ -191,7 +196,7 @@ export class Backend extends EventEmitter {
     await this.ready();
     if (typeof options === "object" && options !== null && "image" in options && options.image !== undefined) {
       const { image, imageDigests, ...rest } = options as CreateVolumeWithImageOptions;
-      const source = await imageSourceOf(image, imageDigests, opts.imageServices);
+      const source = await imageVolume().imageSourceOf(image, imageDigests, opts.imageServices);
       return this.createVolumeFromImage(source, rest, opts);
     }
     return this.makeVolume(parseInput(createVolumeSchema, options), opts);
@@ -212,7 +217,7 @@ export class Backend extends EventEmitter {
     // backend's cluster) is cloned, and the clone verified (library/image-clone.ts). Before the
     // cache: the service's snapshot already is what a cache entry would be, so a miss would copy
     // the image once more for nothing, and a hit would clone a copy instead of the original.
-    const cloned = await cloneImageFromLocation(this, source, options, opts);
+    const cloned = await imageClone().cloneImageFromLocation(this, source, options, opts);
     if (cloned) return cloned;
     // The image cache answers next when configured (`imageCache: false` skips it for one call):
     // a clone of its cached volume. It passes on images it does not take, copied below as ever.
@@ -228,7 +233,7 @@ export class Backend extends EventEmitter {
     const staging = this.progressFor("stage-image", id, opts.onProgress);
     const tooSmall = (needed: number, what: string) => new InvalidInputError("sizeGiB", `the image needs at least ${needed} GiB (${what}), more than ${sizeGiB}`);
     try {
-      const prepared = await prepareImage(source, {
+      const prepared = await toVolume().prepareImage(source, {
         allowUnverified,
         field: "image",
         stagingDir: opts.stagingDir,
@@ -253,12 +258,12 @@ export class Backend extends EventEmitter {
             ? async (volume: DriverVolume, onProgress: (p: Progress) => void) => {
                 const device = await this.driver.open({ kind: "volume", volume }, { readOnly: false });
                 try {
-                  await writeRawImage(prepared, device, { onProgress, signal: opts.signal });
+                  await toVolume().writeRawImage(prepared, device, { onProgress, signal: opts.signal });
                 } finally {
                   await device.close();
                 }
               }
-            : (volume: DriverVolume, onProgress: (p: Progress) => void) => convertStagedImage(prepared, this.driver, volume, { onProgress, signal: opts.signal });
+            : (volume: DriverVolume, onProgress: (p: Progress) => void) => toVolume().convertStagedImage(prepared, this.driver, volume, { onProgress, signal: opts.signal });
         return await this.makeVolume(input, opts, fill, provenanceOfPrepared(prepared));
       } finally {
         prepared.close();

@@ -14,7 +14,8 @@ import { describeProcess } from "../util/owner";
 import { parseInput } from "../util/validate";
 import { GiB } from "../util/sizes";
 import { dropLease, leaseState, newLease } from "./lease";
-import { fillFromImage } from "./image-cache-fill";
+// The fill (the image pipeline) is loaded on the first miss, not with every backend.
+const cacheFill = () => require("./image-cache-fill") as typeof import("./image-cache-fill");
 import { createVolumeSchema, type CreateVolumeFromImageOptions } from "./schemas";
 import { Volume } from "./volume";
 import type { Backend } from "./backend";
@@ -339,7 +340,7 @@ export class ImageCache {
         await this.change(key, (e) => (e?.holder?.token === lease.token ? undefined : SAME));
         return undefined;
       }
-      const result = await fillFromImage(this.backend.driver, volume, source, description, {
+      const result = await cacheFill().fillFromImage(this.backend.driver, volume, source, description, {
         onStart: (location, sizeGiB) => {
           made = true;
           volume.location = location ?? volume.location;

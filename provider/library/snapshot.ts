@@ -12,8 +12,11 @@ import { Volume } from "./volume";
 import { Connection } from "./connection";
 import { checkDownloadTarget, writeImage, type DownloadOptions, type DownloadResult } from "./download";
 import type { ImageService, UploadResult } from "../images/contract";
-import { copyStorageToImage, type CopyToImageOptions } from "./images";
-import { qemuEndpoint } from "../images/qemu-endpoint";
+import type { CopyToImageOptions } from "./images";
+
+// Image copies load the image pipeline when one is made, not with every snapshot.
+const imagesModule = () => require("./images") as typeof import("./images");
+const qemuEndpointModule = () => require("../images/qemu-endpoint") as typeof import("../images/qemu-endpoint");
 
 type ProgressOpts = { onProgress?: (p: Progress) => void };
 
@@ -225,12 +228,12 @@ export class Snapshot extends Tracked<"snapshot"> {
   /** @internal The image copy itself, under the name and properties of whoever asked (a volume copies through a temporary snapshot). */
   async copyBytesToImage(service: ImageService, options: CopyToImageOptions, as: { what: string; properties: Record<string, string>; progressId: string; onProgress?: (p: Progress) => void }): Promise<UploadResult> {
     const target = { kind: "snapshot" as const, snapshot: this.toDriver() };
-    return copyStorageToImage({
+    return imagesModule().copyStorageToImage({
       what: as.what, sizeGiB: this.volumeSizeGiB, properties: as.properties,
       open: () => this.open(),
       endpoint: async () => {
         if (this.status !== "available") throw new InvalidInputError("snapshot", `snapshot ${this.name} is ${this.status}, not available; it cannot be read`);
-        return qemuEndpoint(this.backend.driver, target, { readOnly: true });
+        return qemuEndpointModule().qemuEndpoint(this.backend.driver, target, { readOnly: true });
       },
     }, service, options, this.backend.progressFor("copy-to-image", as.progressId, as.onProgress).onProgress);
   }

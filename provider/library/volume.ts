@@ -22,7 +22,10 @@ import {
 import { Snapshot } from "./snapshot";
 import { Connection } from "./connection";
 import type { ImageService, UploadResult } from "../images/contract";
-import { copyStorageToImageSchema, type CopyToImageOptions } from "./images";
+import type { CopyToImageOptions } from "./images";
+
+// Image copies load the image pipeline when one is made, not with every volume.
+const imagesModule = () => require("./images") as typeof import("./images");
 
 type ProgressOpts = { onProgress?: (p: Progress) => void };
 
@@ -307,7 +310,7 @@ export class Volume extends Tracked<"volume"> {
    * volume's metadata and `kindling_volume_id`.
    */
   async copyToImage(service: ImageService, options: CopyToImageOptions, opts: ProgressOpts = {}): Promise<UploadResult> {
-    const o = parseInput(copyStorageToImageSchema, options);
+    const o = parseInput(imagesModule().copyStorageToImageSchema, options);
     this.requireUsable("copied to an image");
     const snapshot = await this.createSnapshot({ name: `image-copy-${newId().slice(0, 8)}`, description: `temporary: the copy of volume ${this.name} to image ${o.name}` });
     try {

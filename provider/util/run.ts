@@ -1,4 +1,6 @@
-import { execa } from "execa";
+// execa is loaded on the first command run: loading it costs a process about 20 MiB of memory
+// (it is an ES module with its own dependencies), which a daemon that never runs one should not pay.
+const execaModule = () => require("execa") as typeof import("execa");
 import { BackendError, NoSpaceError } from "./errors";
 import { logger } from "./log";
 
@@ -42,7 +44,7 @@ export async function run(command: string, args: readonly string[], opts: RunOpt
   logger().debug({ command: shown }, "run");
   let result;
   try {
-    result = await execa(command, args, {
+    result = await execaModule().execa(command, args, {
       input: opts.input,
       env: opts.env,
       timeout: opts.timeoutMs,

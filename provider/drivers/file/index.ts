@@ -1,7 +1,11 @@
 import { join, resolve } from "node:path";
 import type { DriverModule } from "../contract";
 import { fileConfigSchema, type FileConfig } from "./config";
-import { FileDriver } from "./driver";
+import type { FileDriver } from "./driver";
+
+// The driver's code is loaded when a backend of this kind is opened: configuration checks need
+// only the schema, and a process never holds the code of drivers it does not use.
+const implementation = () => require("./driver") as typeof import("./driver");
 
 export const fileDriver: DriverModule<FileConfig> = {
   driverName: "file",
@@ -9,13 +13,11 @@ export const fileDriver: DriverModule<FileConfig> = {
   secretFields: [],
   pathFields: ["path", "pools"],
   identityFields: ["path", "pools"],
-  create: (backendName, config) => new FileDriver(backendName, config),
+  create: (backendName, config): FileDriver => new (implementation().FileDriver)(backendName, config),
   // Records live beside the data, in the first pool, so every tool naming this backend
   // (the command, a daemon, a Pulumi program) sees the same volumes.
   defaultPersistencePath: (config, _backendName) =>
     join(resolve(config.path ?? Object.values(config.pools ?? {})[0]), ".kindling", "kindling.db"),
 };
 
-export { FileDriver } from "./driver";
-export { FileBlockDevice } from "./blockdevice";
 export type { FileConfig } from "./config";

@@ -151,6 +151,10 @@ export interface BlockDevice {
    * not hold inside `size` (past a file's end) reads as zeroes, never as the buffer's old bytes.
    */
   pread(buffer: Buffer, offset: number): Promise<number>;
+  /**
+   * The buffer is the caller's again once the promise settles (the NBD server reuses it for the
+   * next request): a device that keeps the bytes past that keeps a copy.
+   */
   pwrite(buffer: Buffer, offset: number, opts?: { fua?: boolean }): Promise<void>;
   flush(): Promise<void>;
   /** Discard: the range may read back as zeroes afterwards. */

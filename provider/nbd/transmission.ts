@@ -7,6 +7,7 @@ import {
 } from "../util/nbd/protocol";
 import type { Limiter } from "./qos";
 import { isAllZero } from "../util/zero";
+import { RequestBuffers } from "./request-buffers";
 
 const MAX_IN_FLIGHT = 64;
 const U32_MAX_ALIGNED = 0xffffffff - 0xfff;
@@ -61,6 +62,7 @@ export class Transmission {
   private inFlight = 0;
   private readonly idle: Array<() => void> = [];
   private closing = false;
+  private readonly buffers = new RequestBuffers();
 
   constructor(
     private readonly socket: Socket,
@@ -70,6 +72,8 @@ export class Transmission {
   ) {}
 
   async run(): Promise<void> {
+    // A write's payload buffer until its request is handed on (then the request gives it back).
+    let done: (() => void) | undefined;
     try {
       while (!this.closing) {
         const header = await this.reader.read(28);
@@ -91,12 +95,21 @@ export class Transmission {
             this.replyError(request, Errno.EINVAL);
             break;
           }
-          payload = await this.reader.read(request.length);
+          if (request.length >= RequestBuffers.MIN) {
+            const taken = this.buffers.take(request.length);
+            done = taken.release;
+            payload = await this.reader.read(request.length, taken.data);
+          } else {
+            payload = await this.reader.read(request.length);
+          }
         }
         while (this.inFlight >= MAX_IN_FLIGHT) await new Promise<void>((resolve) => this.idle.push(resolve));
         if (this.closing) break;
         this.inFlight++;
+        const release = done;
+        done = undefined;
         void this.handle(request, payload).finally(() => {
+          release?.();
           this.inFlight--;
           this.idle.shift()?.();
           if (this.inFlight === 0) for (const wake of this.idle.splice(0)) wake();
@@ -105,6 +118,7 @@ export class Transmission {
     } catch {
       // The client went away (EOF mid-request, reset): finish what is in flight below.
     }
+    done?.();
     this.closing = true;
     await this.drain();
   }
@@ -177,33 +191,42 @@ export class Transmission {
     const { offset, length } = this.check(request, Errno.EINVAL);
     if (length > MAX_PAYLOAD) throw new CommandError(Errno.EINVAL, "read larger than the maximum payload");
     await this.opts.limiter?.take("read", length);
-    if (!this.opts.structured) {
-      // A simple reply commits to the data once its header is sent: read first, then answer.
-      const data = await this.readExactly(offset, length);
-      return this.send(this.simpleHeader(request, 0), data);
-    }
-    let data: Buffer;
+    const { data, release } = this.buffers.take(length);
+    let sent = false;
     try {
-      data = await this.readExactly(offset, length);
-    } catch (err) {
-      // The error of a structured read says where it happened.
-      const message = Buffer.from(err instanceof Error ? err.message.slice(0, 1024) : "read failed");
-      const body = Buffer.alloc(4 + 2 + message.length + 8);
-      body.writeUInt32BE(errnoOf(err), 0);
-      body.writeUInt16BE(message.length, 4);
-      message.copy(body, 6);
-      body.writeBigUInt64BE(BigInt(offset), 6 + message.length);
-      return this.send(this.chunkHeader(request, Chunk.ERROR_OFFSET, CHUNK_DONE, body.length), body);
+      if (!this.opts.structured) {
+        // A simple reply commits to the data once its header is sent: read first, then answer.
+        await this.readExactly(data, offset);
+        sent = this.send(release, this.simpleHeader(request, 0), data);
+        return;
+      }
+      try {
+        await this.readExactly(data, offset);
+      } catch (err) {
+        // The error of a structured read says where it happened.
+        const message = Buffer.from(err instanceof Error ? err.message.slice(0, 1024) : "read failed");
+        const body = Buffer.alloc(4 + 2 + message.length + 8);
+        body.writeUInt32BE(errnoOf(err), 0);
+        body.writeUInt16BE(message.length, 4);
+        message.copy(body, 6);
+        body.writeBigUInt64BE(BigInt(offset), 6 + message.length);
+        this.send(undefined, this.chunkHeader(request, Chunk.ERROR_OFFSET, CHUNK_DONE, body.length), body);
+        return;
+      }
+      if (length > 0 && isAllZero(data)) {
+        const hole = Buffer.alloc(12);
+        hole.writeBigUInt64BE(BigInt(offset), 0);
+        hole.writeUInt32BE(length, 8);
+        this.send(undefined, this.chunkHeader(request, Chunk.OFFSET_HOLE, CHUNK_DONE, 12), hole);
+        return;
+      }
+      const head = Buffer.alloc(8);
+      head.writeBigUInt64BE(BigInt(offset), 0);
+      sent = this.send(release, this.chunkHeader(request, Chunk.OFFSET_DATA, CHUNK_DONE, 8 + length), head, data);
+    } finally {
+      // A buffer that went out is handed back by the socket once written, any other one now.
+      if (!sent) release();
     }
-    if (length > 0 && isAllZero(data)) {
-      const hole = Buffer.alloc(12);
-      hole.writeBigUInt64BE(BigInt(offset), 0);
-      hole.writeUInt32BE(length, 8);
-      return this.send(this.chunkHeader(request, Chunk.OFFSET_HOLE, CHUNK_DONE, 12), hole);
-    }
-    const head = Buffer.alloc(8);
-    head.writeBigUInt64BE(BigInt(offset), 0);
-    return this.send(this.chunkHeader(request, Chunk.OFFSET_DATA, CHUNK_DONE, 8 + length), head, data);
   }
 
   /**
@@ -213,14 +236,13 @@ export class Transmission {
    * at its end, and the memory after that may hold another export's data. Past the end reads
    * as zeroes, as a file's hole would. A count the device cannot have read is EIO.
    */
-  private async readExactly(offset: number, length: number): Promise<Buffer> {
-    const data = Buffer.allocUnsafe(length);
+  private async readExactly(data: Buffer, offset: number): Promise<void> {
+    const length = data.length;
     const got: unknown = await this.device.pread(data, offset);
     if (typeof got !== "number" || !Number.isInteger(got) || got < 0 || got > length) {
       throw new CommandError(Errno.EIO, `the device reported ${String(got)} bytes read of ${length}`);
     }
     if (got < length) data.fill(0, got);
-    return data;
   }
 
   private async blockStatus(request: Request): Promise<void> {
@@ -244,7 +266,7 @@ export class Transmission {
       if (span > U32_MAX_ALIGNED) break; // the client asks again for the rest
     }
     if (count === 0) throw new CommandError(Errno.EIO, "no extents for the range");
-    return this.send(this.chunkHeader(request, Chunk.BLOCK_STATUS, CHUNK_DONE, at), body.subarray(0, at));
+    this.send(undefined, this.chunkHeader(request, Chunk.BLOCK_STATUS, CHUNK_DONE, at), body.subarray(0, at));
   }
 
   private simpleHeader(request: Request, error: number): Buffer {
@@ -266,13 +288,13 @@ export class Transmission {
   }
 
   private replyOk(request: Request): void {
-    if (this.opts.structured) this.send(this.chunkHeader(request, Chunk.NONE, CHUNK_DONE, 0));
-    else this.send(this.simpleHeader(request, 0));
+    if (this.opts.structured) this.send(undefined, this.chunkHeader(request, Chunk.NONE, CHUNK_DONE, 0));
+    else this.send(undefined, this.simpleHeader(request, 0));
   }
 
   private replyError(request: Request, errno: number, message = ""): void {
     if (!this.opts.structured) {
-      this.send(this.simpleHeader(request, errno));
+      this.send(undefined, this.simpleHeader(request, errno));
       return;
     }
     const text = Buffer.from(message.slice(0, 1024), "utf8");
@@ -280,17 +302,19 @@ export class Transmission {
     body.writeUInt32BE(errno, 0);
     body.writeUInt16BE(text.length, 4);
     text.copy(body, 6);
-    this.send(this.chunkHeader(request, Chunk.ERROR, CHUNK_DONE, body.length), body);
+    this.send(undefined, this.chunkHeader(request, Chunk.ERROR, CHUNK_DONE, body.length), body);
   }
 
   /**
    * One reply, its pieces written back to back in one synchronous call: no other reply can get
    * between them (JavaScript runs one thing at a time), and corking sends them as one write.
    */
-  private send(...parts: Buffer[]): void {
-    if (this.socket.destroyed) return;
+  private send(written: (() => void) | undefined, ...parts: Buffer[]): boolean {
+    if (this.socket.destroyed) return false;
     this.socket.cork();
-    for (const part of parts) this.socket.write(part);
+    // `written` runs once the socket is done with the reply (sent, or dropped with the socket).
+    parts.forEach((part, i) => this.socket.write(part, i === parts.length - 1 ? written : undefined));
     this.socket.uncork();
+    return true;
   }
 }

@@ -8,7 +8,7 @@ import type { Socket } from "node:net";
 export class SocketReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
-  private waiter?: { size: number; resolve: (b: Buffer) => void; reject: (e: Error) => void };
+  private waiter?: { size: number; into?: Buffer; resolve: (b: Buffer) => void; reject: (e: Error) => void };
   private ended?: Error;
 
   constructor(private readonly socket: Socket, private readonly highWater = 8 * 1024 * 1024) {
@@ -27,11 +27,15 @@ export class SocketReader {
     socket.on("error", (err) => end(err));
   }
 
-  /** Exactly `size` bytes, or a rejection when the connection ends first. */
-  read(size: number): Promise<Buffer> {
+  /**
+   * Exactly `size` bytes, or a rejection when the connection ends first. With `into` (of `size`
+   * bytes) they are copied there and it is what the promise gives: a buffer the caller reuses.
+   */
+  read(size: number, into?: Buffer): Promise<Buffer> {
     if (this.waiter) return Promise.reject(new Error("one read at a time"));
+    if (into && into.length !== size) return Promise.reject(new Error("the buffer is not the size asked for"));
     return new Promise((resolve, reject) => {
-      this.waiter = { size, resolve, reject };
+      this.waiter = { size, into, resolve, reject };
       this.wake();
     });
   }
@@ -66,7 +70,7 @@ export class SocketReader {
     if (!waiter) return;
     if (this.buffered >= waiter.size) {
       this.waiter = undefined;
-      waiter.resolve(this.take(waiter.size));
+      waiter.resolve(this.take(waiter.size, waiter.into));
       if (this.buffered <= this.highWater && this.socket.isPaused()) this.socket.resume();
     } else if (this.ended) {
       this.waiter = undefined;
@@ -76,16 +80,16 @@ export class SocketReader {
     }
   }
 
-  private take(size: number): Buffer {
-    if (size === 0) return Buffer.alloc(0);
+  private take(size: number, into?: Buffer): Buffer {
+    if (size === 0) return into ?? Buffer.alloc(0);
     const first = this.chunks[0];
-    if (first.length >= size) {
+    if (!into && first.length >= size) {
       this.buffered -= size;
       if (first.length === size) this.chunks.shift();
       else this.chunks[0] = first.subarray(size);
       return first.subarray(0, size);
     }
-    const out = Buffer.allocUnsafe(size);
+    const out = into ?? Buffer.allocUnsafe(size);
     let at = 0;
     while (at < size) {
       const chunk = this.chunks[0];

@@ -79,6 +79,37 @@ describe("the NBD server's native data path", () => {
     await until(() => server.connections === 0, "the limited connection to end", WAIT);
   });
 
+  test("the JavaScript path's reused buffers: 1 MiB reads and writes in flight at once each carry their own bytes", async () => {
+    const c = await RawClient.connect(port);
+    await c.go("limited", { structured: false });
+    const BLOCK = MiB;
+    const blocks = 32;
+    // Writes first, all in flight: each payload is received into a buffer another one used.
+    const written = Array.from({ length: blocks }, () => randomBytes(BLOCK));
+    written.forEach((payload, i) => c.request(Cmd.WRITE, { offset: BigInt(i * BLOCK), payload, cookie: BigInt(i) }));
+    for (let i = 0; i < blocks; i++) assert.equal((await c.simpleReply()).error, 0);
+    const bytes = readFileSync(file);
+    written.forEach((payload, i) => assert.ok(bytes.subarray(i * BLOCK, (i + 1) * BLOCK).equals(payload), `write ${i} is in the file`));
+    // Then three rounds of reads, all sent before any reply is read: the replies pile up
+    // unwritten in the server's socket, while later rounds' reads are served from buffers that
+    // earlier ones handed back. One handed back before its reply was written would be read into
+    // again, and its reply would carry another block's bytes.
+    const rounds = 3;
+    for (let round = 0; round < rounds; round++) {
+      for (let i = 0; i < blocks; i++) c.request(Cmd.READ, { offset: BigInt(((i + round) % blocks) * BLOCK), length: BLOCK, cookie: BigInt(round * blocks + i) });
+      await sleep(200);
+    }
+    for (let n = 0; n < rounds * blocks; n++) {
+      const r = await c.simpleReply(BLOCK);
+      assert.equal(r.error, 0);
+      const round = Math.floor(Number(r.cookie) / blocks);
+      const block = ((Number(r.cookie) % blocks) + round) % blocks;
+      assert.ok(r.data.equals(written[block]), `the reply to read ${r.cookie} holds block ${block}`);
+    }
+    c.close();
+    await until(() => server.connections === 0, "the connection to end", WAIT);
+  });
+
   test("a client gone with 1 MiB writes and reads in flight: the server closes its side, the device is closed, the next client is served", async () => {
     for (let round = 0; round < 5; round++) {
       const c = await RawClient.connect(port);

@@ -29,9 +29,12 @@ dist/.built: $(SOURCES) tsconfig.json node_modules/.package-lock.json
 
 # The NBD server's native data path (provider/nbd/native), against Node-API's headers from npm
 # (a system Node may come without its own; Node-API modules load in any later Node).
-dist/native/nbd-transmission.node: provider/nbd/native/transmission.c node_modules/.package-lock.json
+# One module of several files, one job each: the protocol (transmission.c) and the devices it
+# serves from (file.c; rbd.c, which loads librbd at run time: no Ceph package is needed to build).
+NATIVE_SOURCES := $(wildcard provider/nbd/native/*.c)
+dist/native/nbd-transmission.node: $(NATIVE_SOURCES) provider/nbd/native/device.h node_modules/.package-lock.json
 	@mkdir -p dist/native
-	gcc -O2 -Wall -Wextra -shared -fPIC -pthread -Inode_modules/node-api-headers/include -o $@ $<
+	gcc -O2 -Wall -Wextra -shared -fPIC -pthread -Inode_modules/node-api-headers/include -o $@ $(NATIVE_SOURCES) -ldl
 
 build: dist/.built dist/native/nbd-transmission.node
 

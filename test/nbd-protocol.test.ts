@@ -18,7 +18,7 @@ import { openFds, until } from "./helpers/wait";
 function failingInside(device: BlockDevice, from: number, to: number): BlockDevice {
   return new Proxy(device, {
     get(target, prop, receiver) {
-      if (prop === "descriptor") return undefined; // its reads are not the file's
+      if (prop === "native") return undefined; // its reads are not the file's
       if (prop === "pread") {
         return async (buffer: Buffer, offset: number) => {
           if (offset < to && offset + buffer.length > from) throw Object.assign(new Error("bad sector"), { code: "EIO" });
@@ -38,7 +38,7 @@ function failingInside(device: BlockDevice, from: number, to: number): BlockDevi
 function fillingHalf(device: BlockDevice): BlockDevice {
   return new Proxy(device, {
     get(target, prop, receiver) {
-      if (prop === "descriptor") return undefined; // its reads are not the file's
+      if (prop === "native") return undefined; // its reads are not the file's
       if (prop === "pread") {
         return async (buffer: Buffer, offset: number) => {
           const half = Math.floor(buffer.length / 2);
@@ -57,7 +57,7 @@ function fillingHalf(device: BlockDevice): BlockDevice {
 function overReporting(device: BlockDevice): BlockDevice {
   return new Proxy(device, {
     get(target, prop, receiver) {
-      if (prop === "descriptor") return undefined; // its reads are not the file's
+      if (prop === "native") return undefined; // its reads are not the file's
       if (prop === "pread") return async (buffer: Buffer, offset: number) => (await target.pread(buffer, offset)) + 1;
       const value = Reflect.get(target, prop, receiver);
       return typeof value === "function" ? value.bind(target) : value;
@@ -401,7 +401,7 @@ describe("NBD protocol", () => {
     }
     assert.ok(nativeTransmission(), "the native data path is built (make setup builds dist/native)");
     assert.ok(server.served.native > 10, `${server.served.native} connections served natively`);
-    // A device whose reads are not its file's (the bad-sector export) has no descriptor.
+    // A device whose reads are not its file's (the bad-sector export) has no native target.
     assert.ok(server.served.javascript >= 1, `${server.served.javascript} served by JavaScript`);
   });
 });

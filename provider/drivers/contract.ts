@@ -130,6 +130,19 @@ export interface BlockDeviceCapabilities {
 }
 
 /**
+ * What a device is underneath, for the NBD server's native data path:
+ * - `file`: a file read and written by this descriptor (pread and pwrite, past the file's end
+ *   reads as zeroes; fdatasync; fallocate for trim and zero; SEEK_DATA/SEEK_HOLE for its
+ *   allocation). The device owns the descriptor.
+ * - `rbd`: an RBD image, or a snapshot of it (read-only), that the server opens through librbd
+ *   itself with this cluster's conf, user and key file; the device must not write to it
+ *   meanwhile, so that two writers do not pass the image's exclusive lock back and forth.
+ */
+export type NativeTarget =
+  | { kind: "file"; descriptor: number }
+  | { kind: "rbd"; conf: string; user: string; keyFile?: string; timeoutSeconds: number; pool: string; image: string; snapshot?: string };
+
+/**
  * Byte-level access to a volume or snapshot. The NBD server, image copies and downloads use only
  * this, so every backend gets them for free.
  */
@@ -139,13 +152,12 @@ export interface BlockDevice {
   readonly readOnly: boolean;
   readonly capabilities: BlockDeviceCapabilities;
   /**
-   * Set only when the device is exactly a file read and written by this descriptor: pread and
-   * pwrite (past the file's end reads as zeroes), fdatasync, fallocate for trim and zero, and
-   * SEEK_DATA/SEEK_HOLE for its allocation, and nothing else. The NBD server then serves it from
-   * native threads that use the descriptor directly (provider/nbd/native). The device owns it.
-   * A wrapper that changes what any method does must not pass it on.
+   * Set only when the device is exactly what `native` names, read and written as that says and
+   * nothing else: the NBD server then serves it from native threads that reach the storage
+   * directly (provider/nbd/native), not through these methods. A wrapper that changes what any
+   * method does must not pass it on.
    */
-  readonly descriptor?: number;
+  readonly native?: NativeTarget;
   /**
    * Fills the whole buffer and returns its length, never a short count: what the storage does
    * not hold inside `size` (past a file's end) reads as zeroes, never as the buffer's old bytes.

@@ -8,6 +8,7 @@ import { SocketReader } from "../util/nbd/reader";
 import { Transmission } from "./transmission";
 import { nativeTransmission } from "./native/module";
 import { NativeTransmission } from "./native/transmission";
+import { openNativeDevice, releaseNativeDevice } from "./native/devices";
 import type { TlsSettings } from "./tls";
 
 export interface ServerOptions {
@@ -103,18 +104,24 @@ export class NbdServer {
   }
 
   /**
-   * The native data path where it serves the connection as well (a file device, no TLS, no QoS
-   * limits, the module built), else the JavaScript one. Both answer every request the same way.
+   * The native data path where it serves the connection as well (a device with a native target:
+   * a file, an RBD image librbd opens; no TLS, no QoS limits, the module built), else the
+   * JavaScript one. Both answer every request the same way.
    */
-  private transmissionFor(agreed: HandshakeResult): Transmission | NativeTransmission {
+  private async transmissionFor(agreed: HandshakeResult): Promise<Transmission | NativeTransmission> {
     const limiter = this.limiterFor(agreed.source);
     const native = nativeTransmission();
-    const descriptor = agreed.device.descriptor;
+    const target = agreed.device.native;
     const opts = { readOnly: agreed.readOnly, structured: agreed.structured, allocationContext: agreed.allocationContext };
-    if (native && descriptor !== undefined && !limiter && !this.opts.tls && NativeTransmission.canTakeOver(agreed.socket)) {
-      this.served.native++;
-      logger().debug({ export: agreed.source.name, path: "native" }, "nbd transmission");
-      return new NativeTransmission(native, agreed.socket, agreed.reader, agreed.device, descriptor, opts);
+    if (native && target !== undefined && !limiter && !this.opts.tls && NativeTransmission.canTakeOver(agreed.socket)) {
+      const device = await openNativeDevice(native, target, agreed.readOnly);
+      // The client may have gone while the image opened.
+      if (device && NativeTransmission.canTakeOver(agreed.socket)) {
+        this.served.native++;
+        logger().debug({ export: agreed.source.name, path: "native", device: target.kind }, "nbd transmission");
+        return new NativeTransmission(native, agreed.socket, agreed.reader, agreed.device, device, opts);
+      }
+      if (device) releaseNativeDevice(native, device);
     }
     this.served.javascript++;
     logger().debug({ export: agreed.source.name, path: "javascript" }, "nbd transmission");
@@ -132,7 +139,7 @@ export class NbdServer {
       if (!agreed) return;
       client.socket = agreed.socket;
       if (this.retired.has(agreed.source) || client.device !== agreed.device || agreed.socket.destroyed) return;
-      const transmission = this.transmissionFor(agreed);
+      const transmission = await this.transmissionFor(agreed);
       client.transmission = transmission;
       await transmission.run();
       if (!agreed.readOnly) await agreed.device.flush().catch(() => undefined);

@@ -1,6 +1,6 @@
 import { fdatasync, fstat, read, write, type Stats } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
-import type { BlockDevice, BlockDeviceCapabilities, Extent } from "../contract";
+import type { BlockDevice, BlockDeviceCapabilities, Extent, NativeTarget } from "../contract";
 import { checkRange, checkWritable } from "../ranges";
 import { fileExtents } from "./extents";
 import { descriptorPath, openPoolFile, type PoolObject } from "./poolfile";
@@ -62,9 +62,9 @@ export class FileBlockDevice implements BlockDevice {
     return this.handle.fd;
   }
 
-  /** Every method below is a plain system call on it (see BlockDevice.descriptor). */
-  get descriptor(): number | undefined {
-    return this.closed ? undefined : this.handle.fd;
+  /** Every method below is a plain system call on its descriptor (see NativeTarget). */
+  get native(): NativeTarget | undefined {
+    return this.closed ? undefined : { kind: "file", descriptor: this.handle.fd };
   }
 
   private check(offset: number, length: number): void {

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { BlockDevice, BlockDeviceCapabilities, Extent } from "../contract";
+import type { BlockDevice, BlockDeviceCapabilities, Extent, NativeTarget } from "../contract";
 import { checkRange, checkWritable } from "../ranges";
 import { NbdClient, NbdRequestError } from "../../util/nbd/client";
 import { Tx } from "../../util/nbd/protocol";
@@ -21,88 +21,68 @@ interface DiffEntry {
   exists: string;
 }
 
+/** The private qemu-nbd behind a device's methods, and the NBD client talking to it. */
+interface PrivateServer {
+  client: NbdClient;
+  server: ChildProcess;
+  dir: string;
+}
+
 /**
  * An RBD image (or one of its snapshots) as a block device. librbd has no binding in Node, so
- * each open runs a private `qemu-nbd` over the image on a Unix socket in a 0700 directory and
- * talks NBD to it; the key reaches qemu-nbd through a secret object that reads the key file.
- * qemu-nbd serves this one connection and exits when it closes.
+ * the methods below go through a private `qemu-nbd` over the image on a Unix socket in a 0700
+ * directory, and talk NBD to it; the key reaches qemu-nbd through a secret object that reads
+ * the key file. qemu-nbd serves this one connection and exits when it closes.
+ *
+ * That qemu-nbd starts on the first call that needs it, not at open: the NBD server's native
+ * path serves the image through librbd itself (`native`), and a qemu-nbd beside it would be one
+ * more process holding the image, and one more writer for its exclusive lock. Opening reads the
+ * image's size from the cluster (`rbd info`), which also says the image or snapshot exists.
  */
 export class RbdBlockDevice implements BlockDevice {
   readonly capabilities: BlockDeviceCapabilities;
+  readonly native: NativeTarget;
   private closed = false;
+  private started?: Promise<PrivateServer>;
 
   private constructor(
     private readonly ceph: CephAccess,
     private readonly target: RbdTarget,
-    private readonly client: NbdClient,
-    private readonly server: ChildProcess,
-    private readonly dir: string,
+    readonly size: number,
     readonly readOnly: boolean,
   ) {
     this.capabilities = {
       canWrite: !readOnly,
-      canFlush: !readOnly && client.can(Tx.SEND_FLUSH),
-      canTrim: !readOnly && client.can(Tx.SEND_TRIM),
-      canZero: !readOnly && client.can(Tx.SEND_WRITE_ZEROES),
+      // qemu-nbd offers all three on a writable image (--discard unmap).
+      canFlush: !readOnly,
+      canTrim: !readOnly,
+      canZero: !readOnly,
       canExtents: true,
       // Each open is its own librbd client with its own cache: a flush on one does not cover another.
       canMultiConn: false,
     };
+    this.native = {
+      kind: "rbd", conf: ceph.confPath, user: ceph.user, keyFile: ceph.keyFile, timeoutSeconds: ceph.timeoutSeconds,
+      pool: target.pool, image: target.image, snapshot: target.snapshot,
+    };
   }
 
-  get size(): number {
-    return this.client.size;
+  private get spec(): string {
+    return `${this.target.pool}/${this.target.image}${this.target.snapshot ? `@${this.target.snapshot}` : ""}`;
   }
 
   static async open(ceph: CephAccess, target: RbdTarget, readOnly: boolean): Promise<RbdBlockDevice> {
-    const dir = privateDir("qemu-nbd-");
-    const socket = join(dir, "nbd.sock");
-    const file: Record<string, unknown> = { driver: "rbd", pool: target.pool, image: target.image, conf: ceph.confPath, user: ceph.user };
-    if (target.snapshot) file.snapshot = target.snapshot;
-    if (ceph.keyFile) file["key-secret"] = "kindling-key";
-    const args = [
-      ...(ceph.keyFile ? ["--object", `secret,id=kindling-key,file=${ceph.keyFile},format=base64`] : []),
-      "--format", "raw", "--socket", socket, "--discard", "unmap",
-      ...(readOnly || target.snapshot ? ["--read-only"] : []),
-      `json:${JSON.stringify({ driver: "raw", file })}`,
-    ];
-    const server = spawn("qemu-nbd", args, { stdio: ["ignore", "ignore", "pipe"] });
-    let stderr = "";
-    let exited: string | undefined;
-    server.stderr?.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-    server.once("error", (err) => (exited = err.message));
-    server.once("exit", (code, signal) => (exited ??= `exited with ${code ?? signal}`));
     const spec = `${target.pool}/${target.image}${target.snapshot ? `@${target.snapshot}` : ""}`;
-    try {
-      // qemu-nbd opens the image first, then makes its socket file, then listens: until it
-      // listens a connect finds no file (ENOENT) or is refused (ECONNREFUSED), and is tried again.
-      const deadline = Date.now() + 60_000;
-      for (;;) {
-        if (exited !== undefined) {
-          const reason = `${exited}${stderr ? `: ${stderr.trim()}` : ""}`;
-          throw new BackendError(`cannot open RBD image ${spec}: qemu-nbd ${reason}`, {
-            stderr,
-            hint: /Permission denied|Operation not permitted|auth/i.test(stderr)
-              ? "check the Ceph user, its key and its caps on the pool"
-              : /No such file/i.test(stderr) ? "the image or snapshot does not exist" : "is qemu-block-extra installed and the cluster up?",
-          });
-        }
-        if (Date.now() > deadline) throw new BackendError(`cannot open RBD image ${spec}: qemu-nbd did not start within 60 s`, { stderr });
-        try {
-          const client = await NbdClient.connect(socket);
-          return new RbdBlockDevice(ceph, target, client, server, dir, readOnly || Boolean(target.snapshot));
-        } catch (err) {
-          if (!isErrno(err, "ENOENT", "ECONNREFUSED")) throw err;
-        }
-        await sleep(20);
-      }
-    } catch (err) {
-      server.kill("SIGKILL");
-      removePrivateDir(dir);
-      throw err;
-    }
+    const info = await ceph.rbdJson<{ size: number }>(["info", spec], `open RBD image ${spec}`);
+    return new RbdBlockDevice(ceph, target, info.size, readOnly || Boolean(target.snapshot));
   }
 
+  /** The private qemu-nbd, started on first use. */
+  private connection(): Promise<NbdClient> {
+    if (this.closed) return Promise.reject(new Error(`RBD image ${this.spec}: the device is closed`));
+    this.started ??= startPrivateServer(this.ceph, this.target, this.readOnly);
+    return this.started.then((s) => s.client);
+  }
   private check(offset: number, length: number): void {
     checkRange(this.size, offset, length);
   }
@@ -126,38 +106,47 @@ export class RbdBlockDevice implements BlockDevice {
 
   async pread(buffer: Buffer, offset: number): Promise<number> {
     this.check(offset, buffer.length);
-    await this.io(() => this.client.pread(buffer, offset));
+    const client = await this.connection();
+    await this.io(() => client.pread(buffer, offset));
     return buffer.length;
   }
 
   async pwrite(buffer: Buffer, offset: number, opts: { fua?: boolean } = {}): Promise<void> {
     this.checkWritable();
     this.check(offset, buffer.length);
-    await this.io(() => this.client.pwrite(buffer, offset, Boolean(opts.fua) && this.client.can(Tx.SEND_FUA)));
-    if (opts.fua && !this.client.can(Tx.SEND_FUA)) await this.flush();
+    const client = await this.connection();
+    await this.io(() => client.pwrite(buffer, offset, Boolean(opts.fua) && client.can(Tx.SEND_FUA)));
+    if (opts.fua && !client.can(Tx.SEND_FUA)) await this.flush();
   }
 
   async flush(): Promise<void> {
-    if (!this.readOnly) await this.io(() => this.client.flush());
+    // Nothing was written through a qemu-nbd that never started: nothing to flush.
+    if (this.readOnly || !this.started) return;
+    const client = await this.connection();
+    await this.io(() => client.flush());
   }
 
   async trim(offset: number, length: number): Promise<void> {
     this.checkWritable();
     this.check(offset, length);
-    if (length) await this.io(() => this.client.trim(offset, length));
+    if (!length) return;
+    const client = await this.connection();
+    await this.io(() => client.trim(offset, length));
   }
 
   async zero(offset: number, length: number, opts: { mayTrim?: boolean } = {}): Promise<void> {
     this.checkWritable();
     this.check(offset, length);
-    if (length) await this.io(() => this.client.zero(offset, length, Boolean(opts.mayTrim)));
+    if (!length) return;
+    const client = await this.connection();
+    await this.io(() => client.zero(offset, length, Boolean(opts.mayTrim)));
   }
 
   /** Allocation from `rbd diff` (object-map makes it cheap); a clone's parent data counts as data. */
   async extents(offset: number, length: number): Promise<Extent[]> {
     this.check(offset, length);
     if (length === 0) return [];
-    const spec = `${this.target.pool}/${this.target.image}${this.target.snapshot ? `@${this.target.snapshot}` : ""}`;
+    const spec = this.spec;
     const entries = (await this.ceph.rbdJson<DiffEntry[]>(["diff", spec], `list the allocation of ${spec}`)) ?? [];
     const end = offset + length;
     const out: Extent[] = [];
@@ -183,14 +172,68 @@ export class RbdBlockDevice implements BlockDevice {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    try {
-      await this.client.close();
-    } finally {
-      // qemu-nbd exits once its one client has gone; give it a moment, then make sure.
-      const gone = new Promise<void>((resolve) => (this.server.exitCode !== null || this.server.signalCode !== null ? resolve() : this.server.once("exit", () => resolve())));
-      await Promise.race([gone, sleep(5000)]);
-      if (this.server.exitCode === null && this.server.signalCode === null) this.server.kill("SIGKILL");
-      removePrivateDir(this.dir);
+    const started = await this.started?.catch(() => undefined);
+    if (started) await stopPrivateServer(started);
+  }
+}
+
+/** qemu-nbd over the image on a Unix socket in a private directory, and a client connected to it. */
+async function startPrivateServer(ceph: CephAccess, target: RbdTarget, readOnly: boolean): Promise<PrivateServer> {
+  const dir = privateDir("qemu-nbd-");
+  const socket = join(dir, "nbd.sock");
+  const file: Record<string, unknown> = { driver: "rbd", pool: target.pool, image: target.image, conf: ceph.confPath, user: ceph.user };
+  if (target.snapshot) file.snapshot = target.snapshot;
+  if (ceph.keyFile) file["key-secret"] = "kindling-key";
+  const args = [
+    ...(ceph.keyFile ? ["--object", `secret,id=kindling-key,file=${ceph.keyFile},format=base64`] : []),
+    "--format", "raw", "--socket", socket, "--discard", "unmap",
+    ...(readOnly || target.snapshot ? ["--read-only"] : []),
+    `json:${JSON.stringify({ driver: "raw", file })}`,
+  ];
+  const server = spawn("qemu-nbd", args, { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  let exited: string | undefined;
+  server.stderr?.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  server.once("error", (err) => (exited = err.message));
+  server.once("exit", (code, signal) => (exited ??= `exited with ${code ?? signal}`));
+  const spec = `${target.pool}/${target.image}${target.snapshot ? `@${target.snapshot}` : ""}`;
+  try {
+    // qemu-nbd opens the image first, then makes its socket file, then listens: until it
+    // listens a connect finds no file (ENOENT) or is refused (ECONNREFUSED), and is tried again.
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      if (exited !== undefined) {
+        const reason = `${exited}${stderr ? `: ${stderr.trim()}` : ""}`;
+        throw new BackendError(`cannot open RBD image ${spec}: qemu-nbd ${reason}`, {
+          stderr,
+          hint: /Permission denied|Operation not permitted|auth/i.test(stderr)
+            ? "check the Ceph user, its key and its caps on the pool"
+            : /No such file/i.test(stderr) ? "the image or snapshot does not exist" : "is qemu-block-extra installed and the cluster up?",
+        });
+      }
+      if (Date.now() > deadline) throw new BackendError(`cannot open RBD image ${spec}: qemu-nbd did not start within 60 s`, { stderr });
+      try {
+        return { client: await NbdClient.connect(socket), server, dir };
+      } catch (err) {
+        if (!isErrno(err, "ENOENT", "ECONNREFUSED")) throw err;
+      }
+      await sleep(20);
     }
+  } catch (err) {
+    server.kill("SIGKILL");
+    removePrivateDir(dir);
+    throw err;
+  }
+}
+
+async function stopPrivateServer({ client, server, dir }: PrivateServer): Promise<void> {
+  try {
+    await client.close();
+  } finally {
+    // qemu-nbd exits once its one client has gone; give it a moment, then make sure.
+    const gone = new Promise<void>((resolve) => (server.exitCode !== null || server.signalCode !== null ? resolve() : server.once("exit", () => resolve())));
+    await Promise.race([gone, sleep(5000)]);
+    if (server.exitCode === null && server.signalCode === null) server.kill("SIGKILL");
+    removePrivateDir(dir);
   }
 }

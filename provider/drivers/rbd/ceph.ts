@@ -147,6 +147,11 @@ export class CephAccess {
     return this.config.user;
   }
 
+  /** How long a Ceph tool, or a librbd client, waits for the cluster before it gives up. */
+  get timeoutSeconds(): number {
+    return this.config.timeoutSeconds;
+  }
+
   /** Options every Ceph tool takes: cluster, user, key, and time limits so nothing hangs. */
   commonArgs(): string[] {
     const t = String(this.config.timeoutSeconds);

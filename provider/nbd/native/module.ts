@@ -12,7 +12,9 @@ export interface NativeReport {
 
 export interface NativeServeOptions {
   socket: number;
-  device: number;
+  /** What it serves from: a file's descriptor (the caller's; never closed there), or an image rbdOpen() opened (the connection's from then on). */
+  device?: number;
+  rbd?: object;
   size: number;
   readOnly: boolean;
   structured: boolean;
@@ -22,10 +24,28 @@ export interface NativeServeOptions {
   prefix: Buffer;
 }
 
+/** An RBD image to open through librbd (rbd.c); the key is read from `keyFile`, never passed. */
+export interface RbdOpenOptions {
+  conf: string;
+  user: string;
+  keyFile?: string;
+  pool: string;
+  image: string;
+  snapshot?: string;
+  readOnly: boolean;
+  timeoutSeconds: number;
+}
+
 export interface NativeTransmissionModule {
   serve(options: NativeServeOptions, onDone: (report: NativeReport) => void): object;
   stop(handle: object): void;
   abort(handle: object): void;
+  /** Opens an image on libuv's thread pool; `errno` on the error says why it could not. */
+  rbdOpen(options: RbdOpenOptions, onDone: (err: (Error & { errno: number }) | undefined, opened?: { handle: object; size: number }) => void): void;
+  /** Closes an image opened and not handed to serve(). */
+  rbdClose(handle: object): void;
+  /** null when librbd can be loaded (KINDLING_LIBRBD names another), else why not. */
+  rbdAvailable(): string | null;
 }
 
 // Where `make setup` puts it: dist/native, beside dist/provider.
@@ -46,7 +66,9 @@ export function nativeTransmission(): NativeTransmissionModule | undefined {
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const module = require(path) as NativeTransmissionModule;
-      if (typeof module.serve !== "function" || typeof module.stop !== "function" || typeof module.abort !== "function") throw new Error("it has no serve(), stop() and abort()");
+      if (typeof module.serve !== "function" || typeof module.stop !== "function" || typeof module.abort !== "function" || typeof module.rbdOpen !== "function") {
+        throw new Error("it has no serve(), stop(), abort() and rbdOpen()");
+      }
       loaded = { module };
     } catch (err) {
       loaded = {};

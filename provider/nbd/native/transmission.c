@@ -1,5 +1,6 @@
 // The NBD transmission phase of one connection, served by native threads, for a device that is
-// a file read and written by descriptor (the file driver's volumes and snapshots).
+// a file read and written by descriptor (the file driver's volumes and snapshots, file.c) or an
+// RBD image through librbd (rbd.c); device.h is what the two have in common.
 //
 // Why native: the profile in bench/README.md ("Where the time goes") found that a 1-4 KiB
 // request spends most of its time in the hop to libuv's thread pool and back (futexes, an
@@ -11,16 +12,16 @@
 // and send their reply whole (a write lock), so requests run in parallel and replies never
 // interleave.
 //
-// The JavaScript side (fd-transmission.ts) has done the handshake and hands over a duplicate of
-// the socket, the device's descriptor, what was agreed, and any bytes it read past the
-// handshake. The threads end when the client disconnects, the socket breaks, or stop() shuts the
+// The JavaScript side (transmission.ts) has done the handshake and hands over a duplicate of
+// the socket, the device (a descriptor, or an image rbdOpen() opened), what was agreed, and any
+// bytes it read past the handshake. The threads end when the client disconnects, the socket breaks, or stop() shuts the
 // socket's reading side; requests in flight still finish and are answered. Then the last thread
-// flushes a writable device, half-closes and closes its socket, and reports to JavaScript.
-// The device's descriptor stays JavaScript's: it is closed there, after the report.
+// flushes a writable device, releases it, half-closes and closes its socket, and reports to
+// JavaScript. A file's descriptor stays JavaScript's: it is closed there, after the report; an
+// RBD image is the connection's own, closed by its last thread.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/falloc.h>
 #include <node_api.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -28,9 +29,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include "device.h"
 
 // Numbers of the NBD protocol (provider/util/nbd/protocol.ts has the same, with names).
 #define REQUEST_MAGIC 0x25609513u
@@ -68,7 +69,7 @@ static const uint16_t ALLOWED_FLAGS[] = {
 
 struct connection {
   int sock;
-  int device;
+  struct device device;
   uint64_t size;
   int read_only, structured, allocation;
   uint32_t max_payload;
@@ -249,35 +250,6 @@ static void shrink(struct worker *w) {
   w->capacity = 0;
 }
 
-static int read_full(int fd, unsigned char *into, size_t n, uint64_t offset) {
-  size_t done = 0;
-  while (done < n) {
-    ssize_t r = pread(fd, into + done, n - done, (off_t)(offset + done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (r == 0) break;
-    done += (size_t)r;
-  }
-  // The file ends before the device does: what lies past its end reads as zeroes.
-  if (done < n) memset(into + done, 0, n - done);
-  return 0;
-}
-
-static int write_full(int fd, const unsigned char *from, size_t n, uint64_t offset) {
-  size_t done = 0;
-  while (done < n) {
-    ssize_t w = pwrite(fd, from + done, n - done, (off_t)(offset + done));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    done += (size_t)w;
-  }
-  return 0;
-}
-
 static void do_read(struct worker *w, const struct request *r) {
   struct connection *c = w->c;
   if (!reserve(w, r->length)) {
@@ -285,7 +257,7 @@ static void do_read(struct worker *w, const struct request *r) {
     return;
   }
   unsigned char h[20], tail[12];
-  if (read_full(c->device, w->buffer, r->length, r->offset) < 0) {
+  if (c->device.ops->read(&c->device, w->buffer, r->length, r->offset) < 0) {
     int e = errno;
     if (!c->structured) {
       simple_header(h, r, nbd_errno(e));
@@ -324,81 +296,24 @@ static void do_read(struct worker *w, const struct request *r) {
   send_reply(c, iov, 3);
 }
 
-static off_t file_size(int fd) {
-  struct stat st;
-  return fstat(fd, &st) == 0 ? st.st_size : -1;
-}
-
-/** Zeroes [offset, offset+length) by writing zeroes: where fallocate cannot. */
-static int write_zeroes(int fd, uint64_t offset, uint64_t length) {
-  static const unsigned char zeroes[65536];
-  while (length > 0) {
-    size_t n = length < sizeof zeroes ? (size_t)length : sizeof zeroes;
-    if (write_full(fd, zeroes, n, offset) < 0) return -1;
-    offset += n;
-    length -= n;
-  }
-  return 0;
-}
-
-static int do_zero(struct connection *c, const struct request *r) {
-  // Past the file's end already reads as zeroes; zeroing there would allocate blocks beyond
-  // the end (keep-size) that nothing can ever read.
-  off_t end = file_size(c->device);
-  if (end < 0) return -1;
-  if ((uint64_t)end <= r->offset) return 0;
-  uint64_t length = r->length;
-  if (r->offset + length > (uint64_t)end) length = (uint64_t)end - r->offset;
-  int mode = (r->flags & FLAG_NO_HOLE) ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
-  if (fallocate(c->device, mode, (off_t)r->offset, (off_t)length) == 0) return 0;
-  if (errno != EOPNOTSUPP) return -1;
-  return write_zeroes(c->device, r->offset, length);
-}
-
 static void do_block_status(struct connection *c, const struct request *r) {
   static __thread unsigned char body[4 + 8 * MAX_EXTENTS];
-  uint64_t at = r->offset, end = r->offset + r->length;
-  int limit = (r->flags & FLAG_REQ_ONE) ? 1 : MAX_EXTENTS, count = 0;
-  off_t size = file_size(c->device);
-  if (size < 0) {
+  static __thread struct extent extents[MAX_EXTENTS];
+  int limit = (r->flags & FLAG_REQ_ONE) ? 1 : MAX_EXTENTS;
+  int found = c->device.ops->extents(&c->device, r->offset, r->length, limit, extents);
+  if (found < 0) {
     reply_error(c, r, nbd_errno(errno), strerror(errno));
     return;
   }
   put32(body, BASE_ALLOCATION_ID);
-  while (at < end && count < limit) {
-    uint64_t next;
-    int hole;
-    if (at >= (uint64_t)size) {
-      next = end; // past the file's end reads as zeroes, as a hole does
-      hole = 1;
-    } else {
-      off_t data = lseek(c->device, (off_t)at, SEEK_DATA);
-      if (data < 0 && errno != ENXIO) {
-        reply_error(c, r, nbd_errno(errno), strerror(errno));
-        return;
-      }
-      if (data < 0) data = size;
-      if ((uint64_t)data > at) {
-        next = (uint64_t)data;
-        hole = 1;
-      } else {
-        off_t h = lseek(c->device, (off_t)at, SEEK_HOLE);
-        if (h < 0) {
-          reply_error(c, r, nbd_errno(errno), strerror(errno));
-          return;
-        }
-        next = (uint64_t)h;
-        hole = 0;
-      }
-      if (next > end) next = end;
-    }
-    uint64_t span = next - at;
+  int count = 0;
+  while (count < found) {
+    uint64_t span = extents[count].length;
     int clipped = span > U32_MAX_ALIGNED;
     if (clipped) span = U32_MAX_ALIGNED;
     put32(body + 4 + 8 * count, (uint32_t)span);
-    put32(body + 8 + 8 * count, hole ? STATE_HOLE | STATE_ZERO : 0);
+    put32(body + 8 + 8 * count, extents[count].hole ? STATE_HOLE | STATE_ZERO : 0);
     count++;
-    at += span;
     if (clipped) break; // the client asks again for the rest
   }
   unsigned char h[20];
@@ -408,7 +323,7 @@ static void do_block_status(struct connection *c, const struct request *r) {
 }
 
 static int flush_device(struct connection *c) {
-  return c->read_only ? 0 : fdatasync(c->device);
+  return c->read_only ? 0 : c->device.ops->flush(&c->device);
 }
 
 /** Checks a request against the export; 0 when it may run, else the errno it is answered with. */
@@ -444,17 +359,16 @@ static void handle(struct worker *w, const struct request *r) {
       do_read(w, r);
       return;
     case CMD_WRITE:
-      failed = write_full(c->device, w->buffer, r->length, r->offset) < 0 || ((r->flags & FLAG_FUA) && flush_device(c) < 0);
+      failed = c->device.ops->write(&c->device, w->buffer, r->length, r->offset) < 0 || ((r->flags & FLAG_FUA) && flush_device(c) < 0);
       break;
     case CMD_FLUSH:
       failed = flush_device(c) < 0;
       break;
     case CMD_TRIM:
-      failed = (r->length > 0 && fallocate(c->device, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->offset, (off_t)r->length) < 0) ||
-               ((r->flags & FLAG_FUA) && flush_device(c) < 0);
+      failed = c->device.ops->trim(&c->device, r->offset, r->length) < 0 || ((r->flags & FLAG_FUA) && flush_device(c) < 0);
       break;
     case CMD_WRITE_ZEROES:
-      failed = do_zero(c, r) < 0 || ((r->flags & FLAG_FUA) && flush_device(c) < 0);
+      failed = c->device.ops->zero(&c->device, r->offset, r->length, !(r->flags & FLAG_NO_HOLE)) < 0 || ((r->flags & FLAG_FUA) && flush_device(c) < 0);
       break;
     case CMD_CACHE:
       break; // a hint; the page cache does the rest
@@ -505,6 +419,7 @@ static int next_request(struct worker *w, struct request *r) {
 
 static void finish(struct connection *c) {
   flush_device(c);
+  c->device.ops->release(&c->device);
   pthread_mutex_lock(&c->state_lock);
   int sock = c->sock;
   c->sock = -1; // stop() no longer touches it
@@ -621,17 +536,29 @@ static napi_value serve(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 2) return throw_error(env, "serve(options, onDone)");
-  int64_t sock, device, size, max_payload, threads;
+  int64_t sock, device = -1, size, max_payload, threads;
   int read_only, structured, allocation;
-  if (!get_int64(env, argv[0], "socket", &sock) || !get_int64(env, argv[0], "device", &device) || !get_int64(env, argv[0], "size", &size) ||
+  bool has_rbd = false;
+  napi_has_named_property(env, argv[0], "rbd", &has_rbd);
+  if (!get_int64(env, argv[0], "socket", &sock) || (!has_rbd && !get_int64(env, argv[0], "device", &device)) || !get_int64(env, argv[0], "size", &size) ||
       !get_int64(env, argv[0], "maxPayload", &max_payload) || !get_int64(env, argv[0], "threads", &threads) ||
       !get_bool(env, argv[0], "readOnly", &read_only) || !get_bool(env, argv[0], "structured", &structured) ||
       !get_bool(env, argv[0], "allocation", &allocation)) {
-    return throw_error(env, "serve: socket, device, size, maxPayload, threads, readOnly, structured and allocation are required");
+    return throw_error(env, "serve: socket, device or rbd, size, maxPayload, threads, readOnly, structured and allocation are required");
   }
   if (threads < 1 || threads > 64 || size < 0 || max_payload < 1 || max_payload > 0xffffffffLL) return throw_error(env, "serve: an option is out of range");
   struct connection *c = calloc(1, sizeof *c);
   if (!c) return throw_error(env, "serve: out of memory");
+  c->device = (struct device){ .ops = &file_ops, .fd = (int)device };
+  if (has_rbd) {
+    // Last of the checks: from here on the image is the connection's, released with it.
+    napi_value rbd;
+    napi_get_named_property(env, argv[0], "rbd", &rbd);
+    if (!rbd_device_take(env, rbd, &c->device)) {
+      free(c);
+      return NULL;
+    }
+  }
   napi_value prefix;
   bool has_prefix = false;
   napi_has_named_property(env, argv[0], "prefix", &has_prefix);
@@ -645,6 +572,7 @@ static napi_value serve(napi_env env, napi_callback_info info) {
       if (length > 0) {
         c->prefix = malloc(length);
         if (!c->prefix) {
+          c->device.ops->release(&c->device);
           free(c);
           return throw_error(env, "serve: out of memory");
         }
@@ -655,6 +583,7 @@ static napi_value serve(napi_env env, napi_callback_info info) {
   }
   c->sock = dup((int)sock);
   if (c->sock < 0) {
+    c->device.ops->release(&c->device);
     free(c->prefix);
     free(c);
     return throw_error(env, strerror(errno));
@@ -663,7 +592,6 @@ static napi_value serve(napi_env env, napi_callback_info info) {
   // socket, not the descriptor: the caller closes its own descriptor right after this.)
   int fl = fcntl(c->sock, F_GETFL);
   if (fl >= 0) fcntl(c->sock, F_SETFL, fl & ~O_NONBLOCK);
-  c->device = (int)device;
   c->size = (uint64_t)size;
   c->read_only = read_only;
   c->structured = structured;
@@ -676,13 +604,15 @@ static napi_value serve(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "kindling nbd transmission", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, NULL, call_report, &c->report) != napi_ok) {
     close(c->sock);
+    c->device.ops->release(&c->device);
     connection_free(c);
     return throw_error(env, "serve: cannot make the report callback");
   }
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 256 * 1024);
+  // librbd's calls go deeper than a pread does.
+  pthread_attr_setstacksize(&attr, has_rbd ? 1024 * 1024 : 256 * 1024);
   c->running = (int)threads;
   for (int64_t i = 0; i < threads; i++) {
     pthread_t t;
@@ -696,6 +626,7 @@ static napi_value serve(napi_env env, napi_callback_info info) {
         pthread_attr_destroy(&attr);
         close(c->sock);
         napi_release_threadsafe_function(c->report, napi_tsfn_abort);
+        c->device.ops->release(&c->device);
         connection_free(c);
         return throw_error(env, "serve: cannot start a thread");
       }
@@ -742,6 +673,7 @@ static napi_value abort_connection(napi_env env, napi_callback_info info) {
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
+  rbd_register(env, exports);
   napi_create_function(env, "serve", NAPI_AUTO_LENGTH, serve, NULL, &fn);
   napi_set_named_property(env, exports, "serve", fn);
   napi_create_function(env, "stop", NAPI_AUTO_LENGTH, stop, NULL, &fn);

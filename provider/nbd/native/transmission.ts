@@ -2,14 +2,20 @@ import type { Socket } from "node:net";
 import type { BlockDevice } from "../../drivers/contract";
 import { MAX_PAYLOAD } from "../../util/nbd/protocol";
 import type { SocketReader } from "../../util/nbd/reader";
+import type { NativeDevice } from "./devices";
 import type { NativeReport, NativeTransmissionModule } from "./module";
 
-// Threads per connection (KINDLING_NBD_THREADS, 1-64). More than one, so that a pwrite held by
-// writeback does not hold every request behind it; bench/README.md has what 2 to 16 measured.
-const THREADS = (() => {
-  const n = Number(process.env.KINDLING_NBD_THREADS ?? 4);
-  return Number.isInteger(n) && n >= 1 && n <= 64 ? n : 4;
-})();
+function threadsFrom(name: string, fallback: number): number {
+  const n = Number(process.env[name] ?? fallback);
+  return Number.isInteger(n) && n >= 1 && n <= 64 ? n : fallback;
+}
+
+// Threads per connection on a file (KINDLING_NBD_THREADS, 1-64). More than one, so that a pwrite
+// held by writeback does not hold every request behind it; bench/README.md has what 2 to 16 measured.
+const THREADS = threadsFrom("KINDLING_NBD_THREADS", 4);
+// On an RBD image (KINDLING_NBD_RBD_THREADS): each librbd call waits a network round trip to the
+// OSD, so a thread per request a client keeps in flight (fio and qemu keep 16, nbdcopy 16-64).
+const RBD_THREADS = threadsFrom("KINDLING_NBD_RBD_THREADS", 16);
 
 // How long a stopped connection may take to send its last replies: a client that stopped
 // reading would otherwise hold a thread in sendmsg, and the server's close, forever. The
@@ -18,9 +24,10 @@ const STOP_GRACE_MS = 2000;
 
 /**
  * The transmission phase of one connection in native threads (transmission.c), for a device
- * that is a file read and written by descriptor. It answers as the JavaScript Transmission does,
- * request for request; the socket passes to the native side, so `socket` is destroyed here (its
- * descriptor only: the connection stays open on the native side's own).
+ * the native side reaches by itself (devices.ts: a file by descriptor, an RBD image through
+ * librbd). It answers as the JavaScript Transmission does, request for request; the socket
+ * passes to the native side, so `socket` is destroyed here (its descriptor only: the connection
+ * stays open on the native side's own).
  */
 export class NativeTransmission {
   private handle?: object;
@@ -34,7 +41,7 @@ export class NativeTransmission {
     private readonly socket: Socket,
     private readonly reader: SocketReader,
     private readonly device: BlockDevice,
-    private readonly descriptor: number,
+    private readonly target: NativeDevice,
     private readonly opts: { readOnly: boolean; structured: boolean; allocationContext: boolean },
   ) {}
 
@@ -52,13 +59,13 @@ export class NativeTransmission {
       this.handle = this.module.serve(
         {
           socket: fd,
-          device: this.descriptor,
+          ...this.target,
           size: this.device.size,
           readOnly: this.opts.readOnly,
           structured: this.opts.structured,
           allocation: this.opts.allocationContext,
           maxPayload: MAX_PAYLOAD,
-          threads: THREADS,
+          threads: this.target.rbd ? RBD_THREADS : THREADS,
           prefix,
         },
         (report) => {

@@ -5,15 +5,17 @@
 //  2. create and delete latency through the library against bare `rbd create` / `rbd rm` with
 //     the same user, key file and timeouts, with the time kindling spends inside rbd/ceph
 //     commands counted, so what it adds is visible;
-//  3. `kindling nbd serve` exporting an RBD volume against `qemu-nbd` serving the same image
-//     through librbd directly, fio's nbd engine.
-// Peer and kindling alternate within each run; medians.
+//  3. `kindling nbd serve` exporting an RBD volume, on its native path (librbd in its own threads)
+//     and on the path through its private qemu-nbd (librbd made unloadable), against `qemu-nbd`
+//     serving the same image through librbd directly; fio's nbd engine; the CPU each server's
+//     processes and the OSD used during each run.
+// The servers take turns within each run; medians.
 //   KINDLING_BENCH_SIZES=1,8 (GiB)  KINDLING_BENCH_RUNS=3 (fio)  KINDLING_BENCH_OP_RUNS=7
 //   KINDLING_BENCH_SECONDS=5 (fio)  KINDLING_BENCH_DIR=/var/tmp (cluster data: up to ~12 GiB)
 //   KINDLING_BENCH_PARTS=latency,cow,nbd   KINDLING_BENCH_LOG=debug (the NBD daemon's log level)
 import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from "node:fs";
-import { cpus, release, totalmem } from "node:os";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, release, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
@@ -270,22 +272,53 @@ async function latency(config: BackendConfig, sqlite: Backend, memory: Backend, 
 
 const NBD_TESTS = ["seq read 1M (MiB/s)", "seq write 1M (MiB/s)", "4k randread (IOPS)", "4k randwrite (IOPS)"] as const;
 
-async function fio(uri: string, rw: string, bs: string): Promise<number> {
+/** CPU time (s) of a process and every live descendant, with what their reaped children used. */
+function treeCpuSeconds(root: number): number {
+  const hz = 100; // USER_HZ on Linux
+  const stats = new Map<number, { ppid: number; ticks: number }>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      // After the command: state ppid ... utime(12) stime(13) cutime(14) cstime(15), 0-based.
+      stats.set(Number(entry), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) });
+    } catch {
+      // exited while we looked
+    }
+  }
+  const inTree = (pid: number): boolean => {
+    for (let p = pid, depth = 0; p > 1 && depth < 64; p = stats.get(p)?.ppid ?? 0, depth++) if (p === root) return true;
+    return false;
+  };
+  let ticks = 0;
+  for (const [pid, s] of stats) if (inTree(pid)) ticks += s.ticks;
+  return ticks / hz;
+}
+
+interface Sample { value: number; server: number; osd: number }
+
+/** One fio run; its result, and the cores the server's processes and the OSD used meanwhile. */
+async function fio(uri: string, rw: string, bs: string, serverPid: number, osdPid: number): Promise<Sample> {
   const args = [
     "--name=b", "--ioengine=nbd", `--uri=${uri}`, `--rw=${rw}`, `--bs=${bs}`, "--iodepth=16", "--size=1G",
     `--runtime=${seconds}`, "--time_based", "--output-format=json",
   ];
+  const before = { server: treeCpuSeconds(serverPid), osd: treeCpuSeconds(osdPid), at: process.hrtime.bigint() };
   const out = await sh("fio", args);
+  const wall = Number(process.hrtime.bigint() - before.at) / 1e9;
+  const server = (treeCpuSeconds(serverPid) - before.server) / wall;
+  const osd = (treeCpuSeconds(osdPid) - before.osd) / wall;
   const job = JSON.parse(out.slice(out.indexOf("{"))).jobs[0];
   const side = rw.includes("read") ? job.read : job.write;
-  return bs === "4k" ? side.iops : side.bw / 1024; // IOPS, or MiB/s
+  return { value: bs === "4k" ? side.iops : side.bw / 1024, server, osd }; // IOPS, or MiB/s
 }
 
-async function fioAll(uri: string, into: Record<string, number[]>): Promise<void> {
-  into[NBD_TESTS[0]].push(await fio(uri, "read", "1M"));
-  into[NBD_TESTS[1]].push(await fio(uri, "write", "1M"));
-  into[NBD_TESTS[2]].push(await fio(uri, "randread", "4k"));
-  into[NBD_TESTS[3]].push(await fio(uri, "randwrite", "4k"));
+async function fioAll(uri: string, into: Record<string, Sample[]>, serverPid: number, osdPid: number): Promise<void> {
+  into[NBD_TESTS[0]].push(await fio(uri, "read", "1M", serverPid, osdPid));
+  into[NBD_TESTS[1]].push(await fio(uri, "write", "1M", serverPid, osdPid));
+  into[NBD_TESTS[2]].push(await fio(uri, "randread", "4k", serverPid, osdPid));
+  into[NBD_TESTS[3]].push(await fio(uri, "randwrite", "4k", serverPid, osdPid));
 }
 
 async function waitForNbd(uri: string, child: ChildProcess): Promise<void> {
@@ -331,9 +364,16 @@ async function qemuNbd(peer: BareRbd, image: string, port: number): Promise<Chil
   return child;
 }
 
-async function nbdExport(cluster: Cluster, dir: string, backend: Backend, peer: BareRbd, dbPath: string): Promise<Record<string, { kindling: number; qemu: number }>> {
+/** The servers of the NBD part, in the order of the table's columns. */
+const SERVERS = ["kindling native", "kindling via qemu-nbd", "qemu-nbd"] as const;
+type ServerName = (typeof SERVERS)[number];
+type NbdRow = Record<ServerName, Sample>;
+interface NbdResult { rows: Record<string, NbdRow>; load: { start: number; end: number } }
+
+async function nbdExport(cluster: Cluster, dir: string, backend: Backend, peer: BareRbd, dbPath: string): Promise<NbdResult> {
   const volume = await backend.createVolume({ name: "nbd-bench", sizeGiB: 1 });
   const image = volume.location as string;
+  const osdPid = Number(readFileSync(join(cluster.dir, "run", "osd.0.pid"), "utf8").trim());
   try {
     // Full of data: reads of never-written RBD objects return zeroes without touching the OSD.
     await fill(cluster, image, 1);
@@ -343,32 +383,47 @@ async function nbdExport(cluster: Cluster, dir: string, backend: Backend, peer: 
       persistence: { storage: "sqlite", path: dbPath },
       backends: { bench: { driver: "rbd", pool: POOL, monHost: cluster.monHost, user: "kindling", keyring: cluster.keyring } },
     }));
-    const k: Record<string, number[]> = Object.fromEntries(NBD_TESTS.map((t) => [t, []]));
-    const q: Record<string, number[]> = Object.fromEntries(NBD_TESTS.map((t) => [t, []]));
-    try {
-      for (let i = 0; i < runs; i++) {
-        // One server at a time: both hold the image's exclusive lock while a client writes.
-        const port = await freePort();
-        const daemon = await Daemon.start(config, port, process.env.KINDLING_BENCH_LOG ? { KINDLING_LOG_LEVEL: process.env.KINDLING_BENCH_LOG } : {});
-        try {
-          await fioAll(`${daemon.uri}/nbd-bench`, k);
-        } catch (err) {
-          throw new Error(`${(err as Error).message}\nkindling nbd serve said:\n${daemon.log().slice(-6000)}`);
-        } finally {
-          await daemon.stop();
-        }
+    const samples = Object.fromEntries(SERVERS.map((s) => [s, Object.fromEntries(NBD_TESTS.map((t) => [t, [] as Sample[]]))])) as Record<ServerName, Record<string, Sample[]>>;
+    const log: Record<string, string> = process.env.KINDLING_BENCH_LOG ? { KINDLING_LOG_LEVEL: process.env.KINDLING_BENCH_LOG } : {};
+    const kindling = async (into: Record<string, Sample[]>, env: Record<string, string>) => {
+      const port = await freePort();
+      const daemon = await Daemon.start(config, port, { ...log, ...env });
+      try {
+        await fioAll(`${daemon.uri}/nbd-bench`, into, daemon.child.pid as number, osdPid);
+      } catch (err) {
+        throw new Error(`${(err as Error).message}\nkindling nbd serve said:\n${daemon.log().slice(-6000)}`);
+      } finally {
+        await daemon.stop();
+      }
+    };
+    const run: Record<ServerName, () => Promise<void>> = {
+      "kindling native": () => kindling(samples["kindling native"], {}),
+      // librbd made unloadable: the path every rbd export took before the native one.
+      "kindling via qemu-nbd": () => kindling(samples["kindling via qemu-nbd"], { KINDLING_LIBRBD: join(dir, "no-librbd.so") }),
+      "qemu-nbd": async () => {
         const qport = await freePort();
         const server = await qemuNbd(peer, image, qport);
         try {
-          await fioAll(`nbd://127.0.0.1:${qport}`, q);
+          await fioAll(`nbd://127.0.0.1:${qport}`, samples["qemu-nbd"], server.pid as number, osdPid);
         } finally {
           await stopChild(server);
         }
+      },
+    };
+    const load = { start: loadavg()[0], end: 0 };
+    try {
+      for (let i = 0; i < runs; i++) {
+        // One server at a time (each holds the image's exclusive lock while a client writes),
+        // in an order that turns each run, so none always goes first or last.
+        for (let j = 0; j < SERVERS.length; j++) await run[SERVERS[(i + j) % SERVERS.length]]();
       }
     } finally {
       await connection.disconnect();
     }
-    return Object.fromEntries(NBD_TESTS.map((t) => [t, { kindling: median(k[t]), qemu: median(q[t]) }]));
+    load.end = loadavg()[0];
+    const med = (xs: Sample[]): Sample => ({ value: median(xs.map((x) => x.value)), server: median(xs.map((x) => x.server)), osd: median(xs.map((x) => x.osd)) });
+    const rows = Object.fromEntries(NBD_TESTS.map((t) => [t, Object.fromEntries(SERVERS.map((s) => [s, med(samples[s][t])])) as NbdRow]));
+    return { rows, load };
   } finally {
     await volume.delete();
   }
@@ -392,7 +447,7 @@ async function main(): Promise<void> {
   const backends: Backend[] = [];
   const cow: CowRow[] = [];
   let lat: Latency[] = [];
-  let nbd: Record<string, { kindling: number; qemu: number }> = {};
+  let nbd: NbdResult | undefined;
   const started = Date.now();
   // Ceph's daemons detach from this process: an interrupted bench must stop them too.
   const interrupted = (signal: NodeJS.Signals) => {
@@ -457,14 +512,26 @@ async function main(): Promise<void> {
       ...lat.map((l) => `| ${l.op} | ${ms(l.peer)} | ${ms(l.sqlite)} | ${ms(l.memory)} | ${(l.sqlite / l.peer).toFixed(2)} | ${l.commands} | ${ms(l.inCommands)} | ${ms(l.own)} |`),
     );
   }
-  if (Object.keys(nbd).length) {
+  if (nbd) {
+    const r = nbd.rows;
+    const c = (x: number) => x.toFixed(2);
     lines.push(
       "",
-      `NBD export of a 1 GiB RBD volume full of data; fio nbd engine, one connection, iodepth 16, ${seconds} s; median of ${runs}.`,
+      `NBD export of a 1 GiB RBD volume full of data; fio nbd engine, one connection, iodepth 16, ${seconds} s; median of ${runs}; ` +
+        `1-minute load ${nbd.load.start.toFixed(2)} at the start of this part, ${nbd.load.end.toFixed(2)} at its end.`,
       "",
-      "| test | kindling nbd serve | qemu-nbd (librbd) | kindling / qemu-nbd |",
-      "|---|---|---|---|",
-      ...NBD_TESTS.map((t) => `| ${t} | ${nbd[t].kindling.toFixed(0)} | ${nbd[t].qemu.toFixed(0)} | ${(nbd[t].kindling / nbd[t].qemu).toFixed(2)} |`),
+      "| test | kindling native | kindling via qemu-nbd | qemu-nbd (librbd) | native / qemu-nbd | via qemu-nbd / qemu-nbd |",
+      "|---|---|---|---|---|---|",
+      ...NBD_TESTS.map((t) => {
+        const [n, v, q] = SERVERS.map((s) => r[t][s].value);
+        return `| ${t} | ${n.toFixed(0)} | ${v.toFixed(0)} | ${q.toFixed(0)} | ${(n / q).toFixed(2)} | ${(v / q).toFixed(2)} |`;
+      }),
+      "",
+      "CPU during the same runs, in cores (CPU seconds over wall seconds; medians): the server's processes (kindling's daemon with its private qemu-nbd, or qemu-nbd alone), and the OSD.",
+      "",
+      "| test | native: server | native: OSD | via qemu-nbd: server | via qemu-nbd: OSD | qemu-nbd: server | qemu-nbd: OSD |",
+      "|---|---|---|---|---|---|---|",
+      ...NBD_TESTS.map((t) => `| ${t} | ${SERVERS.map((s) => `${c(r[t][s].server)} | ${c(r[t][s].osd)}`).join(" | ")} |`),
     );
   }
   const table = lines.join("\n");

@@ -22,7 +22,8 @@ packages=(
   openssl      # certificates for the TLS tests (NBD, the database servers)
   # The rbd driver: the rbd and ceph commands, qemu-nbd's librbd driver (the data path of open()),
   # rbd-fuse (local attach without the kernel's rbd module), and a throwaway cluster for tests.
-  ceph-common qemu-block-extra rbd-fuse
+  # librbd1 (which ceph-common brings too) is what the NBD native path loads at run time.
+  ceph-common librbd1 qemu-block-extra rbd-fuse
   ceph-mon ceph-mgr ceph-osd ceph-base uuid-runtime
   # The object driver's stores, for its tests and benchmarks: radosgw (S3 and Swift APIs on the
   # same throwaway cluster); python3-swiftclient warms up its first bucket in scripts/ceph/up.sh,

@@ -140,6 +140,7 @@ export class NbdServer {
       client.socket = agreed.socket;
       if (this.retired.has(agreed.source) || client.device !== agreed.device || agreed.socket.destroyed) return;
       const transmission = await this.transmissionFor(agreed);
+      if (agreed.socket.destroyed) return; // closed while an image opened for it
       client.transmission = transmission;
       await transmission.run();
       if (!agreed.readOnly) await agreed.device.flush().catch(() => undefined);

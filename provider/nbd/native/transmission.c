@@ -151,8 +151,14 @@ static int receive(struct connection *c, unsigned char *into, size_t n) {
 static void send_reply(struct connection *c, struct iovec *iov, int count) {
   pthread_mutex_lock(&c->write_lock);
   struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)count };
+  // A large payload goes in a sendmsg of its own, after the headers sent with MSG_MORE (as
+  // nbdkit does): header and 1 MiB in one sendmsg made sequential 1 MiB reads 0.74x nbdkit's,
+  // in two 0.95x (median of 5 each; bench/README.md). With one, the same CPU moved less data:
+  // more of it went to the kernel's loopback softirq and socket backlog work.
+  int split = count > 1 && iov[count - 1].iov_len >= 65536;
+  if (split) msg.msg_iovlen = (size_t)count - 1;
   while (msg.msg_iovlen > 0) {
-    ssize_t w = sendmsg(c->sock, &msg, MSG_NOSIGNAL);
+    ssize_t w = sendmsg(c->sock, &msg, MSG_NOSIGNAL | (split ? MSG_MORE : 0));
     if (w < 0) {
       if (errno == EINTR) continue;
       pthread_mutex_unlock(&c->write_lock);
@@ -169,6 +175,11 @@ static void send_reply(struct connection *c, struct iovec *iov, int count) {
     if (msg.msg_iovlen > 0) {
       msg.msg_iov[0].iov_base = (char *)msg.msg_iov[0].iov_base + left;
       msg.msg_iov[0].iov_len -= left;
+    }
+    if (msg.msg_iovlen == 0 && split) {
+      split = 0;
+      msg.msg_iov = &iov[count - 1];
+      msg.msg_iovlen = 1;
     }
   }
   pthread_mutex_unlock(&c->write_lock);

@@ -143,6 +143,9 @@ export class NbdServer {
       if (agreed.socket.destroyed) return; // closed while an image opened for it
       client.transmission = transmission;
       await transmission.run();
+      // Every reply is sent: the client learns at once that the connection is over (clients
+      // such as nbdcopy wait for that before they exit), then the server flushes for itself.
+      client.socket.end();
       if (!agreed.readOnly) await agreed.device.flush().catch(() => undefined);
     } catch (err) {
       logger().debug({ err: (err as Error).message }, "nbd connection ended with an error");

@@ -429,14 +429,17 @@ static int next_request(struct worker *w, struct request *r) {
 }
 
 static void finish(struct connection *c) {
-  flush_device(c);
-  c->device.ops->release(&c->device);
   pthread_mutex_lock(&c->state_lock);
   int sock = c->sock;
   c->sock = -1; // stop() no longer touches it
   pthread_mutex_unlock(&c->state_lock);
   shutdown(sock, SHUT_WR); // the last replies go out before the close
   close(sock);
+  // Every reply is sent: the client learns at once that the connection is over (clients such
+  // as nbdcopy wait for that before they exit), then the flush, which is the server's own: its
+  // stop() is answered by the report, after it.
+  flush_device(c);
+  c->device.ops->release(&c->device);
   // `c` may be freed on the JavaScript thread as soon as the report is queued.
   napi_threadsafe_function report = c->report;
   napi_call_threadsafe_function(report, c, napi_tsfn_blocking);

@@ -101,18 +101,14 @@ async function waitFor(uri: string): Promise<void> {
   throw new Error(`no server at ${uri}`);
 }
 
-/** Peak resident memory of a process, from /proc (kB). */
-function peakRss(pid: number): number {
+/** A field of a process's /proc status, in kB. */
+function statusKiB(pid: number, field: string): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
 }
 
-/** A process's resident memory now (kB): all of it, and its anonymous (private) part. */
-function rssNow(pid: number): { rss: number; anon: number } {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kB = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
-  return { rss: kB("VmRSS"), anon: kB("RssAnon") };
-}
+/** Peak resident memory of a process (kB). */
+const peakRss = (pid: number) => statusKiB(pid, "VmHWM");
 
 /**
  * Memory on a fresh server (MiB): idle, then the peak over one client at iodepth 16 (1 MiB reads,
@@ -125,7 +121,7 @@ async function memory(name: string, dir: string, file: string): Promise<number[]
   for (const rw of ["read", "write"]) fio(server.uri, rw, "1M", 16);
   // nbd-server serves each client in a child of its own; its parent's memory says nothing.
   const one = peakRss(server.pid);
-  const anon = rssNow(server.pid).anon;
+  const anon = statusKiB(server.pid, "RssAnon");
   fio(server.uri, "randread", "4k", 2, 50);
   const fifty = await server.stop();
   return [idle, one, anon, fifty].map((kB) => kB / 1024);

@@ -71,6 +71,17 @@ describe("rbd volumes served by the native data path", { skip }, () => {
   const big = randomBytes(64 * MiB);
   const BIG_AT = 256 * MiB;
 
+  /** `bytes` into the export with nbdcopy and out again; both copies and `rbd export` hold them. */
+  function copyThrough(uri: string, bytes: Buffer, sourceName: string, backName: string): void {
+    const source = join(dir, sourceName);
+    writeFileSync(source, bytes);
+    ok("nbdcopy", ["--flush", source, uri]);
+    const back = join(dir, backName);
+    ok("nbdcopy", [uri, back]);
+    assert.ok(readFileSync(back).subarray(0, bytes.length).equals(bytes), "nbdcopy read back what it wrote");
+    assert.ok(exported(volume.location as string, 0, bytes.length).equals(bytes), "rbd export reads what nbdcopy wrote");
+  }
+
   /** What `rbd export` (the cluster's admin, another librbd client) reads from `spec`, from `offset`. */
   function exported(spec: string, offset: number, length: number): Buffer {
     const file = join(dir, `export-${Date.now()}`);
@@ -107,13 +118,7 @@ describe("rbd volumes served by the native data path", { skip }, () => {
   test("nbdcopy writes and reads through native threads, with no qemu-nbd; the image holds what rbd export reads", async () => {
     const d = daemon as Daemon;
     const uri = `${d.uri}/disk`;
-    const source = join(dir, "source");
-    writeFileSync(source, data);
-    ok("nbdcopy", ["--flush", source, uri]);
-    const back = join(dir, "back");
-    ok("nbdcopy", [uri, back]);
-    assert.ok(readFileSync(back).subarray(0, data.length).equals(data), "nbdcopy read back what it wrote");
-    assert.ok(exported(volume.location as string, 0, data.length).equals(data), "rbd export reads what nbdcopy wrote");
+    copyThrough(uri, data, "source", "back");
     await until(() => d.log().includes('"path":"native","device":"rbd"'), "the daemon's log of the connections", WAIT);
     assert.ok(!d.log().includes('"path":"javascript"'), d.log()); // nbdcopy's connections, all native
     assert.ok(!d.log().includes("librbd cannot be loaded"), d.log());
@@ -205,13 +210,7 @@ describe("rbd volumes served by the native data path", { skip }, () => {
     const d = daemon;
     const uri = `${d.uri}/disk`;
     const other = randomBytes(8 * MiB);
-    const source = join(dir, "source2");
-    writeFileSync(source, other);
-    ok("nbdcopy", ["--flush", source, uri]);
-    const back = join(dir, "back2");
-    ok("nbdcopy", [uri, back]);
-    assert.ok(readFileSync(back).subarray(0, other.length).equals(other), "read back what was written");
-    assert.ok(exported(volume.location as string, 0, other.length).equals(other), "rbd export reads it");
+    copyThrough(uri, other, "source2", "back2");
     // 64 MiB requests on this path too: the client to qemu-nbd splits them at its 32 MiB.
     const client = await RawClient.connect(d.port);
     try {

@@ -72,8 +72,6 @@ export class Transmission {
   ) {}
 
   async run(): Promise<void> {
-    // A write's payload buffer until its request is handed on (then the request gives it back).
-    let done: (() => void) | undefined;
     try {
       while (!this.closing) {
         const header = await this.reader.read(28);
@@ -89,6 +87,9 @@ export class Transmission {
         };
         if (request.type === Cmd.DISC) break;
         let payload: Buffer | undefined;
+        // A large write's payload buffer, given back once the write is done. One that never gets
+        // that far is left to the collector: the connection and its buffers are ending.
+        let release: (() => void) | undefined;
         if (request.type === Cmd.WRITE) {
           if (request.length > MAX_PAYLOAD) {
             // Too big to take in: the spec allows a hard disconnect above the advertised maximum.
@@ -97,7 +98,7 @@ export class Transmission {
           }
           if (request.length >= RequestBuffers.MIN) {
             const taken = this.buffers.take(request.length);
-            done = taken.release;
+            release = taken.release;
             payload = await this.reader.read(request.length, taken.data);
           } else {
             payload = await this.reader.read(request.length);
@@ -106,8 +107,6 @@ export class Transmission {
         while (this.inFlight >= MAX_IN_FLIGHT) await new Promise<void>((resolve) => this.idle.push(resolve));
         if (this.closing) break;
         this.inFlight++;
-        const release = done;
-        done = undefined;
         void this.handle(request, payload).finally(() => {
           release?.();
           this.inFlight--;
@@ -118,7 +117,6 @@ export class Transmission {
     } catch {
       // The client went away (EOF mid-request, reset): finish what is in flight below.
     }
-    done?.();
     this.closing = true;
     await this.drain();
   }

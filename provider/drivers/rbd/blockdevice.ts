@@ -14,6 +14,11 @@ export interface RbdTarget {
   snapshot?: string;
 }
 
+/** The image or snapshot as rbd names it: pool/image[@snapshot]. */
+function specOf(target: RbdTarget): string {
+  return `${target.pool}/${target.image}${target.snapshot ? `@${target.snapshot}` : ""}`;
+}
+
 /** An extent as `rbd diff` lists it: allocated data only; what it leaves out reads as zeroes. */
 interface DiffEntry {
   offset: number;
@@ -68,11 +73,11 @@ export class RbdBlockDevice implements BlockDevice {
   }
 
   private get spec(): string {
-    return `${this.target.pool}/${this.target.image}${this.target.snapshot ? `@${this.target.snapshot}` : ""}`;
+    return specOf(this.target);
   }
 
   static async open(ceph: CephAccess, target: RbdTarget, readOnly: boolean): Promise<RbdBlockDevice> {
-    const spec = `${target.pool}/${target.image}${target.snapshot ? `@${target.snapshot}` : ""}`;
+    const spec = specOf(target);
     const info = await ceph.rbdJson<{ size: number }>(["info", spec], `open RBD image ${spec}`);
     return new RbdBlockDevice(ceph, target, info.size, readOnly || Boolean(target.snapshot));
   }
@@ -196,7 +201,7 @@ async function startPrivateServer(ceph: CephAccess, target: RbdTarget, readOnly:
   server.stderr?.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   server.once("error", (err) => (exited = err.message));
   server.once("exit", (code, signal) => (exited ??= `exited with ${code ?? signal}`));
-  const spec = `${target.pool}/${target.image}${target.snapshot ? `@${target.snapshot}` : ""}`;
+  const spec = specOf(target);
   try {
     // qemu-nbd opens the image first, then makes its socket file, then listens: until it
     // listens a connect finds no file (ENOENT) or is refused (ECONNREFUSED), and is tried again.

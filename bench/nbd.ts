@@ -475,6 +475,10 @@ async function main(): Promise<void> {
         const server = await start(name, dir, volume.location);
         const r = (results[name] ??= Object.fromEntries(ROWS.map((t) => [t.label, []])));
         for (const row of ROWS) {
+          // Every row starts with nothing left to write back: an earlier row's dirty pages
+          // (kindling flushes a client's writes after it disconnects, the others leave them
+          // to the kernel) would otherwise be written out during this one.
+          sh("sync", []);
           (loads[row.label] ??= []).push(loadavg()[0]);
           r[row.label].push((await runRow(row, server, source)).rate);
         }

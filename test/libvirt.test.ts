@@ -65,7 +65,9 @@ describe("libvirt attaches the disks kindling describes", { skip }, () => {
     // A backstop against a hung guest, not a measure: the guest says each step when it gets there.
     for (let i = 0; i < 3000; i++) {
       const text = existsSync(log) ? readFileSync(log, "utf8") : "";
-      const line = text.split(/\r?\n/).find((l) => pattern.test(l));
+      // Whole lines only: the console log is written in pieces, and a line still being written
+      // would match as if it were all of it.
+      const line = text.slice(0, text.lastIndexOf("\n") + 1).split(/\r?\n/).find((l) => pattern.test(l));
       if (line) return line.match(pattern) as RegExpMatchArray;
       await sleep(100);
     }

@@ -164,9 +164,14 @@ export class Guest {
     return new Guest(child, qmp);
   }
 
-  /** Everything the guest said ("GUEST ..." lines). */
+  /**
+   * Everything the guest said ("GUEST ..." lines), whole lines only: the serial console's
+   * output arrives in pieces, and a line still being written ("SIZE 20971" of "SIZE 2097152")
+   * would match as if it were all of it.
+   */
   lines(): string[] {
-    return this.output.split(/\r?\n/).filter((l) => l.startsWith("GUEST ")).map((l) => l.slice(6).trim());
+    const complete = this.output.slice(0, this.output.lastIndexOf("\n") + 1);
+    return complete.split(/\r?\n/).filter((l) => l.startsWith("GUEST ")).map((l) => l.slice(6).trim());
   }
 
   get console(): string {

@@ -237,6 +237,10 @@ function fio(uri: string, rw: string, bs: string, depth = 16, jobs = 1): Measure
 }
 
 async function runRow(row: Row, server: Server, source: string): Promise<Measured> {
+  // Every row starts with nothing left to write back: an earlier row's dirty pages (kindling
+  // flushes a client's writes after it disconnects, the others leave them to the kernel) would
+  // otherwise be written out during this one.
+  sh("sync", []);
   if (row.idle) return idleCost(server);
   const connections = row.connections ? [`--connections=${row.connections}`] : [];
   if (row.copy === "read") return nbdcopy(server.uri, "null:", GiB, connections);
@@ -475,10 +479,6 @@ async function main(): Promise<void> {
         const server = await start(name, dir, volume.location);
         const r = (results[name] ??= Object.fromEntries(ROWS.map((t) => [t.label, []])));
         for (const row of ROWS) {
-          // Every row starts with nothing left to write back: an earlier row's dirty pages
-          // (kindling flushes a client's writes after it disconnects, the others leave them
-          // to the kernel) would otherwise be written out during this one.
-          sh("sync", []);
           (loads[row.label] ??= []).push(loadavg()[0]);
           r[row.label].push((await runRow(row, server, source)).rate);
         }

@@ -13,7 +13,7 @@ import { CephCluster, cephMissing } from "./helpers/ceph";
 import { cliFor, kindling } from "./helpers/cli";
 import { Daemon, freePort } from "./helpers/daemon";
 import { removeDir, tempDir } from "./helpers/env";
-import { buildInitramfs, guestKernel, guestMissing } from "./helpers/guest";
+import { buildInitramfs, guestKernel, guestMissing, wholeLines } from "./helpers/guest";
 import { Libvirtd, libvirtMissing } from "./helpers/libvirt";
 
 /** Reports the file on every disk that appears, vda then vdb, then idles. */
@@ -65,9 +65,7 @@ describe("libvirt attaches the disks kindling describes", { skip }, () => {
     // A backstop against a hung guest, not a measure: the guest says each step when it gets there.
     for (let i = 0; i < 3000; i++) {
       const text = existsSync(log) ? readFileSync(log, "utf8") : "";
-      // Whole lines only: the console log is written in pieces, and a line still being written
-      // would match as if it were all of it.
-      const line = text.slice(0, text.lastIndexOf("\n") + 1).split(/\r?\n/).find((l) => pattern.test(l));
+      const line = wholeLines(text).find((l) => pattern.test(l));
       if (line) return line.match(pattern) as RegExpMatchArray;
       await sleep(100);
     }

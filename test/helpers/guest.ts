@@ -141,6 +141,14 @@ export function kvmUsable(): boolean {
 }
 
 /** A running guest: its serial console's lines, and QMP. Stopped by its pid. */
+/**
+ * The lines of a console's output that are complete: a console is written in pieces, and a
+ * line still being written ("SIZE 20971" of "SIZE 2097152") would match as if it were all of it.
+ */
+export function wholeLines(output: string): string[] {
+  return output.slice(0, output.lastIndexOf("\n") + 1).split(/\r?\n/);
+}
+
 export class Guest {
   private output = "";
   private constructor(readonly child: ChildProcess, readonly qmp: Qmp) {
@@ -164,14 +172,9 @@ export class Guest {
     return new Guest(child, qmp);
   }
 
-  /**
-   * Everything the guest said ("GUEST ..." lines), whole lines only: the serial console's
-   * output arrives in pieces, and a line still being written ("SIZE 20971" of "SIZE 2097152")
-   * would match as if it were all of it.
-   */
+  /** Everything the guest said ("GUEST ..." lines). */
   lines(): string[] {
-    const complete = this.output.slice(0, this.output.lastIndexOf("\n") + 1);
-    return complete.split(/\r?\n/).filter((l) => l.startsWith("GUEST ")).map((l) => l.slice(6).trim());
+    return wholeLines(this.output).filter((l) => l.startsWith("GUEST ")).map((l) => l.slice(6).trim());
   }
 
   get console(): string {

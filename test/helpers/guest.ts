@@ -140,7 +140,6 @@ export function kvmUsable(): boolean {
   return (kvm = r.status === 0 && /Kernel panic/.test(r.stdout ?? ""));
 }
 
-/** A running guest: its serial console's lines, and QMP. Stopped by its pid. */
 /**
  * The lines of a console's output that are complete: a console is written in pieces, and a
  * line still being written ("SIZE 20971" of "SIZE 2097152") would match as if it were all of it.
@@ -149,6 +148,7 @@ export function wholeLines(output: string): string[] {
   return output.slice(0, output.lastIndexOf("\n") + 1).split(/\r?\n/);
 }
 
+/** A running guest: its serial console's lines, and QMP. Stopped by its pid. */
 export class Guest {
   private output = "";
   private constructor(readonly child: ChildProcess, readonly qmp: Qmp) {
